@@ -1,0 +1,1 @@
+"""Datasets: readers of the original layouts, images, splits, density maps, synthetic crowds."""

@@ -1,0 +1,68 @@
+"""pluggy hook specifications of the ``harness`` project.
+
+Every hook receives a ``register`` callback and nothing else; a plugin calls it once per component. Plugins
+never touch globals and import heavy libraries (torch, diffusers) lazily, inside their factories, so that
+``harness plugins`` stays fast and one broken dependency does not stop the others from loading.
+
+Hooks are called once each when the registries are first built (:func:`harness.plugins.get_registries`),
+in plugin registration order: built-in default plugins first, then ``harness`` entry-point plugins.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from pluggy import HookimplMarker, HookspecMarker
+
+from .specs import AnnotatorSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, StrategySpec
+
+hookspec = HookspecMarker("harness")
+hookimpl = HookimplMarker("harness")
+
+
+@hookspec
+def harness_register_datasets(register: Callable[[DatasetSpec], None]) -> None:
+    """Register dataset readers: ``register(DatasetSpec(name, factory, aliases=...))``.
+
+    ``factory(root)`` returns a :class:`harness.specs.Dataset` reading the original on-disk layout.
+    """
+
+
+@hookspec
+def harness_register_counters(register: Callable[[CounterSpec], None]) -> None:
+    """Register counters: ``register(CounterSpec(name, factory, trained_on=frozenset({...})))``.
+
+    ``factory(device="cpu", **options)`` returns a :class:`harness.specs.Counter` (image -> count, density
+    map and/or scored points). ``trained_on`` names the datasets whose labels trained the default weights.
+    """
+
+
+@hookspec
+def harness_register_generators(register: Callable[[GeneratorSpec], None]) -> None:
+    """Register synthetic-image generators: ``register(GeneratorSpec(name, factory))``.
+
+    The built object has ``generate(prompts, seeds, **kw) -> list[SyntheticImage]``.
+    """
+
+
+@hookspec
+def harness_register_annotators(register: Callable[[AnnotatorSpec], None]) -> None:
+    """Register pseudo-labellers: ``register(AnnotatorSpec(name, factory))``.
+
+    The built object has ``annotate(image) -> PseudoLabel`` and a ``provenance``.
+    """
+
+
+@hookspec
+def harness_register_strategies(register: Callable[[StrategySpec], None]) -> None:
+    """Register transfer strategies: ``register(StrategySpec(name, factory, uses_target_images=...))``.
+
+    ``factory(**options).fit(ctx: CellContext) -> Counter``.
+    """
+
+
+@hookspec
+def harness_register_methods(register: Callable[[MethodSpec], None]) -> None:
+    """Register methods (leaderboard rows): ``register(MethodSpec(name, strategy, profiles={...}))``.
+
+    A method names a registered strategy and its options for the ``smoke`` and ``paper`` profiles.
+    """

@@ -1,0 +1,117 @@
+"""Atomic writes and the content-addressed artefact cache (DESIGN.md §5).
+
+Every result file is written to a temporary file in the same folder and renamed into place, so a run killed
+at any moment leaves either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(obj: Any, **kw) -> str:
+    return json.dumps(obj, default=_json_default, **kw)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, to_json(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` (e.g. ``torch.save``/``np.save``) then rename ``tmp_path`` to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def content_key(obj: Any) -> str:
+    """SHA-256 of the canonical JSON of ``obj`` (sorted keys): the cache key of everything that determines
+    an artefact."""
+    return hashlib.sha256(to_json(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$HARNESS_CACHE`` or ``~/.cache/crowd-harness``."""
+    env = os.environ.get("HARNESS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "crowd-harness"
+
+
+class ArtifactCache:
+    """Content-addressed store: ``cache.path(kind, key_obj, suffix)`` is ``root/kind/ab/abcdef...suffix``.
+
+    The key object must hold *everything* that determines the artefact (model id, weights hash, seed,
+    sizes, ...). Use :meth:`get_or_create` to compute an artefact once, atomically.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def path(self, kind: str, key_obj: Any, suffix: str = "") -> Path:
+        key = content_key(key_obj)
+        return self.root / kind / key[:2] / f"{key}{suffix}"
+
+    def get_or_create(self, kind: str, key_obj: Any, suffix: str, create: Callable[[Path], None]) -> Path:
+        """Return the artefact's path, calling ``create(tmp_path)`` first if it is not cached yet."""
+        path = self.path(kind, key_obj, suffix)
+        if not path.exists():
+            atomic_save(path, create)
+            atomic_write_json(path.with_name(path.name + ".key.json"), key_obj)
+        return path

@@ -1,0 +1,167 @@
+"""Plugin manager: built-in default plugins plus third-party ``harness`` entry points.
+
+- Built-ins (``DEFAULT_PLUGINS``) register through the same hooks as third-party plugins.
+- Third-party distributions declare ``[project.entry-points.harness] name = "module"``.
+- ``HARNESS_LOAD_PLUGINS="a,b"`` loads only those entry-point plugins (``""`` loads none); built-ins always load.
+- A plugin that fails to import or to register is recorded in :data:`LoadReport.errors` (and warned about),
+  never fatal to the others; duplicate component names are reported the same way, naming both plugins.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import HarnessError
+from .registry import Registry
+
+DEFAULT_PLUGINS = (
+    "harness.default_plugins.datasets",
+    "harness.default_plugins.synthetic",
+    "harness.default_plugins.counters",
+    "harness.default_plugins.strategies",
+)
+
+#: hook name -> (registry kind, registry attribute)
+KINDS = {
+    "harness_register_datasets": "dataset",
+    "harness_register_counters": "counter",
+    "harness_register_generators": "generator",
+    "harness_register_annotators": "annotator",
+    "harness_register_strategies": "strategy",
+    "harness_register_methods": "method",
+}
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    version: str | None
+    distribution: str | None
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+    components: dict[str, list[str]] = field(default_factory=dict)  # kind -> names
+    error: str | None = None
+
+
+@dataclass
+class Registries:
+    """All component registries, built once from the loaded plugins."""
+
+    datasets: Registry
+    counters: Registry
+    generators: Registry
+    annotators: Registry
+    strategies: Registry
+    methods: Registry
+    plugins: list[PluginInfo]
+
+    def by_kind(self, kind: str) -> Registry:
+        return {"dataset": self.datasets, "counter": self.counters, "generator": self.generators,
+                "annotator": self.annotators, "strategy": self.strategies, "method": self.methods}[kind]
+
+    @property
+    def errors(self) -> dict[str, str]:
+        return {p.name: p.error for p in self.plugins if p.error}
+
+
+def _allowed_entry_points() -> set[str] | None:
+    value = os.environ.get("HARNESS_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    """A fresh plugin manager with the default plugins and the allowed entry-point plugins registered."""
+    pm = pluggy.PluginManager("harness")
+    pm.add_hookspecs(hookspecs)
+    infos: list[PluginInfo] = []
+    harness_version = _dist_version("crowd-harness")
+    for modname in DEFAULT_PLUGINS:
+        info = PluginInfo(name=modname.rsplit(".", 1)[-1], module=modname, version=harness_version,
+                          distribution="crowd-harness", builtin=True)
+        infos.append(info)
+        try:
+            pm.register(importlib.import_module(modname), name=modname)
+        except Exception as exc:  # a broken built-in is reported like any plugin
+            info.error = f"{type(exc).__name__}: {exc}"
+    allowed = _allowed_entry_points()
+    seen: set[str] = set()
+    for ep in sorted(md.entry_points(group="harness"), key=lambda e: e.name):
+        if ep.name in seen or (allowed is not None and ep.name not in allowed):
+            continue
+        seen.add(ep.name)
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(name=ep.name, module=ep.value, version=getattr(dist, "version", None),
+                          distribution=getattr(dist, "name", None), builtin=False)
+        infos.append(info)
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"harness plugin {ep.name!r} failed to load: {info.error}", stacklevel=2)
+    return pm, infos
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
+def build_registries() -> Registries:
+    """Load all plugins and call every registration hook, isolating failures per plugin."""
+    pm, infos = make_plugin_manager()
+    by_pm_name: dict[str, PluginInfo] = {}
+    for info in infos:
+        by_pm_name[info.module if info.builtin else info.name] = info
+    regs = {kind: Registry(kind) for kind in KINDS.values()}
+    for hook_name, kind in KINDS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            info = by_pm_name.get(impl.plugin_name)
+            if info is None or info.error:
+                continue
+            if hook_name not in info.hooks:
+                info.hooks.append(hook_name)
+            registered: list[Any] = []
+            try:
+                impl.function(register=registered.append)
+                for spec in registered:
+                    regs[kind].register(spec, info.name)
+                    info.components.setdefault(kind, []).append(spec.name)
+            except HarnessError as exc:
+                info.error = str(exc)
+                warnings.warn(f"harness plugin {info.name!r}: {exc}", stacklevel=2)
+            except Exception as exc:
+                info.error = f"{hook_name}: {type(exc).__name__}: {exc}"
+                warnings.warn(f"harness plugin {info.name!r} failed in {hook_name}: {exc}", stacklevel=2)
+    return Registries(datasets=regs["dataset"], counters=regs["counter"], generators=regs["generator"],
+                      annotators=regs["annotator"], strategies=regs["strategy"], methods=regs["method"],
+                      plugins=infos)
+
+
+_REGISTRIES: Registries | None = None
+
+
+def get_registries(refresh: bool = False) -> Registries:
+    """The process-wide registries (built on first use; ``refresh=True`` reloads plugins)."""
+    global _REGISTRIES
+    if _REGISTRIES is None or refresh:
+        _REGISTRIES = build_registries()
+    return _REGISTRIES
+
+
+def get_plugins() -> list[PluginInfo]:
+    """Loaded plugins with versions, hooks, registered components and load errors."""
+    return get_registries().plugins
