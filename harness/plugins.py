@@ -13,7 +13,7 @@ import importlib.metadata as md
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import pluggy
 
@@ -79,8 +79,13 @@ def _allowed_entry_points() -> set[str] | None:
     return {v.strip() for v in value.split(",") if v.strip()}
 
 
-def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginInfo]]:
-    """A fresh plugin manager with the default plugins and the allowed entry-point plugins registered."""
+def make_plugin_manager(extra_plugins: Sequence[Any] = ()) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    """A fresh plugin manager with the default plugins and the allowed entry-point plugins registered.
+
+    ``extra_plugins``: further plugin objects (modules or instances with ``@hookimpl`` methods) registered
+    after the entry points, e.g. by tests; each is named by its ``__name__`` (modules) or class name and
+    is reported like any plugin (``distribution=None``). ``HARNESS_LOAD_PLUGINS`` does not filter them.
+    """
     pm = pluggy.PluginManager("harness")
     pm.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
@@ -109,6 +114,15 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginInfo]]:
         except Exception as exc:
             info.error = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"harness plugin {ep.name!r} failed to load: {info.error}", stacklevel=2)
+    for plugin in extra_plugins:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        info = PluginInfo(name=name, module=name, version=None, distribution=None, builtin=False)
+        infos.append(info)
+        try:
+            pm.register(plugin, name=name)
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"harness plugin {name!r} failed to load: {info.error}", stacklevel=2)
     return pm, infos
 
 
@@ -119,9 +133,10 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
-def build_registries() -> Registries:
-    """Load all plugins and call every registration hook, isolating failures per plugin."""
-    pm, infos = make_plugin_manager()
+def build_registries(extra_plugins: Sequence[Any] = ()) -> Registries:
+    """Load all plugins (plus ``extra_plugins``, see :func:`make_plugin_manager`) and call every
+    registration hook, isolating failures per plugin."""
+    pm, infos = make_plugin_manager(extra_plugins)
     by_pm_name: dict[str, PluginInfo] = {}
     for info in infos:
         by_pm_name[info.module if info.builtin else info.name] = info
@@ -154,11 +169,12 @@ def build_registries() -> Registries:
 _REGISTRIES: Registries | None = None
 
 
-def get_registries(refresh: bool = False) -> Registries:
-    """The process-wide registries (built on first use; ``refresh=True`` reloads plugins)."""
+def get_registries(refresh: bool = False, extra_plugins: Sequence[Any] = ()) -> Registries:
+    """The process-wide registries (built on first use; ``refresh=True`` reloads plugins, adding
+    ``extra_plugins`` as in :func:`build_registries`)."""
     global _REGISTRIES
     if _REGISTRIES is None or refresh:
-        _REGISTRIES = build_registries()
+        _REGISTRIES = build_registries(extra_plugins)
     return _REGISTRIES
 
 
