@@ -1,4 +1,42 @@
-"""Built-in plugin: datasets (filled in by its module's owner)."""
+"""Built-in plugin: readers of the original dataset layouts (see :mod:`harness.data.readers`).
+
+Registered names (lookups are case-insensitive, ``_`` and ``-`` alike):
+
+- ``SHA`` (aliases ``shanghaitech-a``, ``part_a``), ``SHB`` (``shanghaitech-b``, ``part_b``): ShanghaiTech.
+- ``UCF50`` (``UCF_CC_50``, ``UCF50-F1``: fold 1), ``UCF50-F2`` .. ``UCF50-F5``: UCF_CC_50 5-fold protocol.
+- ``QNRF`` (``UCF-QNRF``), ``JHU`` (``JHU-Crowd++``, ``jhu-crowd``), ``NWPU`` (``NWPU-Crowd``).
+
+Each factory takes the data root (``None``: the ``HARNESS_DATA`` environment variable).
+"""
 from __future__ import annotations
 
-from ..hookspecs import hookimpl  # noqa: F401
+from ..hookspecs import hookimpl
+from ..specs import DatasetSpec
+
+
+@hookimpl
+def harness_register_datasets(register) -> None:
+    from ..data import readers  # numpy/scipy only; no torch
+
+    register(DatasetSpec(
+        "SHA", factory=lambda root: readers.ShanghaiTech(root, "A"), aliases=("shanghaitech-a", "part_a"),
+        description="ShanghaiTech part A (dense, web images): 300 train (10% held out as val) / 182 test"))
+    register(DatasetSpec(
+        "SHB", factory=lambda root: readers.ShanghaiTech(root, "B"), aliases=("shanghaitech-b", "part_b"),
+        description="ShanghaiTech part B (sparse, street views): 400 train (10% held out as val) / 316 test"))
+    register(DatasetSpec(
+        "UCF50", factory=lambda root: readers.UCFCC50(root, 1), aliases=("UCF_CC_50", "UCF50-F1"),
+        description="UCF_CC_50, 50 grayscale images, fold 1 of 5 (test on images 1-10, train on 11-50)"))
+    for k in range(2, 6):
+        register(DatasetSpec(
+            f"UCF50-F{k}", factory=lambda root, k=k: readers.UCFCC50(root, k),
+            description=f"UCF_CC_50 fold {k} of 5 (test on images {10 * k - 9}-{10 * k}, train on the rest)"))
+    register(DatasetSpec(
+        "QNRF", factory=lambda root: readers.UCFQNRF(root), aliases=("UCF-QNRF",),
+        description="UCF-QNRF: 1201 train (10% held out as val) / 334 test, high resolution"))
+    register(DatasetSpec(
+        "JHU", factory=lambda root: readers.JHUCrowd(root), aliases=("JHU-Crowd++", "jhu-crowd"),
+        description="JHU-Crowd++ v2.0: official 2272 train / 500 val / 1600 test, weather labels"))
+    register(DatasetSpec(
+        "NWPU", factory=lambda root: readers.NWPUCrowd(root), aliases=("NWPU-Crowd",),
+        description="NWPU-Crowd: official 3109 train / 500 val; 1500 test images with withheld labels"))
