@@ -1,0 +1,175 @@
+"""Results -> pandas -> Markdown / CSV / JSON / LaTeX / HTML leaderboards (DESIGN.md §5).
+
+- :func:`collect` reads every finished cell (``metrics.json``) of a run directory into one row per
+  (method, source→target, seed, limit_test).
+- :func:`leaderboard` pivots to rows = methods, columns = cells × (MAE↓, MSE↓, NAE↓, mAP↑), each
+  ``"mean ± std"`` over seeds. The std is the *sample* standard deviation (``ddof=1``); with a single seed
+  there is no spread to report, so the cell shows the value alone (no ``± 0.00``, which would claim a
+  measured zero spread). Flag columns follow: *seeds*, *uses target images*, *selection split*.
+  A cell whose weights saw the target's labels (``target_labels_seen`` in any seed) gets a dagger ``†`` on
+  its MAE; a cell evaluated on the first N test images only (``--limit-test N``) is labelled ``[n=N]``
+  in its column names.
+- :func:`render` formats that table; Markdown gets legend lines (dagger, limited cells, and "MSE is the
+  root mean squared error (the field's convention)", i.e. sqrt(mean (ĉ − c)²), MCNN, Zhang et al. 2016).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import ConfigError, DataError
+
+#: (metrics.json key, column label, decimals)
+METRICS = (("mae", "MAE↓", 2), ("mse", "MSE↓", 2), ("nae", "NAE↓", 3), ("map", "mAP↑", 3))
+DAGGER = "†"
+LEGEND_DAGGER = (f"{DAGGER} target labels seen: the weights were trained on the target dataset's labels "
+                 "(not a cross-domain result).")
+LEGEND_MSE = "MSE is the root mean squared error (the field's convention)."
+FORMATS = ("md", "csv", "json", "latex", "html")
+
+_COLUMNS = ["method", "source", "target", "cell", "seed", "limit_test", "profile", "mae", "mse", "nae", "map",
+            "n_images", "target_labels_seen", "uses_target_images", "selection_split", "duration_s", "path"]
+
+
+def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per finished cell under ``run_dir`` (every ``*/*/seed-*/metrics.json``).
+
+    Columns: method, source, target, cell (``"SHA→SHB"``), seed, limit_test, profile, mae, mse, nae, map,
+    n_images, target_labels_seen, uses_target_images, selection_split, duration_s, path (the cell folder).
+    Failed or unfinished cells (no ``metrics.json``) are not rows.
+
+    Raises:
+        DataError: ``run_dir`` is not a folder, or a ``metrics.json`` is not valid JSON.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise DataError(f"run directory {str(root)!r} not found; pass the --out folder of a `harness run`")
+    rows = []
+    for path in sorted(root.glob("*/*/seed-*/metrics.json")):
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path} is not valid JSON ({exc}); delete it to recompute the cell") from None
+        row = {k: m.get(k) for k in _COLUMNS}
+        row["cell"] = f"{m.get('source')}→{m.get('target')}"
+        row["path"] = str(path.parent)
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=_COLUMNS)
+    for k, _, _ in METRICS:
+        df[k] = pd.to_numeric(df[k], errors="coerce")
+    return df.sort_values(["method", "cell", "limit_test", "seed"], na_position="first", kind="stable"
+                          ).reset_index(drop=True)
+
+
+def _mean_std(values: pd.Series, decimals: int) -> str:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return "–"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.{decimals}f}"
+    return f"{v.mean():.{decimals}f} ± {v.std(ddof=1):.{decimals}f}"
+
+
+def _cell_label(cell: str, limit) -> str:
+    return cell if limit is None or (isinstance(limit, float) and math.isnan(limit)) else f"{cell} [n={int(limit)}]"
+
+
+def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows = methods; columns = ``"<cell> MAE↓"`` … ``"<cell> mAP↑"`` per cell, then ``seeds``,
+    ``uses target images``, ``selection split``. Values are strings ``"mean ± std"`` (sample std over
+    seeds, omitted for one seed); MAE carries ``†`` where the target's labels were seen. A method missing
+    a cell shows ``–``. Cells are ordered as first met in ``df``.
+    """
+    if df.empty:
+        return pd.DataFrame(columns=["method"])
+    df = df.copy()
+    df["limit_key"] = df["limit_test"].where(df["limit_test"].notna(), None)
+    df["label"] = [_cell_label(c, lim) for c, lim in zip(df["cell"], df["limit_key"])]
+    labels = list(dict.fromkeys(df["label"]))
+    rows = []
+    for method, mdf in df.groupby("method", sort=True):
+        row: dict[str, str] = {"method": method}
+        for label in labels:
+            cdf = mdf[mdf["label"] == label]
+            for key, name, dec in METRICS:
+                text = _mean_std(cdf[key], dec) if not cdf.empty else "–"
+                if key == "mae" and not cdf.empty and cdf["target_labels_seen"].fillna(False).astype(bool).any():
+                    text += f" {DAGGER}"
+                row[f"{label} {name}"] = text
+        seeds = sorted({int(s) for s in mdf["seed"].dropna()})
+        row["seeds"] = ",".join(map(str, seeds))
+        row["uses target images"] = "yes" if mdf["uses_target_images"].fillna(False).astype(bool).any() else "no"
+        row["selection split"] = ",".join(sorted({str(s) for s in mdf["selection_split"].fillna("none")}))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def notes(board: pd.DataFrame) -> list[str]:
+    """Legend lines for ``board``: the dagger (when used), limited test splits, and the MSE convention."""
+    out = []
+    if board.astype(str).apply(lambda col: col.str.contains(DAGGER, regex=False)).to_numpy().any():
+        out.append(LEGEND_DAGGER)
+    if any("[n=" in c for c in board.columns):
+        out.append("[n=N]: evaluated on the first N test images only (--limit-test); not comparable to full runs.")
+    out.append(LEGEND_MSE)
+    return out
+
+
+_LATEX_SUBS = [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+               ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")]
+_LATEX_UNICODE = [("±", r"$\pm$"), ("→", r"$\to$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"),
+                  ("†", r"$^\dagger$"), ("–", "--")]
+
+
+def _latex(text: str) -> str:
+    out = []
+    for ch in str(text):
+        sub = next((r for c, r in _LATEX_SUBS if c == ch), None)
+        out.append(sub if sub is not None else ch)
+    text = "".join(out)
+    for c, r in _LATEX_UNICODE:
+        text = text.replace(c, r)
+    return text
+
+
+def render(board: pd.DataFrame, fmt: str = "md") -> str:
+    """Format a :func:`leaderboard` table.
+
+    ``fmt``: ``md`` (GitHub pipe table via tabulate, legend lines below), ``csv``, ``json``
+    (``{"columns", "rows", "notes"}``), ``latex`` (booktabs ``tabular`` via pandas' Styler; Unicode marks
+    become math macros, special characters escaped; needs ``\\usepackage{booktabs}``), ``html`` (a
+    ``<table>`` plus the legend as ``<p>``).
+
+    Raises:
+        ConfigError: an unknown format.
+    """
+    fmt = fmt.lower()
+    legend = notes(board)
+    if fmt in ("md", "markdown"):
+        table = board.to_markdown(index=False, tablefmt="github") if not board.empty else "(no finished cells)"
+        return table + "\n\n" + "\n".join(f"- {n}" for n in legend) + "\n"
+    if fmt == "csv":
+        return board.to_csv(index=False)
+    if fmt == "json":
+        return json.dumps({"columns": list(board.columns), "rows": board.to_dict(orient="records"),
+                           "notes": legend}, ensure_ascii=False, indent=2) + "\n"
+    if fmt in ("latex", "tex"):
+        tex = board.rename(columns=_latex).map(_latex) if not board.empty else board.rename(columns=_latex)
+        body = tex.style.hide(axis="index").to_latex(hrules=True, column_format="l" + "r" * (len(tex.columns) - 1))
+        return body + "".join(f"% {n}\n" for n in legend)
+    if fmt == "html":
+        return (board.to_html(index=False, escape=True, border=0, classes="leaderboard") + "\n"
+                + "".join(f"<p>{_html_escape(n)}</p>\n" for n in legend))
+    raise ConfigError(f"unknown leaderboard format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _html_escape(text: str) -> str:
+    import html
+    return html.escape(text, quote=False)
+
+
+__all__ = ["collect", "leaderboard", "render", "notes", "FORMATS", "METRICS", "LEGEND_MSE", "LEGEND_DAGGER"]
