@@ -1,0 +1,401 @@
+"""Counting and localisation metrics (DESIGN.md §4).
+
+Counting (per image counts ĉ_i predicted, c_i ground truth, n images):
+
+* MAE = (1/n) Σ |ĉ_i − c_i|
+* MSE = sqrt((1/n) Σ (ĉ_i − c_i)²) — the ROOT mean squared error, which the crowd-counting literature has
+  called "MSE" since MCNN (Zhang et al., CVPR 2016, eq. 6). (SYRAC's released code reports the plain mean
+  square; never mix the two.)
+* NAE = (1/n⁺) Σ_{c_i > 0} |ĉ_i − c_i| / c_i over the n⁺ images with c_i > 0 (NWPU-Crowd, Wang et al.,
+  TPAMI 2020, eq. 3).
+
+Localisation:
+
+* AP@δ / mAP: Idrees et al., "Composition Loss for Counting, Density Map Estimation and Localization in
+  Dense Crowds", ECCV 2018 (§5.3), as used by Liu et al., "Leveraging Self-Supervision for Cross-Domain
+  Crowd Counting" / RDBT, ACM MM 2020, Table 1: predictions pooled over the images and sorted by score, a
+  prediction within δ pixels of a still-unmatched ground-truth head of its image is a true positive, AP is
+  the area under the precision–recall curve, mAP the mean over δ = 1..100.
+* NWPU-Crowd P/R/F1 at σ_s / σ_l (Wang et al., TPAMI 2020, §4.2): one-to-one maximum matching of predicted
+  and ground-truth heads, a pair allowed when their distance is ≤ the ground-truth head's σ.
+* :func:`points_from_density`: head points of counters that only give density maps, as local maxima of the
+  density (score = peak value).
+
+Points are ``(N, 2)`` float ``(x, y)`` pixels of the input image, origin top-left (DESIGN.md §3).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_bipartite_matching
+from scipy.spatial import cKDTree
+
+from harness.errors import ConfigError, DataError
+
+__all__ = [
+    "count_metrics",
+    "localisation_ap",
+    "localisation_map",
+    "match_points",
+    "nwpu_prf",
+    "nwpu_sigmas",
+    "precision_recall_f1",
+    "points_from_density",
+    "DEFAULT_PEAK_THRESHOLD",
+]
+
+# Default peak threshold of points_from_density, in count per input pixel: the peak of a normalised 2-D
+# Gaussian is 1 / (2π σ²), which is 1e-4 at σ ≈ 40 px, so every head drawn with σ below ~40 px is kept.
+DEFAULT_PEAK_THRESHOLD = 1e-4
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _points(value, what: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 2), dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise DataError(f"{what} have shape {arr.shape}: pass an (N, 2) array of (x, y) pixel positions")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{what} contain non-finite values: drop those points first")
+    return arr
+
+
+def _vector(value, what: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise DataError(f"{what} have shape {arr.shape}: pass a 1-D array with one value per item")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{what} contain non-finite values: every value must be a finite number")
+    return arr
+
+
+# ------------------------------------------------------------------------------------------ counting
+
+
+def count_metrics(pred_counts, gt_counts) -> dict:
+    """MAE, MSE (root mean squared error) and NAE of per-image counts.
+
+    MAE = mean |ĉ − c|; MSE = sqrt(mean (ĉ − c)²), the field's (root) MSE since MCNN (Zhang et al.,
+    CVPR 2016, eq. 6); NAE = mean |ĉ − c| / c over the images with c > 0 (NWPU-Crowd, Wang et al.,
+    TPAMI 2020), NaN when no image has c > 0.
+
+    Args:
+        pred_counts: ``(n,)`` predicted counts ĉ (float).
+        gt_counts: ``(n,)`` ground-truth counts c (number of annotated heads).
+
+    Returns:
+        ``{"mae": float, "mse": float, "nae": float, "n_images": n, "n_nae": n⁺}`` where ``n_nae`` is the
+        number of images (c > 0) that NAE averages over.
+
+    Raises:
+        DataError: empty input, lengths differ, non-finite values, or a negative ground-truth count.
+    """
+    pred = _vector(pred_counts, "predicted counts")
+    gt = _vector(gt_counts, "ground-truth counts")
+    if pred.shape != gt.shape:
+        raise DataError(f"{len(pred)} predicted counts but {len(gt)} ground-truth counts: pass one of each per image")
+    if len(gt) == 0:
+        raise DataError("count_metrics got no images: pass at least one (predicted, ground-truth) count pair")
+    if (gt < 0).any():
+        raise DataError("ground-truth counts contain negative values: counts must be >= 0")
+    err = pred - gt
+    pos = gt > 0
+    nae = float(np.mean(np.abs(err[pos]) / gt[pos])) if pos.any() else float("nan")
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "mse": float(np.sqrt(np.mean(err**2))),
+        "nae": nae,
+        "n_images": int(len(gt)),
+        "n_nae": int(pos.sum()),
+    }
+
+
+# ------------------------------------------------------------------------------------------ AP@δ
+
+
+def _image_tp(pred: np.ndarray, gt: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """True-positive flags ``(D, M)`` of one image's predictions, given in score order, for every δ.
+
+    ``deltas`` must be sorted ascending. Greedy in the given order: a prediction takes the NEAREST
+    unmatched ground-truth point within δ (distance ties -> lower ground-truth index); one walk over the
+    predictions serves all δ at once.
+    """
+    n_d, m = len(deltas), len(pred)
+    tp = np.zeros((m, n_d), dtype=bool)
+    if m == 0 or len(gt) == 0:
+        return tp.T
+    d_max = float(deltas[-1])
+    # All pairs within the largest δ, once (slightly widened radius, then exact distances decide).
+    pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(gt), d_max * (1 + 1e-9) + 1e-9, output_type="ndarray")
+    if len(pairs) == 0:
+        return tp.T
+    pi = pairs["i"].astype(np.int64)
+    gi = pairs["j"].astype(np.int64)
+    dist = np.hypot(pred[pi, 0] - gt[gi, 0], pred[pi, 1] - gt[gi, 1])
+    keep = dist <= d_max
+    pi, gi, dist = pi[keep], gi[keep], dist[keep]
+    order = np.lexsort((gi, dist, pi))  # by prediction, then distance, then ground-truth index
+    pi, gi, dist = pi[order], gi[order], dist[order]
+    first_delta = np.searchsorted(deltas, dist, side="left")  # the pair is within δ_t for t >= first_delta
+    bounds = np.searchsorted(pi, np.arange(m + 1)).tolist()
+    gi_l, fd_l = gi.tolist(), first_delta.tolist()
+    t_index = np.arange(n_d)
+    matched = np.zeros((len(gt), n_d), dtype=bool)  # matched[g, t]: ground truth g taken at δ_t
+    for j in range(m):
+        a, b = bounds[j], bounds[j + 1]
+        if a == b:
+            continue  # nothing within the largest δ: a false positive at every δ
+        g0, t0 = gi_l[a], fd_l[a]
+        if not matched[g0].any():
+            # Fast path: the nearest candidate is free at every δ, so every δ that reaches it takes it.
+            matched[g0, t0:] = True
+            tp[j, t0:] = True
+            continue
+        cand = gi[a:b]
+        avail = (first_delta[a:b][:, None] <= t_index[None, :]) & ~matched[cand]  # (k, D)
+        cols = np.flatnonzero(avail.any(axis=0))
+        if len(cols):
+            matched[cand[avail[:, cols].argmax(axis=0)], cols] = True
+            tp[j, cols] = True
+    return tp.T
+
+
+def localisation_map(items: Iterable, deltas: Sequence[float] = range(1, 101)) -> dict:
+    """Localisation AP@δ for every δ and their mean (mAP).
+
+    Idrees et al., ECCV 2018 (§5.3), as used by Liu et al., ACM MM 2020 (RDBT), Table 1. For each δ:
+
+    1. predictions of ALL images are pooled and sorted by score, descending; the sort is stable, so tied
+       scores keep input order (earlier image first, then the order of predictions within the image);
+    2. walking that list, a prediction is a true positive if a still-unmatched ground-truth point OF ITS
+       OWN IMAGE lies within δ pixels (Euclidean distance ≤ δ); it then takes the nearest such point
+       (equal distances: the lower ground-truth index); otherwise it is a false positive;
+    3. precision_j = TP_j / j and recall_j = TP_j / N_gt after the j-th prediction (N_gt over all images);
+    4. AP = area under the interpolated PR curve, PASCAL-VOC "all points" style: precision made monotone
+       (p̂_j = max_{j' ≥ j} precision_{j'}), summed over the recall steps: AP = Σ_{j ∈ TP} p̂_j / N_gt.
+
+    No ground-truth point in any image: every AP is NaN (undefined). No predictions: every AP is 0.
+    Speed: candidate pairs within max δ are found once per image with ``scipy.spatial.cKDTree`` and one
+    greedy walk serves all δ (the matching only depends on the order of the image's own predictions).
+
+    Args:
+        items: iterable of ``(pred_points (M, 2), scores (M,), gt_points (N, 2))`` per image, ``(x, y)``
+            pixels; ``M`` or ``N`` may be 0.
+        deltas: distance thresholds δ in pixels (default 1..100).
+
+    Returns:
+        ``{"map": float, "ap": {δ: float}}`` (keys of ``ap`` are the given δ values).
+
+    Raises:
+        DataError: a malformed item (shapes, lengths, non-finite values). ConfigError: no δ or a δ ≤ 0.
+    """
+    delta_list = list(deltas)
+    d_arr = np.asarray(delta_list, dtype=np.float64)
+    if d_arr.ndim != 1 or len(d_arr) == 0 or not np.isfinite(d_arr).all() or (d_arr <= 0).any():
+        raise ConfigError(f"localisation deltas {delta_list!r} are invalid: pass one or more finite distances > 0 px")
+    d_perm = np.argsort(d_arr, kind="stable")
+    d_sorted = d_arr[d_perm]
+    d_rank = np.argsort(d_perm)  # row t of the sorted results is δ = d_sorted[t]; d_rank maps back
+    tps: list[np.ndarray] = []
+    scores_all: list[np.ndarray] = []
+    n_gt = 0
+    for i, item in enumerate(items):
+        try:
+            pred_points, scores, gt_points = item
+        except (TypeError, ValueError):
+            raise DataError(f"localisation item {i} is not a (pred_points, scores, gt_points) triple") from None
+        pred = _points(pred_points, f"predicted points of item {i}")
+        sc = _vector(scores, f"scores of item {i}") if np.size(scores) else np.zeros(0)
+        gt = _points(gt_points, f"ground-truth points of item {i}")
+        if len(sc) != len(pred):
+            raise DataError(f"item {i} has {len(pred)} predicted points but {len(sc)} scores: pass one score per point")
+        order = np.argsort(-sc, kind="stable")
+        tp = np.zeros((len(d_arr), len(pred)), dtype=bool)
+        tp[:, order] = _image_tp(pred[order], gt, d_sorted)[d_rank]
+        tps.append(tp)
+        scores_all.append(sc)
+        n_gt += len(gt)
+    if n_gt == 0:
+        ap = np.full(len(d_arr), np.nan)
+    else:
+        scores_cat = np.concatenate(scores_all) if scores_all else np.zeros(0)
+        if len(scores_cat) == 0:
+            ap = np.zeros(len(d_arr))
+        else:
+            gorder = np.argsort(-scores_cat, kind="stable")
+            tp = np.concatenate(tps, axis=1)[:, gorder]
+            precision = np.cumsum(tp, axis=1, dtype=np.int64) / np.arange(1, tp.shape[1] + 1)
+            interp = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+            ap = (interp * tp).sum(axis=1) / n_gt
+    return {"map": float(np.mean(ap)), "ap": {d: float(a) for d, a in zip(delta_list, ap)}}
+
+
+def localisation_ap(items: Iterable, delta: float) -> float:
+    """AP at one distance threshold δ (pixels); see :func:`localisation_map` for the definition."""
+    return localisation_map(items, [delta])["ap"][delta]
+
+
+# ------------------------------------------------------------------------------------------ NWPU P/R/F1
+
+
+def nwpu_sigmas(boxes_wh) -> tuple[np.ndarray, np.ndarray]:
+    """NWPU-Crowd matching thresholds from head boxes (Wang et al., TPAMI 2020, §4.2).
+
+    Args:
+        boxes_wh: ``(N, 2)`` head-box width and height in pixels.
+
+    Returns:
+        ``(sigma_s, sigma_l)``, each ``(N,)``: σ_s = min(w, h) / 2 (strict) and σ_l = sqrt(w² + h²) / 2
+        (loose).
+    """
+    wh = _points(boxes_wh, "head boxes (w, h)")
+    return wh.min(axis=1) / 2.0, np.hypot(wh[:, 0], wh[:, 1]) / 2.0
+
+
+def match_points(pred_points, gt_points, sigma) -> np.ndarray:
+    """One-to-one maximum matching of predicted and ground-truth points within σ.
+
+    A pair (prediction p, ground truth g) may match when ``|p − g| ≤ σ_g``; the matching with the most
+    pairs is found (the NWPU-Crowd evaluation's Hungarian matching on the 0/1 match matrix, Wang et al.,
+    TPAMI 2020). Computed with Hopcroft–Karp (``scipy.sparse.csgraph.maximum_bipartite_matching``) on the
+    sparse candidate graph from a KD-tree, which finds the same number of pairs as
+    ``scipy.optimize.linear_sum_assignment`` on the dense 0/1 matrix but scales to NWPU's 10⁴-head images.
+
+    Args:
+        pred_points: ``(M, 2)`` float ``(x, y)`` pixels. gt_points: ``(N, 2)``.
+        sigma: scalar or ``(N,)`` per-ground-truth threshold in pixels (e.g. :func:`nwpu_sigmas`).
+
+    Returns:
+        ``(M,)`` int64: index of the matched ground-truth point for each prediction, −1 if unmatched.
+
+    Raises:
+        DataError: malformed points or σ (wrong length, negative, non-finite).
+    """
+    pred = _points(pred_points, "predicted points")
+    gt = _points(gt_points, "ground-truth points")
+    sig = _vector(sigma, "sigma")
+    if len(sig) == 1:
+        sig = np.full(len(gt), sig[0])
+    if len(sig) != len(gt):
+        raise DataError(f"{len(sig)} sigma values for {len(gt)} ground-truth points: pass a scalar or one per point")
+    if (sig < 0).any():
+        raise DataError("sigma contains negative values: matching thresholds must be >= 0 px")
+    out = np.full(len(pred), -1, dtype=np.int64)
+    if len(pred) == 0 or len(gt) == 0:
+        return out
+    s_max = float(sig.max())
+    pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(gt), s_max * (1 + 1e-9) + 1e-9, output_type="ndarray")
+    pi = pairs["i"].astype(np.int64)
+    gi = pairs["j"].astype(np.int64)
+    dist = np.hypot(pred[pi, 0] - gt[gi, 0], pred[pi, 1] - gt[gi, 1])
+    ok = dist <= sig[gi]
+    if not ok.any():
+        return out
+    graph = csr_matrix((np.ones(int(ok.sum()), dtype=np.int8), (pi[ok], gi[ok])), shape=(len(pred), len(gt)))
+    graph.sum_duplicates()
+    return maximum_bipartite_matching(graph, perm_type="column").astype(np.int64)
+
+
+def nwpu_prf(pred_points, gt_points, sigma) -> tuple[int, int, int]:
+    """True positives, false positives and false negatives of one image under NWPU-Crowd matching.
+
+    See :func:`match_points` (one-to-one maximum matching, pair allowed when distance ≤ σ of the
+    ground-truth head; NWPU uses σ_s = min(w, h)/2 and σ_l = sqrt(w² + h²)/2 of the head box, see
+    :func:`nwpu_sigmas`, and a per-ground-truth ``sigma`` array is accepted for that).
+
+    Returns:
+        ``(tp, fp, fn)`` with ``fp = M − tp`` and ``fn = N − tp``. Sum them over images and pass the
+        totals to :func:`precision_recall_f1` (NWPU's evaluation is micro-averaged).
+    """
+    match = match_points(pred_points, gt_points, sigma)
+    n_gt = len(_points(gt_points, "ground-truth points"))
+    tp = int((match >= 0).sum())
+    return tp, int(len(match) - tp), int(n_gt - tp)
+
+
+def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 from match totals (NWPU-Crowd, Wang et al., TPAMI 2020).
+
+    P = tp / (tp + fp), R = tp / (tp + fn), F1 = 2PR / (P + R); an empty denominator gives 0, as in the
+    NWPU-Crowd evaluation code (which adds 1e-20 to every denominator).
+
+    Raises:
+        DataError: a negative count.
+    """
+    if min(tp, fp, fn) < 0:
+        raise DataError(f"match counts tp={tp}, fp={fp}, fn={fn} contain a negative value: counts must be >= 0")
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return float(p), float(r), float(f1)
+
+
+# ------------------------------------------------------------------------------------------ peaks
+
+
+def points_from_density(
+    density,
+    stride: int = 1,
+    *,
+    threshold: float | None = None,
+    min_distance: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Head points of a density map: its local maxima, scored by peak value (DESIGN.md §4).
+
+    A pixel is a peak if it equals the maximum of its ``(2·min_distance + 1)²`` neighbourhood
+    (``scipy.ndimage.maximum_filter``, outside the map counts as −inf) and exceeds ``threshold``; a
+    connected plateau of equal maxima gives ONE point at its mean position.
+
+    Coordinates: density pixel ``(row, col)`` of a map with output stride ``s`` covers input pixels
+    ``[col·s, (col+1)·s) × [row·s, (row+1)·s)``; its point is the block centre
+    ``x = (col + 0.5)·s, y = (row + 0.5)·s`` in input pixels (pixel ``j`` covers ``[j, j + 1)``, the
+    ``floor`` convention of :func:`harness.data.density.density_map`, so for ``s = 1`` a head drawn at
+    ``(x, y)`` comes back within half a pixel of it).
+
+    Args:
+        density: ``(h, w)`` float density (count per map pixel).
+        stride: output stride ``s`` of the map relative to the input image (integer ≥ 1).
+        threshold: minimum peak value, in count per MAP pixel; default
+            ``DEFAULT_PEAK_THRESHOLD · s²`` (1e-4 per input pixel: keeps heads drawn with σ ≲ 40 px).
+        min_distance: neighbourhood half-size in map pixels (default 1, i.e. 3 × 3).
+
+    Returns:
+        ``(points (M, 2) float64 (x, y) input pixels, scores (M,) float64 peak values)``, sorted by score
+        descending (ties in raster order).
+
+    Raises:
+        DataError: ``density`` is not a finite 2-D array. ConfigError: invalid stride / min_distance.
+    """
+    dens = np.asarray(density, dtype=np.float64)
+    if dens.ndim != 2:
+        raise DataError(f"density has shape {dens.shape}: pass a 2-D (h, w) map")
+    if not np.isfinite(dens).all():
+        raise DataError("density contains non-finite values: check the counter's output")
+    if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+        raise ConfigError(f"stride={stride!r} is invalid: pass the map's integer output stride >= 1")
+    md = 1 if min_distance is None else min_distance
+    if isinstance(md, bool) or int(md) != md or md < 1:
+        raise ConfigError(f"min_distance={min_distance!r} is invalid: pass an integer >= 1 (map pixels)")
+    thr = DEFAULT_PEAK_THRESHOLD * stride**2 if threshold is None else float(threshold)
+    empty = (np.zeros((0, 2), dtype=np.float64), np.zeros(0, dtype=np.float64))
+    if dens.size == 0:
+        return empty
+    peak = ndimage.maximum_filter(dens, size=2 * int(md) + 1, mode="constant", cval=-np.inf)
+    mask = (dens == peak) & (dens > thr)
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return empty
+    index = np.arange(1, n + 1)
+    centres = np.asarray(ndimage.center_of_mass(mask, labels, index), dtype=np.float64).reshape(n, 2)
+    scores = np.asarray(ndimage.maximum(dens, labels, index), dtype=np.float64)
+    pts = np.stack([(centres[:, 1] + 0.5) * stride, (centres[:, 0] + 0.5) * stride], axis=1)
+    order = np.argsort(-scores, kind="stable")
+    return pts[order], scores[order]
