@@ -1,0 +1,236 @@
+"""``harness`` command line: a thin click + rich layer over :mod:`harness.runner` and
+:mod:`harness.leaderboard`.
+
+Commands::
+
+    harness run [--matrix 'SHA→SHB,SHB→SHA'] [--methods a,b] [--seeds 0,1,2] [--profile smoke|paper]
+                [--device auto|cpu|cuda] [--out runs/NAME] [--data-root PATH] [--limit-test N]
+    harness plugins [--json]
+    harness leaderboard RUN_DIR [--format md|csv|json|latex|html] [-o FILE]
+    harness count IMAGE... --counter NAME [--out DIR] [--device auto|cpu|cuda]
+    harness datasets [--data-root PATH]
+
+Exit codes: 0 success; 1 some cells of a run failed (listed at the end; run again to retry them);
+2 a user error (:class:`harness.errors.HarnessError`, printed as ``Error: <one line>`` on stderr, no
+traceback; click's own usage errors also exit 2).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import HarnessError
+
+#: defaults of ``harness run`` without / with a data root
+SYNTHETIC_MATRIX = "SYN-SPARSE→SYN-DENSE,SYN-DENSE→SYN-SPARSE"
+SYNTHETIC_METHODS = "source-only-rescsrnet"
+REAL_MATRIX = "SHA→SHB,SHB→SHA"
+
+err_console = Console(stderr=True)
+
+
+def _registries():
+    """The process-wide registries; plugin load warnings are shown as one ``Warning:`` line each."""
+    from .plugins import get_registries
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        regs = get_registries()
+    for w in caught:
+        click.echo(f"Warning: {w.message}", err=True)
+    return regs
+
+
+class HarnessGroup(click.Group):
+    """Turns every :class:`HarnessError` into ``Error: <message>`` on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HarnessError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="crowd-harness", prog_name="harness")
+def main() -> None:
+    """crowd-harness: benchmark cross-dataset crowd counting methods (source→target matrices)."""
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+@main.command()
+@click.option("--matrix", default=None, metavar="SRC→TGT,...",
+              help=f"Cells to run ('→' or '->'). Default: {REAL_MATRIX} with a data root, "
+                   f"else the built-in synthetic {SYNTHETIC_MATRIX}.")
+@click.option("--methods", default=None, metavar="NAME,...",
+              help=f"Methods (leaderboard rows; see `harness plugins`). Default: {SYNTHETIC_METHODS}.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated integer seeds.")
+@click.option("--profile", default="smoke", show_default=True,
+              help="Method profile: smoke (CPU, minutes, tiny sizes) or paper (the papers' hyperparameters).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory; run again with the same --out to resume. Default: runs/<profile>.")
+@click.option("--data-root", type=click.Path(path_type=Path), envvar="HARNESS_DATA", default=None,
+              help="Folder holding the datasets' folders (e.g. ShanghaiTech/); env HARNESS_DATA.")
+@click.option("--limit-test", type=int, default=None,
+              help="Evaluate on the first N test images only (a separate cell: seed-K-nN).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
+def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, progress):
+    """Run METHODS on every SRC→TGT cell of MATRIX for each seed, then print the leaderboard.
+
+    Finished cells are never recomputed; failed cells are retried on the next run. Exits 1 when any cell
+    failed (listed at the end).
+    """
+    from . import runner
+    from .leaderboard import collect, leaderboard, render
+    from .io import atomic_write_text
+
+    regs = _registries()
+    if matrix is None:
+        matrix = REAL_MATRIX if data_root else SYNTHETIC_MATRIX
+    if methods is None:
+        methods = SYNTHETIC_METHODS
+    out_dir = out_dir or Path("runs") / profile
+    plan = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test)
+    err_console.print(f"[bold]harness run[/bold]: {len(plan.cells)} cell(s) "
+                      f"({len(plan.methods)} method(s) × {len(plan.matrix)} pair(s) × {len(plan.seeds)} seed(s)) "
+                      f"→ {out_dir}")
+    summary = runner.execute(plan, out_dir, device, progress=progress, console=err_console)
+    err_console.print(f"finished {len(summary.finished)}, already done {len(summary.skipped)}, "
+                      f"failed {len(summary.failed)}")
+    board = render(leaderboard(collect(out_dir)), "md")
+    atomic_write_text(Path(out_dir) / "leaderboard.md", board)
+    click.echo(board)
+    if summary.failed:
+        click.echo(f"Error: {len(summary.failed)} cell(s) failed (see error.json and log.txt in each; "
+                   f"run again to retry):", err=True)
+        for cell, message in summary.failed:
+            click.echo(f"  {out_dir / cell.relpath}: {message}", err=True)
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------- plugins
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json):
+    """List plugins: versions, hooks, registered components per kind, and load errors."""
+    from dataclasses import asdict
+
+    regs = _registries() if not as_json else _quiet_registries()
+    if as_json:
+        click.echo(json.dumps([asdict(p) for p in regs.plugins], indent=2))
+        return
+    table = Table(title="harness plugins")
+    for col in ("plugin", "version", "distribution", "hooks", "components", "error"):
+        table.add_column(col, overflow="fold")
+    for p in regs.plugins:
+        comps = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p.components.items())
+        hooks = "\n".join(h.replace("harness_register_", "") for h in p.hooks)
+        table.add_row(p.name + (" (built-in)" if p.builtin else ""), p.version or "", p.distribution or "",
+                      hooks, comps, f"[red]{p.error}[/red]" if p.error else "")
+    Console().print(table)
+
+
+def _quiet_registries():
+    from .plugins import get_registries
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # errors are part of the JSON output
+        return get_registries()
+
+
+# --------------------------------------------------------------------------------------------- leaderboard
+
+
+@main.command("leaderboard")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "latex", "html"]), default="md",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to FILE instead of stdout.")
+def leaderboard_cmd(run_dir, fmt, output):
+    """Leaderboard of RUN_DIR: methods × cells, MAE/MSE/NAE/mAP as mean ± std over seeds."""
+    from .io import atomic_write_text
+    from .leaderboard import collect, leaderboard, render
+
+    text = render(leaderboard(collect(run_dir)), fmt)
+    if output:
+        atomic_write_text(output, text)
+        err_console.print(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+# --------------------------------------------------------------------------------------------- count
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--counter", "counter_name", required=True, help="Counter name (see `harness plugins`).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder for the density-map overlays <image stem>_density.png.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def count(images, counter_name, out_dir, device):
+    """Count people in IMAGES with a counter; print counts and write a density-map overlay per image."""
+    from .data.images import read_image
+    from .runner import resolve_device
+
+    regs = _registries()
+    spec = regs.counters.get(counter_name)
+    counter = spec.factory(device=resolve_device(device))
+    for path in images:
+        image = read_image(path)
+        pred = counter.predict(image)
+        line = f"{path}\t{pred.count:.1f}"
+        if pred.density is not None:
+            from .visualize import save_density_overlay
+
+            png = save_density_overlay(image, pred.density, pred.count,
+                                       Path(out_dir) / f"{Path(path).stem}_density.png")
+            line += f"\t{png}"
+        click.echo(line)
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+@main.command()
+@click.option("--data-root", type=click.Path(path_type=Path), envvar="HARNESS_DATA", default=None,
+              help="Folder holding the datasets' folders; env HARNESS_DATA.")
+def datasets(data_root):
+    """List registered datasets and the split sizes found (under the data root where one is needed)."""
+    regs = _registries()
+    table = Table(title=f"datasets (data root: {data_root or 'none'})")
+    for col in ("dataset", "aliases", "plugin", "train", "val", "test", "status"):
+        table.add_column(col, overflow="fold")
+    for entry in regs.datasets:
+        spec = entry.spec
+        sizes = ["", "", ""]
+        if spec.needs_root and data_root is None:
+            status = "needs --data-root / HARNESS_DATA"
+        else:
+            try:
+                ds = spec.factory(Path(data_root) if data_root else None)
+                sizes = [str(len(ds.samples(s))) for s in ("train", "val", "test")]
+                status = "[green]found[/green]"
+            except HarnessError as exc:
+                status = f"[yellow]{exc}[/yellow]"
+            except Exception as exc:  # a reader bug: report, keep listing
+                status = f"[red]{type(exc).__name__}: {exc}[/red]"
+        table.add_row(spec.name, ", ".join(spec.aliases), entry.plugin, *sizes, status)
+    Console().print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,70 @@
+"""Example crowd-harness plugin: the *mean-count* baseline.
+
+The simplest honest cross-domain baseline: predict, for every target image, the mean head count of the
+source domain's labelled train images (a count-only counter: no density map, no points, so the runner
+skips localisation metrics). It shows the three pieces a method plugin provides:
+
+- a counter (``example-mean-counter``): ``factory(device="cpu", count=0.0) -> Counter``;
+- a strategy (``example-mean``): ``fit(ctx)`` reads ``n_train`` source train labels and returns the counter,
+  recording that its "weights" were trained on the source's labels (``Provenance.trained_on``);
+- a method (``example-mean``, a leaderboard row): the strategy plus per-profile options.
+
+Registered through ``[project.entry-points.harness] example = "harness_example_plugin"``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from harness import CounterSpec, MethodSpec, Prediction, Provenance, StrategySpec, hookimpl
+
+__version__ = "0.1.0"
+
+
+class MeanCounter:
+    """Predicts the same count for every image: ``count`` people."""
+
+    name = "example-mean-counter"
+
+    def __init__(self, count: float = 0.0, trained_on: frozenset[str] = frozenset()):
+        self.count = float(count)
+        self.provenance = Provenance(weights="mean-count", trained_on=frozenset(trained_on))
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        """``image``: ``(H, W, 3) uint8`` RGB (only checked, not used)."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+        return Prediction(count=self.count)
+
+
+class MeanCountStrategy:
+    """Fits :class:`MeanCounter` on the mean count of the first ``n_train`` source train images
+    (``None``: all of them). Uses no target images."""
+
+    def __init__(self, n_train: int | None = None):
+        self.n_train = n_train
+
+    def fit(self, ctx) -> MeanCounter:
+        refs = ctx.source.samples("train")
+        refs = refs[: self.n_train] if self.n_train else refs
+        counts = [ref.load().count for ref in refs]
+        mean = float(np.mean(counts)) if counts else 0.0
+        ctx.log.info("example-mean: mean count %.2f over %d %s train images", mean, len(counts), ctx.source_name)
+        ctx.provenance_notes["selection_split"] = "none"
+        return MeanCounter(mean, frozenset({ctx.source_name}))
+
+
+@hookimpl
+def harness_register_counters(register):
+    register(CounterSpec("example-mean-counter", lambda device="cpu", count=0.0: MeanCounter(count),
+                         description="constant count (example plugin)"))
+
+
+@hookimpl
+def harness_register_strategies(register):
+    register(StrategySpec("example-mean", MeanCountStrategy, description="mean source count (example plugin)"))
+
+
+@hookimpl
+def harness_register_methods(register):
+    register(MethodSpec("example-mean", "example-mean", profiles={"smoke": {"n_train": 5}, "paper": {}},
+                        description="mean-count baseline (example plugin)"))

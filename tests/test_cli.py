@@ -1,0 +1,154 @@
+"""CLI (in-process through click's CliRunner): run/resume/failures/exit codes, leaderboard, plugins,
+count, datasets, and one-line errors without tracebacks.
+
+Components: the built-in synthetic datasets, the example plugin's ``example-mean`` method (imported from
+``tests/example_plugin`` without installing it; the installed path is tested in test_plugins.py), plus a
+failing method and a density counter defined here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import harness.plugins
+from harness import hookimpl
+from harness.cli import main
+from harness.plugins import build_registries
+from harness.specs import CounterSpec, MethodSpec, Prediction, Provenance, StrategySpec
+
+EXAMPLE = Path(__file__).parent / "example_plugin"
+MATRIX = "SYN-SPARSE->SYN-DENSE"
+
+
+class Boom:
+    def fit(self, ctx):
+        raise RuntimeError("no GPU here\n(simulated)")
+
+
+class BlobCounter:
+    """Density = the image's red channel at stride 4, scaled to sum to 7."""
+
+    name = "blob-counter"
+    provenance = Provenance("none")
+
+    def predict(self, image):
+        d = image[::4, ::4, 0].astype(np.float32) + 1
+        return Prediction(count=7.0, density=d / d.sum() * 7)
+
+
+class CliFakes:
+    @hookimpl
+    def harness_register_strategies(self, register):
+        register(StrategySpec("boom", lambda **kw: Boom()))
+
+    @hookimpl
+    def harness_register_methods(self, register):
+        register(MethodSpec("boom-method", "boom", {"smoke": {}}))
+
+    @hookimpl
+    def harness_register_counters(self, register):
+        register(CounterSpec("blob-counter", lambda device="cpu": BlobCounter()))
+
+
+@pytest.fixture()
+def regs(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    import harness_example_plugin
+
+    regs = build_registries(extra_plugins=[harness_example_plugin, CliFakes()])
+    monkeypatch.setattr(harness.plugins, "_REGISTRIES", regs)
+    monkeypatch.delenv("HARNESS_DATA", raising=False)
+    return regs
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_run_failures_exit_code_and_resume(regs, tmp_path):
+    out = tmp_path / "run"
+    r = invoke("run", "--matrix", MATRIX, "--methods", "example-mean,boom-method", "--seeds", "0,1",
+               "--limit-test", 3, "--device", "cpu", "--out", out)
+    assert r.exit_code == 1, r.output
+    assert "2 cell(s) failed" in r.stderr and "RuntimeError: no GPU here (simulated)" in r.stderr
+    assert "Traceback" not in r.output
+    for seed in (0, 1):
+        cell = out / "example-mean" / "SYN-SPARSE→SYN-DENSE" / f"seed-{seed}-n3"
+        m = json.loads((cell / "metrics.json").read_text())
+        assert m["n_images"] == 3 and m["map"] is None  # count-only counter: no localisation
+        assert m["target_labels_seen"] is False and m["provenance"]["trained_on"] == ["SYN-SPARSE"]
+        assert (out / "boom-method" / "SYN-SPARSE→SYN-DENSE" / f"seed-{seed}-n3" / "error.json").exists()
+    board = (out / "leaderboard.md").read_text()
+    assert board.startswith("| method") and "example-mean" in board and "SYN-SPARSE→SYN-DENSE [n=3] MAE↓" in board
+    assert "MSE is the root mean squared error" in r.stdout
+    # the mean count of the first 5 source train images is predicted for every target image
+    src, tgt = (regs.datasets.get(n).factory(None) for n in ("SYN-SPARSE", "SYN-DENSE"))
+    mean = np.mean([ref.load().count for ref in src.samples("train")[:5]])
+    mae = np.mean([abs(mean - ref.load().count) for ref in tgt.samples("test")[:3]])
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| example-mean"))
+    assert row.split("|")[2].strip() == f"{mae:.2f} ± 0.00"  # two seeds, deterministic: zero spread
+
+    r2 = invoke("run", "--matrix", MATRIX, "--methods", "example-mean", "--seeds", "0,1", "--limit-test", 3,
+                "--device", "cpu", "--out", out)
+    assert r2.exit_code == 0 and "finished 0, already done 2, failed 0" in r2.stderr
+
+
+def test_user_errors_are_one_line_exit_2(regs, tmp_path):
+    r = invoke("run", "--matrix", "SYN-SPARSE->SYN-DENS,SHA->SHB", "--methods", "example-man",
+               "--out", tmp_path)
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ")
+    assert "did you mean 'SYN-DENSE'" in lines[0] and "did you mean 'example-mean'" in lines[0]
+    assert "dataset 'SHA' needs a data root" in lines[0] and "Traceback" not in r.output
+    r = invoke("leaderboard", tmp_path / "missing")
+    assert r.exit_code == 2 and r.stderr.startswith("Error: run directory") and "Traceback" not in r.output
+    r = invoke("count", tmp_path / "nope.jpg", "--counter", "blob-countr")
+    assert r.exit_code == 2 and "did you mean 'blob-counter'" in r.stderr
+
+
+def test_leaderboard_command_formats(regs, tmp_path):
+    invoke("run", "--matrix", MATRIX, "--methods", "example-mean", "--limit-test", 2, "--device", "cpu",
+           "--out", tmp_path)
+    r = invoke("leaderboard", tmp_path, "--format", "json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["rows"][0]["method"] == "example-mean"
+    r = invoke("leaderboard", tmp_path, "--format", "latex", "-o", tmp_path / "board.tex")
+    assert r.exit_code == 0 and r"\begin{tabular}" in (tmp_path / "board.tex").read_text()
+    assert invoke("leaderboard", tmp_path, "--format", "xls").exit_code == 2  # click usage error
+
+
+def test_plugins_json_lists_components_and_hooks(regs):
+    r = invoke("plugins", "--json")
+    assert r.exit_code == 0
+    plugins = {p["name"]: p for p in json.loads(r.stdout)}
+    ex = plugins["harness_example_plugin"]
+    assert ex["components"] == {"counter": ["example-mean-counter"], "strategy": ["example-mean"],
+                                "method": ["example-mean"]}
+    assert "harness_register_counters" in ex["hooks"] and ex["error"] is None
+    assert plugins["synthetic"]["builtin"] is True and "SYN-SPARSE" in plugins["synthetic"]["components"]["dataset"]
+    assert "blob-counter" in invoke("plugins").stdout
+
+
+def test_count_writes_overlay(regs, tmp_path):
+    img = np.zeros((32, 48, 3), np.uint8)
+    img[8:12, 20:24, 0] = 255
+    Image.fromarray(img).save(tmp_path / "crowd.png")
+    r = invoke("count", tmp_path / "crowd.png", "--counter", "blob-counter", "--device", "cpu",
+               "--out", tmp_path / "viz")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.split("\t")[1] == "7.0"
+    png = tmp_path / "viz" / "crowd_density.png"
+    assert Image.open(png).size == (48, 32)
+
+
+def test_datasets_lists_split_sizes(regs):
+    r = CliRunner().invoke(main, ["datasets"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    line = next(ln for ln in r.stdout.splitlines() if "SYN-DENSE" in ln)
+    assert [c.strip() for c in line.split("│")][4:7] == ["60", "15", "30"]
+    assert "needs --data-root" in next(ln for ln in r.stdout.splitlines() if " SHA " in ln)
