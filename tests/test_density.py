@@ -124,19 +124,21 @@ def test_large_kernels_keep_mass():
 # ------------------------------------------------------------------------------------------ classic
 
 
-def test_matches_classic_loop_away_from_borders_and_keeps_mass_at_borders():
+# adaptive σ ≈ 2–4 px exercises the vectorised small-kernel path, fixed σ = 8 px (radius 24) the window loop
+@pytest.mark.parametrize("opts", [{}, {"kernel": "fixed", "sigma": 8.0}])
+def test_matches_classic_loop_away_from_borders_and_keeps_mass_at_borders(opts):
     rng = np.random.default_rng(1)
     h, w = 120, 160
     interior = rng.uniform([40, 40], [w - 40, h - 40], size=(40, 2))
-    sig = adaptive_sigmas(interior)
+    sig = adaptive_sigmas(interior) if not opts else np.full(40, opts["sigma"])
     assert (3 * sig + 0.5 < 40).all()  # every kernel lies wholly inside the image
-    fast = density_map(interior, (h, w))
-    classic = classic_density_map(interior, (h, w))
+    fast = density_map(interior, (h, w), **opts)
+    classic = classic_density_map(interior, (h, w), **opts)
     np.testing.assert_allclose(fast, classic, atol=1e-6)
     # near a border the classic map loses mass, ours keeps it
     border = np.array([[1.0, 60.0], [2.0, 64.0], [0.5, 70.0], [159.0, 2.0]])
-    fast_b = density_map(border, (h, w))
-    classic_b = classic_density_map(border, (h, w))
+    fast_b = density_map(border, (h, w), **opts)
+    classic_b = classic_density_map(border, (h, w), **opts)
     assert abs(float(fast_b.sum()) - 4) < 1e-4
     assert float(classic_b.sum()) < 4 - 0.5
 
