@@ -150,7 +150,9 @@ def render(board: pd.DataFrame, fmt: str = "md") -> str:
     fmt = fmt.lower()
     legend = notes(board)
     if fmt in ("md", "markdown"):
-        table = board.to_markdown(index=False, tablefmt="github") if not board.empty else "(no finished cells)"
+        # disable_numparse: keep our decimals ("0.830", "200.40"), tabulate would re-format numbers
+        table = (board.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+                 if not board.empty else "(no finished cells)")
         return table + "\n\n" + "\n".join(f"- {n}" for n in legend) + "\n"
     if fmt == "csv":
         return board.to_csv(index=False)

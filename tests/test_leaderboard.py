@@ -71,6 +71,7 @@ def test_every_format_renders(run_dir, fmt):
         assert text.splitlines()[0].startswith("| method")
         assert "12.00 ± 2.83" in text and LEGEND_MSE in text and "† target labels seen" in text
         assert "[n=N]: evaluated on the first N test images only" in text
+        assert "| 100.00 " in text and "| 0.500 " in text  # decimals kept (no number re-parsing)
     elif fmt == "csv":
         back = pd.read_csv(__import__("io").StringIO(text))
         assert back.loc[back.method == "alpha", "SHA→SHB MAE↓"].item() == "12.00 ± 2.83"
