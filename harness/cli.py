@@ -214,6 +214,7 @@ def datasets(data_root):
     table = Table(title=f"datasets (data root: {data_root or 'none'})")
     for col in ("dataset", "aliases", "plugin", "train", "val", "test", "status"):
         table.add_column(col, overflow="fold")
+    details: list[str] = []
     for entry in regs.datasets:
         spec = entry.spec
         sizes = ["", "", ""]
@@ -224,12 +225,17 @@ def datasets(data_root):
                 ds = spec.factory(Path(data_root) if data_root else None)
                 sizes = [str(len(ds.samples(s))) for s in ("train", "val", "test")]
                 status = "[green]found[/green]"
-            except HarnessError as exc:
-                status = f"[yellow]{exc}[/yellow]"
+            except HarnessError as exc:  # short status in the table, the full message (with the fix) below
+                status = "[yellow]not found[/yellow]" if "not found" in str(exc) else "[yellow]error[/yellow]"
+                details.append(f"{spec.name}: {exc}")
             except Exception as exc:  # a reader bug: report, keep listing
-                status = f"[red]{type(exc).__name__}: {exc}[/red]"
+                status = "[red]reader error[/red]"
+                details.append(f"{spec.name}: {type(exc).__name__}: {exc}")
         table.add_row(spec.name, ", ".join(spec.aliases), entry.plugin, *sizes, status)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for line in details:
+        console.print(line, markup=False, highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -277,3 +277,15 @@ def test_target_labels_flag_and_config_mismatch(regs, tmp_path):
     with pytest.raises(ConfigError, match="different profile"):
         execute(plan, tmp_path, "cpu", progress=False)
     assert (cell / "metrics.json").exists()
+
+
+def test_progress_bars_on_a_terminal(regs, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    plan = plan_run("FAKE-A→FAKE-B", "fake-fail,fake-method", "0", "smoke", regs, None)
+    summary = execute(plan, tmp_path, "cpu", console=Console(file=buf, force_terminal=True, width=100))
+    assert len(summary.finished) == 1 and len(summary.failed) == 1
+    assert "cell fake-fail FAKE-A→FAKE-B seed-0 failed: ValueError: fake strategy failed on purpose" in buf.getvalue()
