@@ -286,6 +286,7 @@ def test_progress_bars_on_a_terminal(regs, tmp_path):
 
     buf = io.StringIO()
     plan = plan_run("FAKE-A→FAKE-B", "fake-fail,fake-method", "0", "smoke", regs, None)
-    summary = execute(plan, tmp_path, "cpu", console=Console(file=buf, force_terminal=True, color_system=None, width=120))
+    console = Console(file=buf, force_terminal=True, color_system=None, width=120)
+    summary = execute(plan, tmp_path, "cpu", console=console)
     assert len(summary.finished) == 1 and len(summary.failed) == 1
     assert "cell fake-fail FAKE-A→FAKE-B seed-0 failed: ValueError: fake strategy failed on purpose" in buf.getvalue()
