@@ -394,6 +394,8 @@ def train_density_counter(
     def finish() -> TrainResult:
         if best_state is not None:
             model.load_state_dict(best_state)
+        else:  # every epoch's val MAE was NaN (diverged): nothing to select
+            log.warning("no epoch gave a finite val MAE; returning the last weights (try a lower lr)")
         model.eval()
         wrapped = ScaledCounter(counter, scale=scale, max_side=max_side, density_scale=density_scale)
         return TrainResult(counter=wrapped, best_epoch=best_epoch, best_val_mae=best_mae,
