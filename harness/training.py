@@ -148,7 +148,7 @@ class ScaledCounter:
         fx, fy = small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]
         if points is not None:
             points = np.asarray(points, dtype=np.float64) / np.array([fx, fy])
-        elif density is not None and f != 1.0:
+        elif density is not None:  # here, where the integer stride is known (W / w is not an integer)
             points, scores = _points_from_density(density, self.inner.stride, fx, fy)
         extras = dict(pred.extras)
         extras["input_factor"] = f

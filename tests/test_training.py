@@ -143,6 +143,10 @@ def test_scaled_counter_predicts_at_training_scale():
     c = ScaledCounter(Inner(), scale=0.5, density_scale=10.0)
     p = c.predict(image)
     assert seen == [(60, 80, 3)] and p.count == pytest.approx(5.0) and p.density.sum() == pytest.approx(5.0)
+    assert p.points is not None and len(p.points) == len(p.scores)  # points from the integer inner stride
+    assert (p.points[:, 0] < 160).all() and (p.points[:, 1] < 120).all()  # in original-image pixels
+    odd = ScaledCounter(Inner()).predict(np.zeros((50, 70, 3), np.uint8))  # 70 / (70 // 4) is no integer
+    assert odd.points is not None
     assert ScaledCounter(Inner(), max_side=80).input_factor(image) == pytest.approx(0.5)
     assert scale_factor(768, 1024, 1.0, 512) == 0.5 and scale_factor(240, 320, 1.0, 512) == 1.0
 
