@@ -475,13 +475,16 @@ def read_partial(path: Path) -> list[dict]:
     return records
 
 
-def points_and_scores(pred: Any, image_shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
+def points_and_scores(pred: Any, image_shape: tuple[int, ...], stride: int | None = None
+                      ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Scored points of a prediction for localisation metrics.
 
     If the counter gives ``points`` they are used (scores default to 1). Otherwise points are the local
-    maxima of the density map (DESIGN.md §4) from :func:`harness.metrics.points_from_density`, with
-    ``stride = image width / density width`` (the counter's output stride, e.g. 4 for MCNN, 8 for CSRNet),
-    mapped back to input pixels. Returns ``(None, None)`` when the prediction has neither.
+    maxima of the density map (DESIGN.md §4) from :func:`harness.metrics.points_from_density`, mapped back
+    to input pixels with the counter's output ``stride`` (e.g. 4 for MCNN, 8 for CSRNet). Counters that do
+    not declare one get ``round(image width / density width)``: maps of ``H // s`` or ``ceil(H / s)`` rows
+    make that ratio non-integer for image sizes that are not multiples of ``s``.
+    Returns ``(None, None)`` when the prediction has neither.
     """
     if pred.points is not None:
         pts = np.asarray(pred.points, dtype=np.float64).reshape(-1, 2)
@@ -491,7 +494,8 @@ def points_and_scores(pred: Any, image_shape: tuple[int, ...]) -> tuple[np.ndarr
         return None, None
     from .metrics import points_from_density
     density = np.asarray(pred.density)
-    stride = image_shape[1] / density.shape[1]
+    if stride is None:
+        stride = max(1, int(round(image_shape[1] / density.shape[1])))
     pts, scores = points_from_density(density, stride=stride)
     return np.asarray(pts, dtype=np.float64).reshape(-1, 2), np.asarray(scores, dtype=np.float64)
 
@@ -557,7 +561,7 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
                         continue
                     sample = ref.load()
                     pred = counter.predict(sample.image)
-                    pts, scores = points_and_scores(pred, sample.image.shape)
+                    pts, scores = points_and_scores(pred, sample.image.shape, getattr(counter, "stride", None))
                     gt = float(sample.count)
                     rec = {"image_id": sample.id, "gt_count": gt, "pred_count": float(pred.count),
                            "abs_error": abs(float(pred.count) - gt),

@@ -290,3 +290,18 @@ def test_progress_bars_on_a_terminal(regs, tmp_path):
     summary = execute(plan, tmp_path, "cpu", console=console)
     assert len(summary.finished) == 1 and len(summary.failed) == 1
     assert "cell fake-fail FAKE-A→FAKE-B seed-0 failed: ValueError: fake strategy failed on purpose" in buf.getvalue()
+
+
+def test_points_from_density_use_the_counter_stride_for_odd_image_sizes():
+    """MCNN/CSRNet give (H // s, W // s) maps: for W = 1021 and s = 8 the width ratio is 8.06, not 8.
+    The counter's declared stride must be used (and the rounded ratio when it declares none)."""
+    from harness.runner import points_and_scores
+    from harness.specs import Prediction
+
+    density = np.zeros((95, 127), dtype=np.float32)   # 765 x 1021 image, stride 8
+    density[10, 20] = 1.0
+    pts, scores = points_and_scores(Prediction(count=1.0, density=density), (765, 1021, 3), 8)
+    assert pts.shape == (1, 2) and scores[0] == 1.0
+    np.testing.assert_allclose(pts[0], [(20 + 0.5) * 8, (10 + 0.5) * 8])
+    pts2, _ = points_and_scores(Prediction(count=1.0, density=density), (765, 1021, 3))
+    np.testing.assert_allclose(pts2, pts)
