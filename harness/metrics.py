@@ -33,6 +33,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial import cKDTree
 
+from harness.data.density import as_points as _points
 from harness.errors import ConfigError, DataError
 
 __all__ = [
@@ -53,17 +54,6 @@ DEFAULT_PEAK_THRESHOLD = 1e-4
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _points(value, what: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.size == 0:
-        return np.zeros((0, 2), dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise DataError(f"{what} have shape {arr.shape}: pass an (N, 2) array of (x, y) pixel positions")
-    if not np.isfinite(arr).all():
-        raise DataError(f"{what} contain non-finite values: drop those points first")
-    return arr
 
 
 def _vector(value, what: str) -> np.ndarray:

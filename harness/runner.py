@@ -37,13 +37,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .errors import ConfigError, HarnessError, UnknownNameError
 from .io import ArtifactCache, atomic_write_json, atomic_write_text
-from .specs import CellContext, canonical
+from .specs import CellContext
 
 #: the AP@δ values copied to top-level keys of metrics.json (the full δ = 1..100 curve is kept under "ap")
 AP_DELTAS_REPORTED = (5, 10, 20)

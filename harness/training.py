@@ -33,7 +33,6 @@ best state. On CPU, two runs with the same seed give identical weights.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time

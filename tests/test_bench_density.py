@@ -18,30 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
-from PIL import Image
 
+from realdata import n_inside, sha_train
 from harness.data.density import classic_density_map, density_map
 
 # A few hundred heads each: the classic loop takes seconds per image (not minutes), so the disabled
 # (run-once) mode stays cheap.
 BENCH_IMAGES = (8, 9, 17)  # 145, 189 and 285 heads
-
-
-def sha_train(root: Path, index: int):
-    """Points (N, 2) and (H, W) of ShanghaiTech part A train image IMG_<index>."""
-    base = Path(root) / "ShanghaiTech" / "part_A" / "train_data"
-    mat = scipy.io.loadmat(base / "ground-truth" / f"GT_IMG_{index}.mat")
-    points = np.asarray(mat["image_info"][0, 0][0, 0]["location"], dtype=np.float64)
-    with Image.open(base / "images" / f"IMG_{index}.jpg") as im:
-        w, h = im.size
-    return points, (h, w)
-
-
-def n_inside(points, shape) -> int:
-    h, w = shape
-    x, y = points[:, 0], points[:, 1]
-    return int(((x >= 0) & (x <= w) & (y >= 0) & (y <= h)).sum())
 
 
 @pytest.fixture(scope="module")

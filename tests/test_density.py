@@ -5,9 +5,8 @@ import math
 
 import numpy as np
 import pytest
-import scipy.io
-from PIL import Image
 
+from realdata import n_inside, sha_train
 from harness.data.density import (
     adaptive_sigmas,
     classic_density_map,
@@ -16,22 +15,6 @@ from harness.data.density import (
     head_pixels,
 )
 from harness.errors import ConfigError, DataError
-
-
-def sha_train(root, index: int):
-    """Points (N, 2) and (H, W) of ShanghaiTech part A train image IMG_<index>."""
-    base = root / "ShanghaiTech" / "part_A" / "train_data"
-    mat = scipy.io.loadmat(base / "ground-truth" / f"GT_IMG_{index}.mat")
-    points = np.asarray(mat["image_info"][0, 0][0, 0]["location"], dtype=np.float64)
-    with Image.open(base / "images" / f"IMG_{index}.jpg") as im:
-        w, h = im.size
-    return points, (h, w)
-
-
-def n_inside(points, shape) -> int:
-    h, w = shape
-    x, y = points[:, 0], points[:, 1]
-    return int(((x >= 0) & (x <= w) & (y >= 0) & (y <= h)).sum())
 
 
 # ------------------------------------------------------------------------------------------ σ rule

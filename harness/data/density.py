@@ -60,14 +60,20 @@ def _as_shape(shape: Sequence[int]) -> tuple[int, int]:
     return dims[0], dims[1]
 
 
-def _as_points(points) -> np.ndarray:
+def as_points(points, what: str = "points") -> np.ndarray:
+    """Validate point annotations: ``(N, 2) float64`` ``(x, y)`` pixels (an empty input gives ``(0, 2)``).
+
+    Raises:
+        DataError: not an ``(N, 2)`` array, or non-finite values (``what`` names the points in the message).
+    """
     pts = np.asarray(points, dtype=np.float64)
     if pts.size == 0:
         return np.zeros((0, 2), dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2:
-        raise DataError(f"points have shape {pts.shape}: pass an (N, 2) array of (x, y) pixel positions")
+        raise DataError(f"{what} have shape {pts.shape}: pass an (N, 2) array of (x, y) pixel positions")
     if not np.isfinite(pts).all():
-        raise DataError(f"points contain {int((~np.isfinite(pts)).any(axis=1).sum())} non-finite rows: drop them first")
+        raise DataError(f"{what} contain {int((~np.isfinite(pts)).any(axis=1).sum())} non-finite rows: "
+                        f"drop them first")
     return pts
 
 
@@ -102,7 +108,7 @@ def head_pixels(points, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, n
         DataError: ``points`` is not ``(N, 2)`` finite, or ``shape`` is not a valid ``(H, W)``.
     """
     h, w = _as_shape(shape)
-    pts = _as_points(points)
+    pts = as_points(points)
     x, y = pts[:, 0], pts[:, 1]
     inside = (x >= 0) & (x <= w) & (y >= 0) & (y <= h)
     cols = np.minimum(np.floor(x[inside]).astype(np.int64), w - 1)
@@ -124,7 +130,7 @@ def adaptive_sigmas(points, *, beta: float = 0.3, k: int = 3, sigma: float = 15.
     Returns:
         ``(N,) float64`` σ in pixels (0 for a point whose neighbours all coincide with it).
     """
-    pts = _as_points(points)
+    pts = as_points(points)
     n = len(pts)
     if n == 0:
         return np.zeros(0, dtype=np.float64)
@@ -204,7 +210,7 @@ def density_map(
     """
     _check_options(kernel, sigma, beta, k, truncate, max_sigma)
     h, w = _as_shape(shape)
-    pts = _as_points(points)
+    pts = as_points(points)
     inside, rows, cols = head_pixels(pts, (h, w))
     if len(rows) == 0:
         return np.zeros((h, w), dtype=np.float32)
@@ -275,7 +281,7 @@ def classic_density_map(
     """
     _check_options(kernel, sigma, beta, k, truncate, max_sigma)
     h, w = _as_shape(shape)
-    pts = _as_points(points)
+    pts = as_points(points)
     inside, rows, cols = head_pixels(pts, (h, w))
     out = np.zeros((h, w), dtype=np.float64)
     if len(rows) == 0:
