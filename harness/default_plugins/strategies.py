@@ -119,14 +119,10 @@ class SourceOnly:
         return trained
 
 
-def _source_only(**options) -> SourceOnly:
-    return SourceOnly(**options)
-
-
 @hookimpl
 def harness_register_strategies(register):
     register(StrategySpec(
-        name="source-only", factory=_source_only, aliases=("source_only", "sourceonly"),
+        name="source-only", factory=SourceOnly, aliases=("source_only", "sourceonly"),
         uses_target_images=False,
         description="train (or load) a counter on the labelled source domain only; apply it to the target as is"))
 
