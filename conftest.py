@@ -1,5 +1,7 @@
-"""Shared fixtures. Real-data tests read ``HARNESS_DATA`` (CI sets it to ``../shared/data``) and skip when
-the ShanghaiTech folders are not there."""
+"""Shared fixtures for the core tests (``tests/``) and the plugins' tests (``plugins/*/tests/``).
+
+Real-data tests read ``HARNESS_DATA`` (CI sets it to ``../shared/data``) and skip when the ShanghaiTech
+folders are not there."""
 from __future__ import annotations
 
 import os
