@@ -48,7 +48,21 @@ def _registries():
 
 
 class HarnessGroup(click.Group):
-    """Turns every :class:`HarnessError` into ``Error: <message>`` on stderr and exit code 2."""
+    """Turns every :class:`HarnessError` into ``Error: <message>`` on stderr and exit code 2, and adds the
+    sub-commands that plugins register (``harness_register_commands``) after the built-in ones."""
+
+    def _plugin_commands(self) -> dict:
+        regs = _registries()
+        return {entry.spec.name: entry.spec.command for entry in regs.commands
+                if entry.spec.name not in self.commands}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands) + sorted(self._plugin_commands())
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in self.commands:
+            return self.commands[name]
+        return self._plugin_commands().get(name)
 
     def invoke(self, ctx: click.Context):
         try:

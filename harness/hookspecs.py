@@ -13,7 +13,7 @@ from typing import Callable
 
 from pluggy import HookimplMarker, HookspecMarker
 
-from .specs import AnnotatorSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, StrategySpec
+from .specs import AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, StrategySpec
 
 hookspec = HookspecMarker("harness")
 hookimpl = HookimplMarker("harness")
@@ -65,4 +65,12 @@ def harness_register_methods(register: Callable[[MethodSpec], None]) -> None:
     """Register methods (leaderboard rows): ``register(MethodSpec(name, strategy, profiles={...}))``.
 
     A method names a registered strategy and its options for the ``smoke`` and ``paper`` profiles.
+    """
+
+
+@hookspec
+def harness_register_commands(register: Callable[[CommandSpec], None]) -> None:
+    """Register ``harness`` sub-commands: ``register(CommandSpec(name, command=<click.Command>))``.
+
+    They appear in ``harness --help`` beside the built-in commands, whose names they cannot take.
     """

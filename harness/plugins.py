@@ -36,6 +36,7 @@ KINDS = {
     "harness_register_annotators": "annotator",
     "harness_register_strategies": "strategy",
     "harness_register_methods": "method",
+    "harness_register_commands": "command",
 }
 
 
@@ -61,11 +62,13 @@ class Registries:
     annotators: Registry
     strategies: Registry
     methods: Registry
+    commands: Registry
     plugins: list[PluginInfo]
 
     def by_kind(self, kind: str) -> Registry:
         return {"dataset": self.datasets, "counter": self.counters, "generator": self.generators,
-                "annotator": self.annotators, "strategy": self.strategies, "method": self.methods}[kind]
+                "annotator": self.annotators, "strategy": self.strategies, "method": self.methods,
+                "command": self.commands}[kind]
 
     @property
     def errors(self) -> dict[str, str]:
@@ -163,7 +166,7 @@ def build_registries(extra_plugins: Sequence[Any] = ()) -> Registries:
                 warnings.warn(f"harness plugin {info.name!r} failed in {hook_name}: {exc}", stacklevel=2)
     return Registries(datasets=regs["dataset"], counters=regs["counter"], generators=regs["generator"],
                       annotators=regs["annotator"], strategies=regs["strategy"], methods=regs["method"],
-                      plugins=infos)
+                      commands=regs["command"], plugins=infos)
 
 
 _REGISTRIES: Registries | None = None

@@ -263,6 +263,20 @@ class StrategySpec:
 
 
 @dataclass(frozen=True)
+class CommandSpec:
+    """A ``harness`` sub-command contributed by a plugin (e.g. ``harness promptmix inspect RUN_DIR``).
+
+    ``command`` is a :class:`click.Command` or :class:`click.Group`; it is added under ``name`` next to the
+    built-in commands (built-in names cannot be taken).
+    """
+
+    name: str
+    command: Any
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A leaderboard row: a strategy plus its options, per profile (``"smoke"``: CPU, minutes, tiny sizes;
     ``"paper"``: the paper's hyperparameters)."""

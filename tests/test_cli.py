@@ -19,7 +19,7 @@ import harness.plugins
 from harness import hookimpl
 from harness.cli import main
 from harness.plugins import build_registries
-from harness.specs import CounterSpec, MethodSpec, Prediction, Provenance, StrategySpec
+from harness.specs import CommandSpec, CounterSpec, MethodSpec, Prediction, Provenance, StrategySpec
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
 MATRIX = "SYN-SPARSE->SYN-DENSE"
@@ -53,6 +53,19 @@ class CliFakes:
     @hookimpl
     def harness_register_counters(self, register):
         register(CounterSpec("blob-counter", lambda device="cpu": BlobCounter()))
+
+    @hookimpl
+    def harness_register_commands(self, register):
+        import click
+
+        @click.command()
+        @click.argument("word")
+        def shout(word):
+            """Print WORD in capitals."""
+            click.echo(word.upper())
+
+        register(CommandSpec("shout", shout))
+        register(CommandSpec("run", shout))  # a built-in name: the built-in wins
 
 
 @pytest.fixture()
@@ -172,3 +185,12 @@ def test_end_to_end_builtin_pretrained_counter(data_root, weights_root, tmp_path
     assert (out / "source-only-mcnn-shb/SHA→SHB/seed-0-n2/config.json").exists()
     row = next(line for line in r.stdout.splitlines() if line.startswith("| source-only-mcnn-shb"))
     assert f"{shb['mae']:.2f} †" in row and "none (pretrained)" in row
+
+
+def test_plugin_commands_join_the_cli(regs):
+    r = invoke("--help")
+    assert r.exit_code == 0 and "shout" in r.output
+    assert invoke("shout", "crowd").output == "CROWD\n"
+    # a plugin cannot take a built-in command's name
+    r = invoke("run", "--help")
+    assert "--matrix" in r.output
