@@ -90,6 +90,12 @@ class SourceOnly:
             options["seed"] = ctx.seed  # seeded random init, independent of the global RNG
         return factory(device=ctx.device, **options)
 
+    def extra_training(self, ctx) -> tuple[dict, frozenset]:
+        """Hook for strategies built on this one (e.g. PromptMix's data mixing): extra keyword arguments for
+        :func:`harness.training.train_density_counter` (e.g. ``extra_samples``) and the datasets whose labels
+        reach the counter through them (merged into its provenance). Source-only adds nothing."""
+        return {}, frozenset()
+
     def fit(self, ctx) -> Any:
         """Return the source-only counter for ``ctx`` (trains when not ``pretrained``).
 
@@ -105,12 +111,14 @@ class SourceOnly:
         from ..training import train_density_counter
 
         init = getattr(counter, "provenance", None) or Provenance("random-init")
+        extra_kwargs, extra_labels = self.extra_training(ctx)
         result = train_density_counter(
             counter, ctx.source.samples("train"), ctx.source.samples("val"), seed=ctx.seed, device=ctx.device,
-            checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log, **self.train)
+            checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log, **self.train, **extra_kwargs)
         trained = result.counter
-        trained.provenance = Provenance("trained-in-run", trained_on=frozenset({ctx.source_name}) | init.trained_on,
-                                        licence=init.licence)
+        trained.provenance = Provenance(
+            "trained-in-run", trained_on=frozenset({ctx.source_name}) | init.trained_on | frozenset(extra_labels),
+            licence=init.licence)
         ctx.provenance_notes.update({
             "selection_split": "source val", "trained_in_run": True, "init_weights": init.weights,
             "best_epoch": result.best_epoch, "best_val_mae": result.best_val_mae,
