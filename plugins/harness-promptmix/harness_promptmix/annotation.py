@@ -1,0 +1,143 @@
+"""PromptMix stages 3–5 after generation: heavyweight annotation (eq. 3), the quality score q (eq. 4) and
+turning the kept annotator's density map into pseudo-label head points.
+
+Annotators are the harness's real pretrained counters (CSRNet-SHA, MCNN-SHA, MCNN-SHB, ...), so the
+pseudo-labels and q are real computations. A density annotation ``A`` is compared with another by
+
+- ``"count"``: d(A, B) = |ΣA − ΣB|, the absolute difference of the counts (Aarhus report eq. 10);
+- ``"mae"``: d(A, B) = mean |A − B| over the pixels of a common grid (both maps sum-pooled to the coarser
+  annotator's stride, so counts are kept; report Fig. 6a).
+
+and d(A, 0) is ``ΣA`` resp. ``mean |A|``.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Sequence
+
+import numpy as np
+
+from harness.errors import ConfigError
+from harness.specs import PseudoLabel, Provenance
+
+DISTANCES = ("count", "mae")
+
+
+class CounterAnnotator:
+    """A registered counter used as a heavyweight annotator f_ann^j: ``annotate(image) -> PseudoLabel``
+    with the counter's count and density map (``(h, w)`` at ``stride``; sums to the count).
+
+    Attributes:
+        name: the counter's registry name. provenance: its weights' provenance (which labels trained it).
+        stride: output stride of its density maps in input pixels.
+    """
+
+    def __init__(self, counter: str, *, registries, device: str = "cpu"):
+        spec = registries.counters.get(counter)
+        self.name = spec.name
+        self.counter = spec.factory(device=device)
+        self.provenance: Provenance = getattr(self.counter, "provenance", None) or Provenance(
+            self.name, trained_on=frozenset(spec.trained_on))
+        self.stride = int(getattr(self.counter, "stride", 1))
+
+    def key(self) -> dict:
+        """What determines this annotator's labels (for cache keys): name and weights provenance."""
+        return {"counter": self.name, **self.provenance.to_dict()}
+
+    def annotate(self, image: np.ndarray) -> PseudoLabel:
+        """``image``: ``(H, W, 3) uint8`` RGB -> PseudoLabel(count, density ``(h, w)`` float32)."""
+        pred = self.counter.predict(image)
+        density = None if pred.density is None else np.asarray(pred.density, dtype=np.float32)
+        return PseudoLabel(count=float(pred.count), density=density,
+                           meta={"annotator": self.name, "stride": self.stride})
+
+
+def _common_grid(maps: Sequence[np.ndarray], strides: Sequence[int], shape: tuple[int, int]) -> list[np.ndarray]:
+    """Sum-pool every density map to the coarsest stride over the image ``shape`` (counts kept)."""
+    s = max(strides)
+    h, w = -(-shape[0] // s), -(-shape[1] // s)
+    out = []
+    for dens, st in zip(maps, strides):
+        f = s // st if s % st == 0 else None
+        if f is None:
+            raise ConfigError(f"annotator strides {list(strides)} are not multiples of each other: the MAE "
+                              f"distance needs nested grids (use distance='count')")
+        d = np.zeros((h * f, w * f), dtype=np.float64)
+        hh, ww = min(d.shape[0], dens.shape[0]), min(d.shape[1], dens.shape[1])
+        d[:hh, :ww] = dens[:hh, :ww]
+        out.append(d.reshape(h, f, w, f).sum(axis=(1, 3)))
+    return out
+
+
+def quality_score(labels: Sequence[PseudoLabel], distance: str = "count",
+                  image_shape: tuple[int, int] | None = None) -> float:
+    """Quality score of one synthetic image from its l annotations (PromptMix eq. 4):
+
+        q = max_{j≠j'} d(A_j, A_j') / max_j d(A_j, 0)
+
+    Large q means the annotators disagree relative to the largest annotation: the image is probably outside
+    the annotators' domain. 0/0 (every annotation empty) is 0 (they agree). For ``"count"`` and
+    non-negative counts 0 ≤ q ≤ 1.
+
+    Args:
+        labels: ``l ≥ 2`` annotations (``density`` needed for ``"mae"``, with ``meta["stride"]``).
+        distance: ``"count"`` (eq. 10) or ``"mae"``.
+        image_shape: ``(H, W)`` of the image (``"mae"`` only: the common grid).
+
+    Raises:
+        ConfigError: fewer than two annotations, an unknown distance, or ``"mae"`` without density maps.
+    """
+    if len(labels) < 2:
+        raise ConfigError(f"the quality score (eq. 4) needs at least two annotators, got {len(labels)}")
+    if distance == "count":
+        vals = [float(lab.count) for lab in labels]
+        pair = max(abs(a - b) for a, b in combinations(vals, 2))
+        norm = max(abs(v) for v in vals)
+    elif distance == "mae":
+        if any(lab.density is None for lab in labels) or image_shape is None:
+            raise ConfigError("distance 'mae' needs every annotator's density map and the image shape")
+        maps = _common_grid([lab.density for lab in labels], [int(lab.meta.get("stride", 1)) for lab in labels],
+                            tuple(image_shape))
+        pair = max(float(np.abs(a - b).mean()) for a, b in combinations(maps, 2))
+        norm = max(float(np.abs(m).mean()) for m in maps)
+    else:
+        raise ConfigError(f"unknown quality distance {distance!r}: use one of {', '.join(DISTANCES)}")
+    return 0.0 if norm == 0 else pair / norm
+
+
+def density_to_points(density: np.ndarray, stride: int, image_shape: tuple[int, int],
+                      rng: np.random.Generator) -> np.ndarray:
+    """Pseudo-label head points from an annotator's density map, keeping its count.
+
+    ``N = round(Σ density)`` points are apportioned to the map's cells in proportion to their mass (largest
+    remainders), and each is placed uniformly at random inside its cell's ``stride × stride`` block. Training
+    targets built from these points (geometry-adaptive kernels, sum-pooled to the student's stride) keep the
+    annotator's count and its spatial distribution at the annotator's resolution — the report's "output
+    transformed to coordinates, convolved with a Gaussian kernel" (§III-D).
+
+    Args:
+        density: ``(h, w)`` non-negative density map (negative values are clipped to 0).
+        stride: the map's output stride in pixels.
+        image_shape: ``(H, W)`` of the image; points are clipped inside it.
+        rng: the random generator for the positions inside cells.
+
+    Returns:
+        ``(N, 2) float64`` ``(x, y)`` pixels.
+    """
+    d = np.clip(np.asarray(density, dtype=np.float64), 0, None)
+    total = d.sum()
+    n = int(round(total))
+    if n == 0:
+        return np.zeros((0, 2))
+    quota = d.ravel() / total * n
+    counts = np.floor(quota).astype(np.int64)
+    rest = n - int(counts.sum())
+    if rest > 0:
+        counts[np.argsort(-(quota - counts), kind="stable")[:rest]] += 1
+    cells = np.repeat(np.arange(d.size), counts)
+    rows, cols = np.divmod(cells, d.shape[1])
+    xy = np.stack([cols, rows], axis=1).astype(np.float64) * stride + rng.random((n, 2)) * stride
+    H, W = image_shape
+    xy[:, 0] = np.clip(xy[:, 0], 0, W - 1e-3)
+    xy[:, 1] = np.clip(xy[:, 1], 0, H - 1e-3)
+    return xy
