@@ -1,0 +1,159 @@
+"""Options of the RDBT strategies, with the ``smoke`` and ``paper`` profiles (every knob the paper ablates is one).
+
+Sizes (crops, patches, head sizes, ``merge_px``) are in pixels of the network input, i.e. after the images are
+shrunk so that their longer side is at most ``max_side`` (None: full resolution).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from harness.errors import ConfigError
+
+MODES = ("rdbt", "regnet", "detnet")
+PATCH_SELECTIONS = ("paper", "random")
+VGG_INITS = ("random", "csrnet-sha")
+
+
+@dataclass
+class RDBTConfig:
+    """All options (see the module notes for units). Groups:
+
+    - networks: ``vgg_width`` (R), ``resnet_width`` (D), ``phi_width`` (Φ), ``dssinet_scales``,
+      ``crf_iterations``, ``csp_backbone`` (timm name), ``vgg_init`` (``random`` | ``csrnet-sha``: the VGG-16
+      front end of CSRNet-SHA for R and Φ, width 1 only; its SHA labels are recorded in the provenance).
+    - targets/transforms: ``density_scale`` (R's target multiplier), ``ssim_weight`` (λ of DMS-SSIM in R's
+      loss), ``phi_stride`` (Φ's map stride), ``phi_threshold`` (0.2), ``merge_px`` (10), ``psi_beta`` (σ = β ·
+      box side), ``det_keep_threshold`` (kept for AP), ``det_count_threshold`` (counted heads), ``nms_iou``,
+      ``min_head`` / ``max_head`` / ``default_head`` (pseudo box sides).
+    - source training: ``source_images`` (cap), ``crop_size``, ``batch_size``, ``r_steps`` / ``d_steps`` /
+      ``phi_steps``, ``r_lr`` / ``d_lr`` / ``phi_lr`` (Adam), ``checkpoint_every`` (steps).
+    - target cycles: ``mode`` (``rdbt`` co-training; ``regnet`` / ``detnet`` source-only R / D), ``cycles`` (T),
+      ``target_images`` (cap), ``patch_size`` (224), ``patches_per_image`` (2), ``density_range`` ([0.5, 0.7]),
+      ``patch_selection`` (``paper`` | ``random``: Table 2 "w/ RS"), ``fusion`` (False: Table 2 "w/o fusion",
+      each model fine-tunes on its own predictions), ``finetune_epochs``, ``r_finetune_lr`` (1e-6, last two
+      layers), ``d_finetune_lr`` (1e-5), ``allow_target_label_weights`` (accept CSRNet-SHA init on an SHA target).
+    """
+
+    mode: str = "rdbt"
+    max_side: int | None = None
+    vgg_width: float = 1.0
+    resnet_width: float = 1.0
+    phi_width: float = 1.0
+    dssinet_scales: tuple = (1.0, 0.5, 2.0)
+    crf_iterations: int = 2
+    csp_backbone: str = "resnet50"
+    vgg_init: str = "random"
+    density_scale: float = 100.0
+    ssim_weight: float = 1.0
+    phi_stride: int = 1
+    phi_threshold: float = 0.2
+    merge_px: float = 10.0
+    psi_beta: float = 0.3
+    det_keep_threshold: float = 0.05
+    det_count_threshold: float = 0.5
+    nms_iou: float = 0.5
+    min_head: float = 4.0
+    max_head: float = 64.0
+    default_head: float = 16.0
+    source_images: int | None = None
+    crop_size: int = 224
+    batch_size: int = 4
+    r_steps: int = 1000
+    d_steps: int = 1000
+    phi_steps: int = 1000
+    r_lr: float = 1e-5
+    d_lr: float = 1e-4
+    phi_lr: float = 1e-5
+    checkpoint_every: int = 50
+    cycles: int = 4
+    target_images: int | None = None
+    patch_size: int = 224
+    patches_per_image: int = 2
+    density_range: tuple = (0.5, 0.7)
+    patch_selection: str = "paper"
+    fusion: bool = True
+    finetune_epochs: int = 1
+    r_finetune_lr: float = 1e-6
+    d_finetune_lr: float = 1e-5
+    allow_target_label_weights: bool = False
+
+    @classmethod
+    def from_options(cls, options: dict) -> "RDBTConfig":
+        """Build from a method's options.
+
+        Raises:
+            ConfigError: unknown keys (all allowed keys listed) or invalid values (one line naming the option)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise ConfigError(f"strategy rdbt: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        cfg = cls(**options)
+        cfg.dssinet_scales = tuple(float(s) for s in cfg.dssinet_scales)
+        cfg.density_range = tuple(float(s) for s in cfg.density_range)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        def bad(opt, why):
+            raise ConfigError(f"strategy rdbt: option {opt}={getattr(self, opt)!r} {why}")
+
+        if self.mode not in MODES:
+            bad("mode", f"is not one of {', '.join(MODES)}")
+        if self.patch_selection not in PATCH_SELECTIONS:
+            bad("patch_selection", f"is not one of {', '.join(PATCH_SELECTIONS)}")
+        if self.vgg_init not in VGG_INITS:
+            bad("vgg_init", f"is not one of {', '.join(VGG_INITS)}")
+        for opt in ("crop_size", "patch_size"):
+            v = getattr(self, opt)
+            if not isinstance(v, int) or v < 16 or v % 16:
+                bad(opt, "must be a multiple of 16 pixels (R's stride 8, D's padding to 16)")
+        if self.phi_stride not in (1, 2, 4, 8):
+            bad("phi_stride", "must be 1, 2, 4 or 8")
+        for opt in ("r_steps", "d_steps", "phi_steps", "cycles", "finetune_epochs"):
+            if not isinstance(getattr(self, opt), int) or getattr(self, opt) < 0:
+                bad(opt, "must be a non-negative integer")
+        for opt in ("batch_size", "patches_per_image", "checkpoint_every"):
+            if not isinstance(getattr(self, opt), int) or getattr(self, opt) < 1:
+                bad(opt, "must be a positive integer")
+        lo, hi = self.density_range if len(self.density_range) == 2 else (None, None)
+        if lo is None or not 0 <= lo <= hi <= 1:
+            bad("density_range", "must be [low, high] with 0 <= low <= high <= 1 (paper: [0.5, 0.7])")
+        if self.max_side is not None and (not isinstance(self.max_side, int) or self.max_side < 32):
+            bad("max_side", "must be an integer >= 32 or null")
+        if not 0 < self.phi_threshold < 1:
+            bad("phi_threshold", "must lie in (0, 1) (paper: 0.2)")
+        if not 0 < self.min_head <= self.default_head <= self.max_head:
+            bad("min_head", "must satisfy 0 < min_head <= default_head <= max_head")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dssinet_scales"] = list(self.dssinet_scales)
+        d["density_range"] = list(self.density_range)
+        return d
+
+    def subset(self, *keys: str) -> dict:
+        d = self.to_dict()
+        return {k: d[k] for k in keys}
+
+
+#: CPU smoke profile: images at most 384 px, quarter-width networks, two image scales for DSSINet, short schedules,
+#: T = 2 cycles on 16 target images; patches 96 px (≈ the paper's 224 px at the 0.375 image scale of ShanghaiTech).
+SMOKE = {
+    "max_side": 384, "vgg_width": 0.25, "resnet_width": 0.25, "phi_width": 0.25, "dssinet_scales": [1.0, 0.5],
+    "crf_iterations": 1, "phi_stride": 2, "min_head": 2.0, "max_head": 32.0, "default_head": 8.0,
+    "det_count_threshold": 0.3, "source_images": 40, "crop_size": 128, "batch_size": 4, "r_steps": 300,
+    "d_steps": 300, "phi_steps": 200, "r_lr": 1e-3, "d_lr": 1e-3, "phi_lr": 1e-3, "checkpoint_every": 50,
+    "cycles": 2, "target_images": 16, "patch_size": 96, "finetune_epochs": 2, "r_finetune_lr": 1e-4,
+    "d_finetune_lr": 1e-4,
+}
+
+#: paper profile (§4.2): full-width DSSINet (scales 0.5/1/2), CSP ResNet-50, Φ trained with Adam 1e-5 on 224 px
+#: crops; target: T = 4 cycles on every target train image, two 224 px patches per image, R's last two layers with
+#: Adam 1e-6, D with Adam 1e-5. Source schedules (steps) are not given in the paper: ours.
+PAPER = {
+    "max_side": None, "vgg_width": 1.0, "resnet_width": 1.0, "phi_width": 1.0, "dssinet_scales": [1.0, 0.5, 2.0],
+    "crf_iterations": 2, "phi_stride": 1, "source_images": None, "crop_size": 224, "batch_size": 4,
+    "r_steps": 40000, "d_steps": 40000, "phi_steps": 20000, "r_lr": 1e-5, "d_lr": 1e-4, "phi_lr": 1e-5,
+    "checkpoint_every": 500, "cycles": 4, "target_images": None, "patch_size": 224, "finetune_epochs": 1,
+    "r_finetune_lr": 1e-6, "d_finetune_lr": 1e-5,
+}

@@ -1,0 +1,94 @@
+"""``harness rdbt iterations RUN_DIR``: the per-iteration report of RDBT Table 3.
+
+For every finished or running ``rdbt`` cell under ``RUN_DIR`` it loads the checkpoint of each cycle
+(``checkpoints/rdbt-cycle-<t>.pt``; t = 0 are the source-trained R_0, D_0) and evaluates it on the target's
+test split: MAE/MSE of the regression and the detection output and the detection mAP (δ = 1..100). The target's
+test labels are used for this report only — the strategy never reads them and nothing is selected with them.
+Writes ``iterations-eval.json`` and ``iterations-eval.md`` in each cell folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from harness.errors import HarnessError
+
+
+def evaluate_cycles(cell_dir: Path, *, data_root=None, limit_test: int | None = None, device: str = "cpu") -> list[dict]:
+    """Rows ``{"cycle", "mae:regression", "mse:regression", "mae:detection", "mse:detection", "map", "n_images"}``
+    for each cycle checkpoint of one rdbt cell.
+
+    Raises:
+        HarnessError: the cell has no config.json or no cycle checkpoints; the data root is missing."""
+    from harness.metrics import count_metrics, localisation_map
+    from harness.plugins import get_registries
+
+    from .strategy import load_cycle_counter
+
+    cfg_path = cell_dir / "config.json"
+    if not cfg_path.exists():
+        raise HarnessError(f"{cfg_path} not found: pass a run directory of `harness run`")
+    config = json.loads(cfg_path.read_text())
+    root = data_root or config.get("data_root")
+    ds = get_registries().datasets.get(config["target"]).factory(Path(root) if root else None)
+    refs = ds.samples("test")[:limit_test] if limit_test else ds.samples("test")
+    cycles = sorted(int(p.stem.rsplit("-", 1)[1]) for p in (cell_dir / "checkpoints").glob("rdbt-cycle-*.pt"))
+    if not cycles:
+        raise HarnessError(f"{cell_dir}/checkpoints has no rdbt-cycle-*.pt: run the rdbt cell first")
+    samples = [r.load() for r in refs]
+    rows = []
+    for t in cycles:
+        counter = load_cycle_counter(cell_dir, t, device)
+        reg, det, gt, items = [], [], [], []
+        for s in samples:
+            pred = counter.predict(s.image)
+            reg.append(pred.extras["count:regression"])
+            det.append(pred.extras["count:detection"])
+            gt.append(s.count)
+            items.append((pred.points, pred.scores, s.points))
+        mr, md = count_metrics(np.array(reg), np.array(gt)), count_metrics(np.array(det), np.array(gt))
+        rows.append({"cycle": t, "mae:regression": mr["mae"], "mse:regression": mr["mse"], "mae:detection": md["mae"],
+                     "mse:detection": md["mse"], "map": float(localisation_map(items)["map"]), "n_images": len(samples)})
+    return rows
+
+
+def render_rows(rows: list[dict]) -> str:
+    """Markdown table (RDBT Table 3 layout)."""
+    lines = ["| iteration | reg MAE↓ | reg MSE↓ | det MAE↓ | det MSE↓ | det mAP↑ |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['cycle']} | {r['mae:regression']:.2f} | {r['mse:regression']:.2f} | "
+                     f"{r['mae:detection']:.2f} | {r['mse:detection']:.2f} | {r['map']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+@click.group("rdbt")
+def rdbt_group():
+    """RDBT reports."""
+
+
+@rdbt_group.command("iterations")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--limit-test", type=int, default=None, help="evaluate on the first N target test images only")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="HARNESS_DATA")
+@click.option("--device", default="cpu")
+def iterations_command(run_dir: Path, limit_test, data_root, device):
+    """Per-cycle MAE/MSE (regression, detection) and mAP of every rdbt cell in RUN_DIR (RDBT Table 3)."""
+    from harness.io import atomic_write_json, atomic_write_text
+
+    cells = [p.parent for p in sorted(Path(run_dir).glob("*/*/seed-*/config.json"))
+             if json.loads(p.read_text()).get("strategy") == "rdbt"]
+    if not cells:
+        raise click.ClickException(f"no rdbt cells under {run_dir}: run `harness run --methods rdbt ...` first")
+    for cell in cells:
+        try:
+            rows = evaluate_cycles(cell, data_root=data_root, limit_test=limit_test, device=device)
+        except HarnessError as exc:
+            raise click.ClickException(str(exc)) from None
+        atomic_write_json(cell / "iterations-eval.json", {"rows": rows, "limit_test": limit_test,
+                                                           "note": "target test labels used for this report only"})
+        text = render_rows(rows)
+        atomic_write_text(cell / "iterations-eval.md", text)
+        click.echo(f"{cell}\n{text}")
