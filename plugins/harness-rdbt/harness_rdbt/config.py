@@ -20,7 +20,8 @@ class RDBTConfig:
 
     - networks: ``vgg_width`` (R), ``resnet_width`` (D), ``phi_width`` (Φ), ``dssinet_scales``,
       ``crf_iterations``, ``csp_backbone`` (timm name), ``vgg_init`` (``random`` | ``csrnet-sha``: the VGG-16
-      front end of CSRNet-SHA for R and Φ, width 1 only; its SHA labels are recorded in the provenance).
+      front end of CSRNet-SHA for R and Φ, width 1 only; its SHA labels are recorded in the provenance),
+      ``vgg_batchnorm`` (R's front end as VGG-16-BN: trains from scratch in a short CPU schedule).
     - targets/transforms: ``density_scale`` (R's target multiplier), ``ssim_weight`` (λ of DMS-SSIM in R's
       loss), ``phi_stride`` (Φ's map stride), ``phi_threshold`` (0.2), ``merge_px`` (10), ``psi_beta`` (σ = β ·
       box side), ``det_keep_threshold`` (kept for AP), ``det_count_threshold`` (counted heads), ``nms_iou``,
@@ -43,6 +44,7 @@ class RDBTConfig:
     crf_iterations: int = 2
     csp_backbone: str = "resnet50"
     vgg_init: str = "random"
+    vgg_batchnorm: bool = False
     density_scale: float = 100.0
     ssim_weight: float = 1.0
     phi_stride: int = 1
@@ -86,7 +88,8 @@ class RDBTConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - names)
         if unknown:
-            raise ConfigError(f"strategy rdbt: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+            raise ConfigError(f"strategy rdbt: unknown option(s) {', '.join(unknown)}; "
+                              f"allowed: {', '.join(sorted(names))}")
         cfg = cls(**options)
         cfg.dssinet_scales = tuple(float(s) for s in cfg.dssinet_scales)
         cfg.density_range = tuple(float(s) for s in cfg.density_range)
@@ -103,6 +106,8 @@ class RDBTConfig:
             bad("patch_selection", f"is not one of {', '.join(PATCH_SELECTIONS)}")
         if self.vgg_init not in VGG_INITS:
             bad("vgg_init", f"is not one of {', '.join(VGG_INITS)}")
+        if self.vgg_init == "csrnet-sha" and self.vgg_batchnorm:
+            bad("vgg_batchnorm", "cannot be used with vgg_init: csrnet-sha (CSRNet's VGG has no BatchNorm)")
         for opt in ("crop_size", "patch_size"):
             v = getattr(self, opt)
             if not isinstance(v, int) or v < 16 or v % 16:
@@ -139,10 +144,11 @@ class RDBTConfig:
 #: CPU smoke profile: images at most 384 px, quarter-width networks, two image scales for DSSINet, short schedules,
 #: T = 2 cycles on 16 target images; patches 96 px (≈ the paper's 224 px at the 0.375 image scale of ShanghaiTech).
 SMOKE = {
-    "max_side": 384, "vgg_width": 0.25, "resnet_width": 0.25, "phi_width": 0.25, "dssinet_scales": [1.0, 0.5],
+    "max_side": 384, "vgg_width": 0.25, "vgg_batchnorm": True, "resnet_width": 0.25, "phi_width": 0.25,
+    "dssinet_scales": [1.0, 0.5],
     "crf_iterations": 1, "phi_stride": 2, "min_head": 2.0, "max_head": 32.0, "default_head": 8.0,
-    "det_count_threshold": 0.3, "source_images": 40, "crop_size": 128, "batch_size": 4, "r_steps": 300,
-    "d_steps": 300, "phi_steps": 200, "r_lr": 1e-3, "d_lr": 1e-3, "phi_lr": 1e-3, "checkpoint_every": 50,
+    "det_count_threshold": 0.3, "source_images": 40, "crop_size": 128, "batch_size": 4, "r_steps": 400,
+    "d_steps": 200, "phi_steps": 150, "r_lr": 1e-3, "d_lr": 1e-3, "phi_lr": 1e-3, "checkpoint_every": 50,
     "cycles": 2, "target_images": 16, "patch_size": 96, "finetune_epochs": 2, "r_finetune_lr": 1e-4,
     "d_finetune_lr": 1e-4,
 }

@@ -44,17 +44,20 @@ def _check_width(width: float, what: str) -> float:
     return float(width)
 
 
-def vgg10_frontend(width: float = 1.0, in_channels: int = 3) -> nn.Sequential:
+def vgg10_frontend(width: float = 1.0, in_channels: int = 3, batchnorm: bool = False) -> nn.Sequential:
     """VGG-16's first 10 conv layers (3×3, ReLU) with three 2×2 max-pools: stride 8, ``512·width`` channels.
 
-    Module indices match CSRNet's ``frontend`` (so :func:`load_csrnet_frontend` can load it at width 1)."""
+    Module indices match CSRNet's ``frontend`` (so :func:`load_csrnet_frontend` can load it at width 1).
+    ``batchnorm`` inserts BatchNorm after each conv (VGG-16-BN): without ImageNet weights a plain VGG barely
+    trains from scratch in a CPU smoke schedule."""
     layers: list[nn.Module] = []
     for v in VGG10_CFG:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
             c = _ch(v, width)
-            layers += [nn.Conv2d(in_channels, c, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(in_channels, c, 3, padding=1)] + ([nn.BatchNorm2d(c)] if batchnorm else []) \
+                + [nn.ReLU(inplace=True)]
             in_channels = c
     return nn.Sequential(*layers)
 
@@ -110,19 +113,21 @@ class DSSINet(nn.Module):
         width: channel multiplier of front end, CRF and back end.
         scales: image scales of the branches (DSSINet: 0.5, 1, 2; the first must be 1.0).
         crf_iterations: mean-field rounds of :class:`CRFMessagePassing`.
+        batchnorm: VGG-16-BN front end (see :func:`vgg10_frontend`).
 
     The *last two layers* (fine-tuned on the target, RDBT §4.2) are ``backend[-2]`` (3×3 conv) and ``output``.
     """
 
     stride = 8
 
-    def __init__(self, width: float = 1.0, scales: Sequence[float] = (1.0, 0.5, 2.0), crf_iterations: int = 2):
+    def __init__(self, width: float = 1.0, scales: Sequence[float] = (1.0, 0.5, 2.0), crf_iterations: int = 2,
+                 batchnorm: bool = False):
         super().__init__()
         width = _check_width(width, "DSSINet")
         self.scales = tuple(float(s) for s in scales)
         if not self.scales or self.scales[0] != 1.0 or any(s <= 0 for s in self.scales):
             raise ConfigError(f"DSSINet scales must start with 1.0 and be positive, got {list(scales)}")
-        self.frontend = vgg10_frontend(width)
+        self.frontend = vgg10_frontend(width, batchnorm=batchnorm)
         c = _ch(512, width)
         self.crf = CRFMessagePassing(c, len(self.scales), crf_iterations)
         chans = [_ch(v, width) for v in (512, 256, 128, 64)]

