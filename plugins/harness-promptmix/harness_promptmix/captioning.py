@@ -134,8 +134,8 @@ def load_captioner(model_id: str, cache_root: Path, device: str = "cpu") -> tupl
     from .models import model_identity
 
     folder, identity = model_identity(model_id, cache_root, "clipcap", "captioner")
-    if "blip" in model_id.lower() or (folder / "preprocessor_config.json").exists() and \
-            "blip" in (folder / "config.json").read_text(errors="ignore").lower():
+    config = folder / "config.json"
+    if "blip" in model_id.lower() or (config.exists() and "blip" in config.read_text(errors="ignore").lower()):
         return BlipCaptioner(folder, model_id, device), identity
     return ClipCapCaptioner(folder, model_id, device), identity
 

@@ -59,7 +59,8 @@ class StableDiffusionGenerator:
         if int(steps) < 1:
             raise ConfigError(f"generator steps must be >= 1, got {steps!r}")
         self.model_id = model
-        self.steps, self.guidance_scale, self.max_side, self.device = int(steps), float(guidance_scale), max_side, device
+        self.steps, self.guidance_scale = int(steps), float(guidance_scale)
+        self.max_side, self.device = max_side, device
         folder, self.identity = model_identity(model, cache_root, "sd", "generator_model")
         quiet_hf()
         dtype = torch.float16 if str(device).startswith("cuda") else torch.float32

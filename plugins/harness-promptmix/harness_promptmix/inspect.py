@@ -30,14 +30,16 @@ def find_pools(run_dir: Path) -> list[Path]:
 
 
 def load_images(pools: list[Path]) -> dict[str, list[dict]]:
-    """Synthetic images per group ``"<source> (<annotators>, <distance>)"``, each image once per group
-    (cells of the same source and annotators share images and q)."""
+    """Synthetic images per group ``"<captioned dataset> captions (<annotators>, <distance>)"``, each image
+    once per group (cells whose prompts come from the same images and that share annotators share images and
+    q)."""
     groups: dict[str, dict[str, dict]] = {}
     for p in pools:
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
             names = "+".join(a["counter"] for a in doc["annotators"])
-            group = f"{doc['source']} ({names}, {doc['quality_distance']})"
+            captioned = doc["source"] if doc.get("caption_from", "source") == "source" else doc["target"]
+            group = f"{captioned} captions ({names}, {doc['quality_distance']})"
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{p} cannot be read ({type(exc).__name__}): re-run its cell to rewrite it") from None
         for im in doc.get("images", []):
@@ -119,7 +121,7 @@ def inspect_cmd(run_dir: Path, out_dir: Path | None, max_images: int) -> None:
         step = max(1, len(ims) // max_images)
         slug = "".join(c if c.isalnum() else "-" for c in src).strip("-")
         sheet = contact_sheet(ims[::step][:max_images], out_dir / f"contact-sheet-{slug}.png",
-                              title=f"PromptMix synthetic images, source {src}")
+                              title=f"PromptMix synthetic images, {src}")
         qs = np.array([im["q"] for im in ims if im.get("q") is not None], dtype=float)
         stats = (f"q mean {qs.mean():.3f}, median {np.median(qs):.3f}, min {qs.min():.3f}, max {qs.max():.3f}"
                  if qs.size else "q not computed (fewer than two annotators)")

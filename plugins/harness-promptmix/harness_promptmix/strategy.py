@@ -108,7 +108,8 @@ class PromptMix(SourceOnly):
                  max_captioned_images: int | None = None, prompt_file: str | None = None,
                  prompt_file_mode: str = "add", images_per_prompt: int = 10, generator_model: str = "tiny",
                  steps: int = 50, guidance_scale: float = 7.5, max_side: int | None = None,
-                 annotator_counters: list[str] | tuple[str, ...] = DEFAULT_ANNOTATORS, exclude_target_trained: bool = True,
+                 annotator_counters: list[str] | tuple[str, ...] = DEFAULT_ANNOTATORS,
+                 exclude_target_trained: bool = True,
                  keep: str = "source", quality_distance: str = "count", max_quality: float | None = None,
                  max_synthetic: int | None = None):
         super().__init__(counter=counter, pretrained=False, counter_options=counter_options, train=train)

@@ -160,3 +160,37 @@ def test_tiny_captioner(tmp_path):
     out = cap.caption([img, img])
     assert len(out) == 2 and out[0] == out[1] and isinstance(out[0], str) and out[0]
     assert identity["model"] == "tiny"
+
+
+def _tiny_blip(folder):
+    """A tiny random BLIP captioner saved like a hub checkpoint (BERT word-piece vocabulary of a few words)."""
+    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
+                              BlipProcessor)
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "crowd", "of", "people", "in", "the",
+             "street", "stadium", "fans", "cheer", "."]
+    (folder / "tok").mkdir(parents=True)
+    (folder / "tok" / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(folder / "tok" / "vocab.txt"), bos_token="[DEC]")
+    config = BlipConfig(
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        text_config={"vocab_size": len(words), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "encoder_hidden_size": 16, "max_position_embeddings": 32,
+                     "bos_token_id": 5, "pad_token_id": 0, "sep_token_id": 3, "eos_token_id": 3})
+    import torch
+
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(config).save_pretrained(str(folder / "blip"))
+    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tok).save_pretrained(str(folder / "blip"))
+    return folder / "blip"
+
+
+def test_blip_captioner_loads_a_checkpoint_folder(tmp_path):
+    folder = _tiny_blip(tmp_path)
+    cap, identity = load_captioner(str(folder), tmp_path)
+    assert type(cap).__name__ == "BlipCaptioner" and identity["model"] == str(folder)
+    img = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    out = cap.caption([img])
+    vocab = {"a", "crowd", "of", "people", "in", "the", "street", "stadium", "fans", "cheer"}
+    assert len(out) == 1 and set(out[0].split()) <= vocab

@@ -94,7 +94,7 @@ def test_pool_pseudo_labels_flags_and_reuse(regs, data_root, weights_root, tmp_p
     assert r.exit_code == 0, r.output
     sheets = sorted((out / "promptmix-inspect").glob("contact-sheet-*.png"))
     assert len(sheets) == 2 and (out / "promptmix-inspect" / "q-histogram.png").stat().st_size > 0
-    assert "SHA (mcnn-sha+mcnn-shb, count): 4 images, 4 kept; q mean" in r.output
+    assert "SHA captions (mcnn-sha+mcnn-shb, count): 4 images, 4 kept; q mean" in r.output
     r = CliRunner().invoke(main, ["promptmix", "inspect", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "is not a folder" in r.output
 
