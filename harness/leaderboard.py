@@ -3,7 +3,9 @@
 - :func:`collect` reads every finished cell (``metrics.json``) of a run directory into one row per
   (method, source→target, seed, limit_test).
 - :func:`leaderboard` pivots to rows = methods, columns = cells × (MAE↓, MSE↓, NAE↓, mAP↑), each
-  ``"mean ± std"`` over seeds. The std is the *sample* standard deviation (``ddof=1``); with a single seed
+  ``"mean ± std"`` over seeds (plus ``MAE↓ <output>`` / ``MSE↓ <output>`` per named output when cells
+  report ``mae:<output>``, e.g. RDBT's regression and detection heads). The std is the *sample* standard
+  deviation (``ddof=1``); with a single seed
   there is no spread to report, so the cell shows the value alone (no ``± 0.00``, which would claim a
   measured zero spread). Flag columns follow: *seeds*, *uses target images*, *selection split*.
   A cell whose weights saw the target's labels (``target_labels_seen`` in any seed) gets a dagger ``†`` on
@@ -55,14 +57,32 @@ def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"{path} is not valid JSON ({exc}); delete it to recompute the cell") from None
         row = {k: m.get(k) for k in _COLUMNS}
+        row.update({k: m[k] for k in m if k.split(":", 1)[0] in ("mae", "mse") and ":" in k})
         row["cell"] = f"{m.get('source')}→{m.get('target')}"
         row["path"] = str(path.parent)
         rows.append(row)
-    df = pd.DataFrame(rows, columns=_COLUMNS)
-    for k, _, _ in METRICS:
+    outputs = sorted({k for r in rows for k in r if ":" in k}, key=_output_order)
+    df = pd.DataFrame(rows, columns=_COLUMNS + outputs)
+    for k in [k for k, _, _ in METRICS] + outputs:
         df[k] = pd.to_numeric(df[k], errors="coerce")
     return df.sort_values(["method", "cell", "limit_test", "seed"], na_position="first", kind="stable"
                           ).reset_index(drop=True)
+
+
+def _output_order(key: str) -> tuple:
+    kind, name = key.split(":", 1)
+    return (name, kind != "mae")
+
+
+def output_metrics(df: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(column, label, decimals) for the per-output metrics in ``df`` (``"mae:<output>"`` -> ``"MAE↓ <output>"``):
+    counters with several outputs (e.g. RDBT's regression and detection) report each one's MAE/MSE."""
+    out = []
+    for col in df.columns:
+        if ":" in col and col.split(":", 1)[0] in ("mae", "mse"):
+            kind, name = col.split(":", 1)
+            out.append((col, f"{kind.upper()}↓ {name}", 2))
+    return out
 
 
 def _mean_std(values: pd.Series, decimals: int) -> str:
@@ -90,12 +110,13 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     df["limit_key"] = df["limit_test"].where(df["limit_test"].notna(), None)
     df["label"] = [_cell_label(c, lim) for c, lim in zip(df["cell"], df["limit_key"])]
     labels = list(dict.fromkeys(df["label"]))
+    extra = output_metrics(df)
     rows = []
     for method, mdf in df.groupby("method", sort=True):
         row: dict[str, str] = {"method": method}
         for label in labels:
             cdf = mdf[mdf["label"] == label]
-            for key, name, dec in METRICS:
+            for key, name, dec in list(METRICS) + extra:
                 text = _mean_std(cdf[key], dec) if not cdf.empty else "–"
                 if key == "mae" and not cdf.empty and cdf["target_labels_seen"].fillna(False).astype(bool).any():
                     text += f" {DAGGER}"

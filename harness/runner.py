@@ -9,7 +9,9 @@ A *run* evaluates methods on a matrix of ``source→target`` dataset pairs over 
         predictions.partial.jsonl   evaluation progress: one flushed JSON line per test image
                              (id, counts, predicted/ground-truth points); re-read on resume
         predictions.csv      image_id, gt_count, pred_count, abs_error (+ one column per prediction extra)
-        metrics.json         MAE, MSE (root), NAE, mAP, AP@δ, leakage flags, provenance; marks the cell done
+        metrics.json         MAE, MSE (root), NAE, mAP, AP@δ, leakage flags, provenance; marks the cell done;
+                             ``mae:<output>`` / ``mse:<output>`` for counters with several outputs
+                             (``Prediction.extras["count:<output>"]``, e.g. RDBT's regression/detection)
         error.json           written instead of metrics.json when the cell failed (retried next run)
         log.txt              the cell's log (tracebacks of failures included)
         checkpoints/         for the strategy (``ctx.workdir / "checkpoints"``)
@@ -511,6 +513,31 @@ def _finite(x: Any) -> Any:
     return x
 
 
+#: prefix of Prediction.extras keys that carry the count of one named output (e.g. RDBT's "count:regression")
+OUTPUT_COUNT_PREFIX = "count:"
+
+
+def output_metrics(records: list[dict]) -> dict:
+    """MAE / MSE (root) per named output of a counter with several (e.g. RDBT's regression and detection heads).
+
+    Every ``Prediction.extras`` key ``"count:<output>"`` becomes ``"mae:<output>"`` and ``"mse:<output>"``
+    (:func:`harness.metrics.count_metrics` over the images that report it). Returns ``{}`` when no record has one.
+    """
+    from .metrics import count_metrics
+
+    names = sorted({k[len(OUTPUT_COUNT_PREFIX):] for r in records for k in (r.get("extras") or {})
+                    if k.startswith(OUTPUT_COUNT_PREFIX)})
+    out: dict = {}
+    for name in names:
+        key = OUTPUT_COUNT_PREFIX + name
+        pairs = [(r["extras"][key], r["gt_count"]) for r in records if (r.get("extras") or {}).get(key) is not None]
+        if pairs:
+            m = count_metrics(np.array([p for p, _ in pairs], dtype=np.float64),
+                              np.array([g for _, g in pairs], dtype=np.float64))
+            out[f"mae:{name}"], out[f"mse:{name}"] = float(m["mae"]), float(m["mse"])
+    return out
+
+
 def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: ArtifactCache,
              commit: str | None, on_image: Callable[[int, int], None] | None = None) -> dict:
     """Fit and evaluate one cell in ``cell_dir`` (see the module docstring); returns the metrics written.
@@ -593,6 +620,7 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
 
         metrics = dict(count_metrics(np.array([r["pred_count"] for r in records]),
                                      np.array([r["gt_count"] for r in records])))
+        metrics.update(output_metrics(records))
         if all(r["pred_points"] is not None for r in records) and records:
             items = [(np.asarray(r["pred_points"], dtype=np.float64).reshape(-1, 2),
                       np.asarray(r["scores"], dtype=np.float64).reshape(-1),
@@ -702,5 +730,5 @@ def run(matrix: str | Iterable, methods: str | Iterable[str], out_dir: str | os.
 
 
 __all__ = ["Cell", "Plan", "RunSummary", "parse_matrix", "plan_run", "execute", "run", "run_cell",
-           "resolve_device", "seed_everything", "read_partial", "points_and_scores", "cell_config",
+           "resolve_device", "seed_everything", "read_partial", "points_and_scores", "cell_config", "output_metrics",
            "PARTIAL_FILE", "MAP_DELTAS"]

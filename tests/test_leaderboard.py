@@ -103,3 +103,27 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="metrics.json is not valid JSON"):
         collect(tmp_path)
     assert "(no finished cells)" in render(leaderboard(collect(tmp_path / "m" / "A→B")), "md")
+
+
+def test_per_output_metrics_get_their_own_columns(tmp_path):
+    """Counters with several outputs (e.g. RDBT's regression and detection) show MAE/MSE per output; rows
+    without an output show a dash; tables without any keep their columns."""
+    _cell(tmp_path, "two-heads", "SHA", "SHB", 0, 10.0, 20.0, 0.1, 0.5)
+    _cell(tmp_path, "one-head", "SHA", "SHB", 0, 12.0, 22.0, 0.1, None)
+    for method, extra in (("two-heads", {"mae:regression": 10.0, "mse:regression": 20.0,
+                                         "mae:detection": 31.5, "mse:detection": 40.25}),
+                          ("one-head", {"mae:regression": 12.0, "mse:regression": 22.0})):
+        path = tmp_path / method / "SHA→SHB" / "seed-0" / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
+    board = leaderboard(collect(tmp_path)).set_index("method")
+    assert board.loc["two-heads", "SHA→SHB MAE↓ detection"] == "31.50"
+    assert board.loc["two-heads", "SHA→SHB MSE↓ detection"] == "40.25"
+    assert board.loc["one-head", "SHA→SHB MAE↓ detection"] == "–"
+    assert board.loc["one-head", "SHA→SHB MAE↓ regression"] == "12.00"
+    cols = list(board.columns)
+    assert (cols.index("SHA→SHB mAP↑") < cols.index("SHA→SHB MAE↓ detection")
+            < cols.index("SHA→SHB MSE↓ detection"))
+
+
+def test_tables_without_output_metrics_are_unchanged(run_dir):
+    assert not any("↓ " in c for c in leaderboard(collect(run_dir)).columns)

@@ -305,3 +305,22 @@ def test_points_from_density_use_the_counter_stride_for_odd_image_sizes():
     np.testing.assert_allclose(pts[0], [(20 + 0.5) * 8, (10 + 0.5) * 8])
     pts2, _ = points_and_scores(Prediction(count=1.0, density=density), (765, 1021, 3))
     np.testing.assert_allclose(pts2, pts)
+
+
+def test_output_metrics_per_named_output_by_hand():
+    from harness.runner import output_metrics
+
+    records = [{"gt_count": 10.0, "extras": {"count:regression": 12.0, "count:detection": 7.0}},
+               {"gt_count": 20.0, "extras": {"count:regression": 16.0, "count:detection": None}},
+               {"gt_count": 5.0, "extras": {"count_other": 1.0}}]
+    m = output_metrics(records)
+    assert set(m) == {"mae:regression", "mse:regression", "mae:detection", "mse:detection"}
+    assert m["mae:regression"] == pytest.approx(3.0) and m["mse:regression"] == pytest.approx(np.sqrt(10.0))
+    assert m["mae:detection"] == pytest.approx(3.0) and m["mse:detection"] == pytest.approx(3.0)  # one image
+    assert output_metrics([{"gt_count": 1.0, "extras": {}}]) == {}
+
+
+def test_cells_without_named_outputs_have_no_output_metrics(regs, tmp_path):
+    _run(regs, tmp_path / "run")
+    metrics = json.loads(next((tmp_path / "run").glob("*/*/seed-0/metrics.json")).read_text())
+    assert not any(k.startswith(("mae:", "mse:")) for k in metrics)
