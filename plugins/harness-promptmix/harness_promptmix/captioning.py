@@ -157,7 +157,10 @@ def convert_clipcap_checkpoint(checkpoint: str | Path, clip_folder: str | Path, 
     if not mapping or not gpt_state:
         raise ConfigError(f"{checkpoint} has no clip_project.* / gpt.* keys: pass an original ClipCap MLP checkpoint")
     gpt = GPT2LMHeadModel.from_pretrained(str(gpt2_folder))
-    gpt.load_state_dict(gpt_state, strict=False)
+    unexpected = gpt.load_state_dict(gpt_state, strict=False).unexpected_keys
+    if unexpected:
+        raise ConfigError(f"{checkpoint}: gpt.* keys {', '.join(unexpected[:3])} do not fit the GPT-2 in "
+                          f"{gpt2_folder}; pass the GPT-2 the checkpoint was trained from")
     gpt.save_pretrained(str(out / "gpt2"))
     for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (Path(gpt2_folder) / name).exists():

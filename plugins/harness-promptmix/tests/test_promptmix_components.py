@@ -194,3 +194,27 @@ def test_blip_captioner_loads_a_checkpoint_folder(tmp_path):
     out = cap.caption([img])
     vocab = {"a", "crowd", "of", "people", "in", "the", "street", "stadium", "fans", "cheer"}
     assert len(out) == 1 and set(out[0].split()) <= vocab
+
+
+def test_original_clipcap_checkpoint_converts_to_the_same_captioner(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import GPT2LMHeadModel
+
+    from harness_promptmix.captioning import ClipCapCaptioner, convert_clipcap_checkpoint
+    from harness_promptmix.models import build_tiny_clipcap
+
+    tiny = build_tiny_clipcap(tmp_path / "tiny", seed=3)
+    # the original ClipCap layout: one state dict with clip_project.model.{0,2}.* and gpt.* keys
+    state = {f"clip_project.{k}": v for k, v in load_file(str(tiny / "mapping.safetensors")).items()}
+    state.update({f"gpt.{k}": v for k, v in GPT2LMHeadModel.from_pretrained(str(tiny / "gpt2")).state_dict().items()})
+    torch.save(state, tmp_path / "coco_prefix.pt")
+    other = build_tiny_clipcap(tmp_path / "other", seed=4)  # a GPT-2 folder with other weights: overwritten
+    out = convert_clipcap_checkpoint(tmp_path / "coco_prefix.pt", tiny / "clip", other / "gpt2", tmp_path / "conv",
+                                     prefix_length=4)
+    img = np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    assert ClipCapCaptioner(out).caption([img]) == ClipCapCaptioner(tiny).caption([img])
+    assert ClipCapCaptioner(other).caption([img]) != ClipCapCaptioner(tiny).caption([img])
+    torch.save({"other.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="no clip_project"):
+        convert_clipcap_checkpoint(tmp_path / "bad.pt", tiny / "clip", tiny / "gpt2", tmp_path / "x")
