@@ -112,3 +112,42 @@ def test_unsupervised_rdbt_refuses_csrnet_init_on_an_sha_target(data_root, tmp_p
         RDBT(mode="regnet")
     with pytest.raises(ConfigError, match="mode: regnet or mode: detnet"):
         RDBTSource(mode="rdbt")
+
+
+def test_iterations_report_scores_every_cycle_and_matches_the_run(data_root, tmp_path):
+    """`harness rdbt iterations`: one row per cycle checkpoint (0 = source models); the last cycle's row is the
+    cell's own evaluation (the same counter on the same test images)."""
+    from click.testing import CliRunner
+
+    import harness.plugins
+    from harness import hookimpl
+    from harness.cli import main
+    from harness.plugins import build_registries
+    from harness.runner import execute, plan_run
+    from harness.specs import MethodSpec
+
+    class Tiny:
+        @hookimpl
+        def harness_register_methods(self, register):
+            register(MethodSpec("rdbt-tiny", "rdbt", {"smoke": dict(TINY)}))
+
+    regs = build_registries(extra_plugins=[Tiny()])
+    out = tmp_path / "run"
+    summary = execute(plan_run("SHB→SHA", "rdbt-tiny", "0", "smoke", regs, data_root, limit_test=2), out, "cpu",
+                      progress=False, cache=ArtifactCache(tmp_path / "cache"))
+    assert not summary.failed, summary.failed
+    old = harness.plugins._REGISTRIES
+    harness.plugins._REGISTRIES = regs
+    try:
+        r = CliRunner().invoke(main, ["rdbt", "iterations", str(out), "--limit-test", "2",
+                                      "--data-root", str(data_root)], catch_exceptions=False)
+    finally:
+        harness.plugins._REGISTRIES = old
+    assert r.exit_code == 0, r.output
+    cell = out / "rdbt-tiny" / "SHB→SHA" / "seed-0-n2"
+    rows = json.loads((cell / "iterations-eval.json").read_text())["rows"]
+    assert [row["cycle"] for row in rows] == [0, 1, 2] and all(row["n_images"] == 2 for row in rows)
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert rows[-1]["mae:regression"] == pytest.approx(metrics["mae:regression"], rel=1e-5)
+    assert rows[-1]["mae:detection"] == pytest.approx(metrics["mae:detection"], rel=1e-5)
+    assert "| iteration |" in (cell / "iterations-eval.md").read_text()
