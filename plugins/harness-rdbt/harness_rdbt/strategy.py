@@ -121,7 +121,7 @@ class SourceModels:
             torch.save({"model": model.state_dict(), "history": hist, "seconds": time.perf_counter() - t0}, tmp)
 
         path = ctx.cache.get_or_create("rdbt-source", key, ".pt", create)
-        st = torch.load(path, map_location="cpu", weights_only=False)
+        st = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
         model.eval()
         self.notes[which] = {"cached": hit, "train_seconds": round(float(st.get("seconds", 0.0)), 2),
@@ -291,7 +291,7 @@ class RDBT:
         for t in range(cfg.cycles, 0, -1):
             p = ckdir / f"rdbt-cycle-{t}.pt"
             if p.exists():
-                st = torch.load(p, map_location="cpu", weights_only=False)
+                st = torch.load(p, map_location="cpu", weights_only=True)
                 R.load_state_dict(st["R"])
                 D.load_state_dict(st["D"])
                 report["cycles"] = st["report"]
@@ -419,8 +419,8 @@ def load_cycle_counter(cell_dir: Path, cycle: int, device: str = "cpu") -> RDBTC
     p0, pt = ck / "rdbt-cycle-0.pt", ck / f"rdbt-cycle-{cycle}.pt"
     if not p0.exists() or not pt.exists():
         raise ConfigError(f"{pt} not found: run the rdbt cell first (harness run ... --methods rdbt)")
-    s0 = torch.load(p0, map_location="cpu", weights_only=False)
-    st = torch.load(pt, map_location="cpu", weights_only=False)
+    s0 = torch.load(p0, map_location="cpu", weights_only=True)
+    st = torch.load(pt, map_location="cpu", weights_only=True)
     cfg = RDBTConfig.from_options(st["options"])
     cfg.vgg_init = "random"  # weights come from the checkpoint
     R, D, Phi = build_r(cfg), build_d(cfg), build_phi(cfg)

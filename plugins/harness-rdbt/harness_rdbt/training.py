@@ -176,7 +176,7 @@ def train_steps(model, params, *, steps: int, lr: float, loss_fn: Callable[[np.r
     opt = torch.optim.Adam(params, lr=lr)
     start, history = 0, []
     if checkpoint is not None and checkpoint.exists():
-        st = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        st = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         start, history = int(st["step"]), list(st["history"])
