@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.errors import ConfigError
+from harness.io import default_cache_dir
 from harness.specs import SyntheticImage
 
 
@@ -42,7 +43,7 @@ class StableDiffusionGenerator:
         guidance_scale: classifier-free guidance weight (diffusers' default 7.5).
         max_side: optional cap on the longer side before rounding (the ``smoke`` profile's small images).
         device: ``"cpu"`` / ``"cuda"`` (fp16 on CUDA).
-        cache_root: where tiny models are built.
+        cache_root: where tiny models are built (default: the harness cache, ``$HARNESS_CACHE``).
 
     Raises:
         WeightsError: the model cannot be found locally nor downloaded (one line; see
@@ -50,7 +51,7 @@ class StableDiffusionGenerator:
     """
 
     def __init__(self, model: str, *, steps: int = 50, guidance_scale: float = 7.5, max_side: int | None = None,
-                 device: str = "cpu", cache_root: Path):
+                 device: str = "cpu", cache_root: Path | None = None):
         import torch
         from diffusers import StableDiffusionPipeline
 
@@ -61,7 +62,7 @@ class StableDiffusionGenerator:
         self.model_id = model
         self.steps, self.guidance_scale = int(steps), float(guidance_scale)
         self.max_side, self.device = max_side, device
-        folder, self.identity = model_identity(model, cache_root, "sd", "generator_model")
+        folder, self.identity = model_identity(model, cache_root or default_cache_dir(), "sd", "generator_model")
         quiet_hf()
         dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
         self.pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=dtype, safety_checker=None,
