@@ -8,6 +8,7 @@ down-samplings) for SD 1.5, i.e. 64).
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -19,12 +20,24 @@ from harness.io import default_cache_dir
 from harness.specs import SyntheticImage
 
 
-def size_multiple(pipe) -> int:
-    """Image sides must be multiples of this: the VAE factor times 2 per UNet down-sampling, and of 8 (the
-    pipeline's own check); 64 for SD 1.5."""
-    vae = int(getattr(pipe, "vae_scale_factor", 8))
-    downs = max(0, len(pipe.unet.config.block_out_channels) - 1)
-    return math.lcm(8, vae * 2 ** downs)
+def size_multiple(folder: str | Path) -> int:
+    """Image sides must be multiples of this, read from a pipeline folder's ``vae/`` and ``unet/`` configs: the
+    VAE factor (diffusers' ``vae_scale_factor`` = 2^(VAE blocks − 1)) times 2 per UNet down-sampling, and 8 (the
+    pipeline's own check); 64 for SD 1.5.
+
+    Raises:
+        ConfigError: the folder lacks ``vae/config.json`` or ``unet/config.json`` (not a diffusers pipeline).
+    """
+    folder = Path(folder)
+    try:
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{folder} is not a diffusers Stable Diffusion folder ({type(exc).__name__} reading "
+                          f"vae/config.json, unet/config.json): pass a hub id or a folder saved by save_pretrained") \
+            from None
+    factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    return math.lcm(8, factor * 2 ** (len(unet["block_out_channels"]) - 1))
 
 
 def round_size(height: int, width: int, multiple: int, max_side: int | None = None) -> tuple[int, int]:
@@ -52,23 +65,33 @@ class StableDiffusionGenerator:
 
     def __init__(self, model: str, *, steps: int = 50, guidance_scale: float = 7.5, max_side: int | None = None,
                  device: str = "cpu", cache_root: Path | None = None):
-        import torch
-        from diffusers import StableDiffusionPipeline
-
-        from .models import model_identity, quiet_hf
+        from .models import model_identity
 
         if int(steps) < 1:
             raise ConfigError(f"generator steps must be >= 1, got {steps!r}")
         self.model_id = model
         self.steps, self.guidance_scale = int(steps), float(guidance_scale)
         self.max_side, self.device = max_side, device
-        folder, self.identity = model_identity(model, cache_root or default_cache_dir(), "sd", "generator_model")
-        quiet_hf()
-        dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
-        self.pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=dtype, safety_checker=None,
-                                                            requires_safety_checker=False).to(device)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.multiple = size_multiple(self.pipe)
+        self.folder, self.identity = model_identity(model, cache_root or default_cache_dir(), "sd", "generator_model")
+        self.multiple = size_multiple(self.folder)
+        self.dtype = "torch.float16" if str(device).startswith("cuda") else "torch.float32"
+        self._pipe = None  # loaded on the first generate(): a run whose images are all cached never loads it
+
+    @property
+    def pipe(self):
+        """The :class:`diffusers.StableDiffusionPipeline` (loaded on first use)."""
+        if self._pipe is None:
+            import torch
+            from diffusers import StableDiffusionPipeline
+
+            from .models import quiet_hf
+
+            quiet_hf()
+            self._pipe = StableDiffusionPipeline.from_pretrained(
+                str(self.folder), dtype=getattr(torch, self.dtype.split(".")[1]), safety_checker=None,
+                requires_safety_checker=False).to(self.device)
+            self._pipe.set_progress_bar_config(disable=True)
+        return self._pipe
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """The generated size for a prompt captioned from an ``height × width`` image."""
@@ -77,7 +100,7 @@ class StableDiffusionGenerator:
     def key(self) -> dict:
         """Everything of this generator that determines its images (for cache keys)."""
         return {**self.identity, "steps": self.steps, "guidance_scale": self.guidance_scale,
-                "multiple": self.multiple, "dtype": str(self.pipe.unet.dtype)}
+                "multiple": self.multiple, "dtype": self.dtype}
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], sizes: Sequence[tuple[int, int]]
                  ) -> list[SyntheticImage]:

@@ -11,7 +11,7 @@ from harness.errors import ConfigError, DataError, WeightsError
 from harness.specs import PseudoLabel
 from harness_promptmix.annotation import density_to_points, quality_score
 from harness_promptmix.captioning import is_greyscale, load_captioner, prompt_suffix, read_prompt_file
-from harness_promptmix.generation import StableDiffusionGenerator, round_size
+from harness_promptmix.generation import StableDiffusionGenerator, round_size, size_multiple
 from harness_promptmix.models import clip_tokenizer_dir
 
 
@@ -124,6 +124,17 @@ def tiny_generator(tmp_path_factory):
     return StableDiffusionGenerator("tiny", steps=2, max_side=64, cache_root=tmp_path_factory.mktemp("pm"))
 
 
+def test_size_multiple_of_sd15_configs(tmp_path):
+    import json
+
+    for part, blocks in (("vae", [128, 256, 512, 512]), ("unet", [320, 640, 1280, 1280])):  # SD 1.5's configs
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "config.json").write_text(json.dumps({"block_out_channels": blocks}))
+    assert size_multiple(tmp_path) == 64
+    with pytest.raises(ConfigError, match="not a diffusers Stable Diffusion folder"):
+        size_multiple(tmp_path / "vae")
+
+
 def test_round_size():
     assert round_size(768, 1024, 64) == (768, 1024)
     assert round_size(700, 500, 64) == (704, 512)
@@ -134,6 +145,7 @@ def test_round_size():
 def test_tiny_generator_seeds_and_sizes(tiny_generator):
     g = tiny_generator
     assert g.multiple == 8 and g.output_size(768, 1024) == (48, 64)
+    assert g._pipe is None and g.key()["dtype"] == "torch.float32"  # sizes and cache keys need no weights
     a, b, c = g.generate(["a crowd"] * 3, [1, 1, 2], [(48, 64)] * 3)
     assert a.image.shape == (48, 64, 3) and a.image.dtype == np.uint8
     assert np.array_equal(a.image, b.image)  # same prompt and seed: same image
