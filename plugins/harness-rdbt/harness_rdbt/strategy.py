@@ -35,7 +35,7 @@ from .config import RDBTConfig
 from .models import CSPNet, DSSINet, PhiUNetPP, load_csrnet_frontend, seeded
 from .training import (SourceItem, d_loss, infer_d, infer_phi, infer_r, load_source_items, phi_loss, r_loss,
                        random_crop, shrink, train_steps)
-from .transforms import (Detections, confidence_map, fuse_density, fuse_detections, psi, random_patches,
+from .transforms import (confidence_map, fuse_density, fuse_detections, psi, random_patches,
                          select_density_patches, select_detection_patches)
 
 #: bump when a change invalidates cached source models
