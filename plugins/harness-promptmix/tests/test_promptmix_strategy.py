@@ -13,6 +13,7 @@ from PIL import Image
 
 from harness import hookimpl
 from harness.cli import main
+from harness.errors import DataError
 from harness.io import ArtifactCache
 from harness.plugins import build_registries
 from harness.runner import execute, plan_run
@@ -163,3 +164,26 @@ def test_interrupted_generation_resumes_without_regenerating(regs, data_root, we
     assert not summary.failed
     assert len(done) == 3 and len(regenerated) == 1 and regenerated[0] not in done
     assert (cell(out, "pm-test") / "metrics.json").exists()
+
+
+def test_prompt_file_adds_to_or_replaces_the_captions(regs, data_root, tmp_path):
+    from types import SimpleNamespace
+
+    from harness_promptmix.strategy import PromptMix
+
+    f = tmp_path / "prompts.txt"
+    f.write_text("# extra prompts\na packed stadium seen from above\nprotesters filling a square\n")
+    ctx = SimpleNamespace(source=regs.datasets.get("SHB").factory(data_root), target_images=[], seed=0,
+                          device="cpu", cache=ArtifactCache(tmp_path / "cache"))
+    opts = {k: BASE[k] for k in ("counter", "counter_options", "train", "max_captioned_images")}
+    added = PromptMix(**opts, captioner="tiny", prompt_file=str(f)).build_prompts(ctx)
+    assert len(added) == 4 and [p for p, _ in added[2:]] == ["a packed stadium seen from above",
+                                                               "protesters filling a square"]
+    assert added[0][0].endswith(", 1024x768 pixels, colour photo") and added[2][1] == added[0][1] == (768, 1024)
+    # replace: the captioner is never loaded (this id would fail offline), file prompts only
+    replaced = PromptMix(**opts, captioner="no-such-org/no-such-captioner", prompt_file=str(f),
+                         prompt_file_mode="replace").build_prompts(ctx)
+    assert replaced == [("a packed stadium seen from above", (512, 512)), ("protesters filling a square", (512, 512))]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(DataError, match="holds no prompt"):  # a bad file fails when the method is built
+        PromptMix(**opts, prompt_file=str(tmp_path / "empty.txt"))
