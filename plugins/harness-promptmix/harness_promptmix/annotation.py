@@ -141,3 +141,13 @@ def density_to_points(density: np.ndarray, stride: int, image_shape: tuple[int, 
     xy[:, 0] = np.clip(xy[:, 0], 0, W - 1e-3)
     xy[:, 1] = np.clip(xy[:, 1], 0, H - 1e-3)
     return xy
+
+
+def q_stats(qs: np.ndarray) -> dict:
+    """n, mean, std, min, quartiles and max of the quality scores q (just ``{"n": 0}`` when there are none)."""
+    if qs.size == 0:
+        return {"n": 0}
+    p = np.percentile(qs, [0, 25, 50, 75, 100])
+    return {"n": int(qs.size), "mean": round(float(qs.mean()), 4), "std": round(float(qs.std()), 4),
+            "min": round(float(p[0]), 4), "q25": round(float(p[1]), 4), "median": round(float(p[2]), 4),
+            "q75": round(float(p[3]), 4), "max": round(float(p[4]), 4)}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+import torch
 
 from harness.errors import ConfigError, DataError
 
@@ -33,19 +34,13 @@ class Captioner(Protocol):
     def caption(self, images: Sequence[np.ndarray]) -> list[str]: ...
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
-class ClipCapMapping(_torch().nn.Module):
+class ClipCapMapping(torch.nn.Module):
     """ClipCap's MLP mapping network: ``(B, clip_dim) -> (B, prefix_length, gpt_dim)``
     (Linear → Tanh → Linear, hidden ``gpt_dim · prefix_length / 2``; Mokady et al. 2021, §3)."""
 
     def __init__(self, clip_dim: int, gpt_dim: int, prefix_length: int = 10):
         super().__init__()
-        nn = _torch().nn
+        nn = torch.nn
         hidden = gpt_dim * prefix_length // 2
         self.prefix_length, self.gpt_dim = prefix_length, gpt_dim
         self.model = nn.Sequential(nn.Linear(clip_dim, hidden), nn.Tanh(), nn.Linear(hidden, gpt_dim * prefix_length))
@@ -81,7 +76,6 @@ class ClipCapCaptioner:
         self.eos = self.tokenizer.eos_token_id
 
     def caption(self, images: Sequence[np.ndarray]) -> list[str]:
-        torch = _torch()
         out = []
         with torch.no_grad():
             for image in images:
@@ -115,7 +109,6 @@ class BlipCaptioner:
         self.model = BlipForConditionalGeneration.from_pretrained(str(folder)).to(device).eval()
 
     def caption(self, images: Sequence[np.ndarray]) -> list[str]:
-        torch = _torch()
         out = []
         with torch.no_grad():
             for image in images:
@@ -125,15 +118,19 @@ class BlipCaptioner:
         return out
 
 
-def load_captioner(model_id: str, cache_root: Path, device: str = "cpu") -> tuple[Captioner, dict]:
+def load_captioner(model_id: str, cache_root: Path, device: str = "cpu",
+                   resolved: tuple[Path, dict] | None = None) -> tuple[Captioner, dict]:
     """``(captioner, identity)`` for ``model_id``: ``"tiny[:seed]"``, a BLIP id/folder, or a ClipCap folder.
+
+    ``resolved``: the ``(folder, identity)`` from :func:`harness_promptmix.models.model_identity`, when the
+    caller has it already.
 
     Raises:
         WeightsError: the model is neither a local folder nor obtainable from the hub (one line).
     """
     from .models import model_identity
 
-    folder, identity = model_identity(model_id, cache_root, "clipcap", "captioner")
+    folder, identity = resolved or model_identity(model_id, cache_root, "clipcap", "captioner")
     config = folder / "config.json"
     if "blip" in model_id.lower() or (config.exists() and "blip" in config.read_text(errors="ignore").lower()):
         return BlipCaptioner(folder, model_id, device), identity

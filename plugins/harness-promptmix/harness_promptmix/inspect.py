@@ -13,6 +13,8 @@ import numpy as np
 
 from harness.errors import DataError
 
+from .annotation import q_stats
+
 
 def find_pools(run_dir: Path) -> list[Path]:
     """Every ``synthetic.json`` under ``run_dir`` (sorted).
@@ -122,8 +124,8 @@ def inspect_cmd(run_dir: Path, out_dir: Path | None, max_images: int) -> None:
         slug = "".join(c if c.isalnum() else "-" for c in src).strip("-")
         sheet = contact_sheet(ims[::step][:max_images], out_dir / f"contact-sheet-{slug}.png",
                               title=f"PromptMix synthetic images, {src}")
-        qs = np.array([im["q"] for im in ims if im.get("q") is not None], dtype=float)
-        stats = (f"q mean {qs.mean():.3f}, median {np.median(qs):.3f}, min {qs.min():.3f}, max {qs.max():.3f}"
-                 if qs.size else "q not computed (fewer than two annotators)")
+        st = q_stats(np.array([im["q"] for im in ims if im.get("q") is not None], dtype=float))
+        stats = (f"q mean {st['mean']:.3f}, median {st['median']:.3f}, min {st['min']:.3f}, max {st['max']:.3f}"
+                 if st["n"] else "q not computed (fewer than two annotators)")
         click.echo(f"{src}: {len(ims)} images, {sum(im.get('kept', True) for im in ims)} kept; {stats}; {sheet}")
     click.echo(f"q histogram: {q_histogram(by_source, out_dir / 'q-histogram.png')}")

@@ -42,7 +42,7 @@ from harness.default_plugins.strategies import SourceOnly
 from harness.errors import ConfigError
 from harness.io import atomic_write_json, atomic_write_text, file_sha256
 
-from .annotation import DISTANCES, CounterAnnotator, density_to_points, quality_score
+from .annotation import DISTANCES, CounterAnnotator, density_to_points, q_stats, quality_score
 from .captioning import prompt_suffix, read_prompt_file
 
 DEFAULT_ANNOTATORS = ("csrnet-sha", "mcnn-sha", "mcnn-shb")
@@ -170,8 +170,8 @@ class PromptMix(SourceOnly):
             kept = names[key]
         return anns, kept
 
-    def _images_to_caption(self, ctx) -> list[tuple[str, Any]]:
-        """``[(label, loader)]`` of the images to caption (seeded subset when capped)."""
+    def _images_to_caption(self, ctx) -> list[Any]:
+        """Refs (``load_image()``, ``image_path``) of the images to caption (seeded subset when capped)."""
         if self.caption_from == "target":
             refs = list(ctx.target_images)
         else:
@@ -190,7 +190,8 @@ class PromptMix(SourceOnly):
 
         prompts: list[tuple[str, tuple[int, int]]] = []
         if not (self.prompt_file and self.prompt_file_mode == "replace"):
-            _, identity = model_identity(self.captioner, ctx.cache.root, "clipcap", "captioner")
+            resolved = model_identity(self.captioner, ctx.cache.root, "clipcap", "captioner")
+            identity = resolved[1]
             captioner = None  # loaded only when a caption is missing from the cache
             for ref in self._images_to_caption(ctx):
                 path = ref.image_path
@@ -202,7 +203,7 @@ class PromptMix(SourceOnly):
                     caption = json.loads(cpath.read_text(encoding="utf-8"))["caption"]
                 else:
                     if captioner is None:
-                        captioner, _ = load_captioner(self.captioner, ctx.cache.root, ctx.device)
+                        captioner, _ = load_captioner(self.captioner, ctx.cache.root, ctx.device, resolved)
                     caption = captioner.caption([image])[0]
                     atomic_write_json(cpath, {"caption": caption, "key": key})
                 prompts.append((caption + prompt_suffix(image), tuple(image.shape[:2])))
@@ -280,7 +281,7 @@ class PromptMix(SourceOnly):
                     p, density_to_points(d, kept.stride, sz, r)))
         qs = np.array([r.q for r in records if r.q is not None], dtype=float)
         n_kept = sum(r.kept for r in records)
-        stats = _q_stats(qs)
+        stats = q_stats(qs)
         log.info("promptmix: annotated by %s in %.1f s; q (%s) %s; kept %d of %d (max_quality %s); pseudo-labels "
                  "from %s", ", ".join(a.name for a in anns), time.perf_counter() - t2, self.quality_distance,
                  stats, n_kept, len(records), self.max_quality, kept.name)
@@ -324,7 +325,7 @@ class PromptMix(SourceOnly):
             chosen = rng.choice(len(pool), size=m, replace=False)
             return [(_read_png(pool[i].path), np.load(pool[i].points_path)) for i in sorted(chosen)]
 
-        labels = frozenset().union(*(a.provenance.trained_on for a in anns)) | kept.provenance.trained_on
+        labels = frozenset().union(*(a.provenance.trained_on for a in anns))  # kept is one of anns
         return {"extra_samples": extra_samples}, labels
 
 
@@ -352,13 +353,3 @@ def _load_label(path: Path, name: str):
         dens = z["density"]
         return PseudoLabel(count=float(z["count"]), density=dens if dens.size else None,
                            meta={"annotator": name, "stride": int(z["stride"])})
-
-
-def _q_stats(qs: np.ndarray) -> dict:
-    """n, mean, std, min, quartiles and max of the quality scores (None values when there are none)."""
-    if qs.size == 0:
-        return {"n": 0}
-    p = np.percentile(qs, [0, 25, 50, 75, 100])
-    return {"n": int(qs.size), "mean": round(float(qs.mean()), 4), "std": round(float(qs.std()), 4),
-            "min": round(float(p[0]), 4), "q25": round(float(p[1]), 4), "median": round(float(p[2]), 4),
-            "q75": round(float(p[3]), 4), "max": round(float(p[4]), 4)}
