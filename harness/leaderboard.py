@@ -57,7 +57,7 @@ def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"{path} is not valid JSON ({exc}); delete it to recompute the cell") from None
         row = {k: m.get(k) for k in _COLUMNS}
-        row.update({k: m[k] for k in m if k.split(":", 1)[0] in ("mae", "mse") and ":" in k})
+        row.update({k: m[k] for k in m if _is_output_metric(k)})
         row["cell"] = f"{m.get('source')}→{m.get('target')}"
         row["path"] = str(path.parent)
         rows.append(row)
@@ -67,6 +67,11 @@ def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
         df[k] = pd.to_numeric(df[k], errors="coerce")
     return df.sort_values(["method", "cell", "limit_test", "seed"], na_position="first", kind="stable"
                           ).reset_index(drop=True)
+
+
+def _is_output_metric(key: str) -> bool:
+    """``"mae:<output>"`` / ``"mse:<output>"`` keys of metrics.json (see :func:`harness.runner.output_metrics`)."""
+    return ":" in key and key.split(":", 1)[0] in ("mae", "mse")
 
 
 def _output_order(key: str) -> tuple:
@@ -79,7 +84,7 @@ def output_metrics(df: pd.DataFrame) -> list[tuple[str, str, int]]:
     counters with several outputs (e.g. RDBT's regression and detection) report each one's MAE/MSE."""
     out = []
     for col in df.columns:
-        if ":" in col and col.split(":", 1)[0] in ("mae", "mse"):
+        if _is_output_metric(col):
             kind, name = col.split(":", 1)
             out.append((col, f"{kind.upper()}↓ {name}", 2))
     return out
