@@ -20,16 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.data.density import as_points
 from harness.errors import ConfigError, DataError
-
-
-def _points(points) -> np.ndarray:
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.size == 0:
-        return np.zeros((0, 2), dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 2 or not np.isfinite(pts).all():
-        raise DataError(f"points must be a finite (N, 2) array of (x, y) pixels, got shape {pts.shape}")
-    return pts
 
 
 @dataclass
@@ -49,7 +41,7 @@ class Detections:
     origin: np.ndarray = field(default=None)
 
     def __post_init__(self):
-        self.points = _points(self.points)
+        self.points = as_points(self.points)
         n = len(self.points)
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(n)
         self.sizes = np.asarray(self.sizes, dtype=np.float64).reshape(n)
@@ -85,7 +77,7 @@ def head_sizes(points, *, default: float = 16.0, min_size: float = 4.0, max_size
 
     This is how point-supervised detectors get boxes (PSDNN, Liu et al. CVPR 2019, as RDBT §4.2 follows).
     Returns ``(N,) float64``."""
-    pts = _points(points)
+    pts = as_points(points)
     if len(pts) == 0:
         return np.zeros(0)
     if len(pts) == 1:
@@ -110,7 +102,7 @@ def csp_targets(points, sizes, image_hw, stride: int = 4, gauss_scale: float = 0
         head), ``gauss`` (C=1, max over heads of an unnormalised Gaussian), ``scale`` (C=1, log(side/stride) at
         head cells), ``offset`` (C=2, sub-cell x, y in [0, 1) at head cells).
     """
-    pts = _points(points)
+    pts = as_points(points)
     sizes = np.asarray(sizes, dtype=np.float64).reshape(len(pts))
     H, W = int(image_hw[0]), int(image_hw[1])
     h, w = -(-H // stride), -(-W // stride)
@@ -186,7 +178,7 @@ def psi(points, sizes, image_hw, *, beta: float = 0.3, stride: int = 1, min_sigm
     """
     from harness.data.density import density_map, downsample_density
 
-    pts = _points(points)
+    pts = as_points(points)
     H, W = int(image_hw[0]), int(image_hw[1])
     sig = np.maximum(min_sigma, beta * np.asarray(sizes, dtype=np.float64).reshape(len(pts)))
     out = np.zeros((H, W), np.float64)
@@ -223,7 +215,7 @@ def confidence_map(points, scores, sizes, map_hw, *, stride: int, beta: float = 
     """Detection-confidence weight map W_t (RDBT §3.4, eq. 8) at ``stride``: within the k×k area of each
     detection centre (k the support of its Ψ Gaussian, 2·truncate·σ_j + 1 px) the weight is the centre's
     score; overlaps keep the maximum. Returns ``(h, w) float32`` in [0, 1]."""
-    pts = _points(points)
+    pts = as_points(points)
     h, w = int(map_hw[0]), int(map_hw[1])
     W = np.zeros((h, w), np.float32)
     sig = beta * np.asarray(sizes, dtype=np.float64).reshape(len(pts))
@@ -253,10 +245,10 @@ def restore_sizes(points, image_hw, *, scale_map: np.ndarray | None, scale_strid
     """Box sides for Φ's points (RDBT §3.4): in the lower half of the image (y ≥ H/2) read D's scale map
     (``(h, w)`` box sides in px at ``scale_stride``); in the upper half use the nearest-neighbour distance among
     ``context_points`` (all fused heads; default the points themselves), clipped to ``[min_size, max_size]``."""
-    pts = _points(points)
+    pts = as_points(points)
     if len(pts) == 0:
         return np.zeros(0)
-    ctx = pts if context_points is None else np.concatenate([_points(context_points), pts])
+    ctx = pts if context_points is None else np.concatenate([as_points(context_points), pts])
     nn = head_sizes(ctx, default=default, min_size=min_size, max_size=max_size)[-len(pts):]
     out = nn.copy()
     if scale_map is not None:
@@ -285,7 +277,7 @@ def fuse_detections(det: Detections, phi_pts, phi_scores, image_hw, *, scale_map
 
     Φ's points are counted (they passed Φ's 0.2 binarisation); D's keep their own ``counted`` flags.
     Returns the fused :class:`Detections` (``origin`` 0 = D, 1 = Φ)."""
-    pp = _points(phi_pts)
+    pp = as_points(phi_pts)
     sizes = restore_sizes(pp, image_hw, scale_map=scale_map, scale_stride=scale_stride,
                           context_points=det.points[det.counted], **size_kw)
     phi = Detections(pp, np.asarray(phi_scores, dtype=np.float64).reshape(len(pp)), sizes,
