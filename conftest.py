@@ -43,6 +43,14 @@ def weights_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def domains() -> tuple[str, str, Path | None]:
+    """``(source, target, data_root)`` for tests that need a source→target pair: ShanghaiTech B→A when
+    HARNESS_DATA holds it, else the built-in synthetic pair SYN-SPARSE→SYN-DENSE (so such tests run everywhere)."""
+    root = _data_root()
+    return ("SHB", "SHA", root) if root is not None else ("SYN-SPARSE", "SYN-DENSE", None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep each test session's artefact cache out of the user's home (CSRNet weights are re-used)."""

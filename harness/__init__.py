@@ -1,13 +1,76 @@
-"""crowd-harness: a plugin-based benchmark harness for cross-dataset crowd counting."""
+"""crowd-harness: a plugin-based benchmark harness for cross-dataset crowd counting.
+
+This module is the public API: plugins import from ``harness`` only (a test checks it). Types, specs, errors
+and options load eagerly (no torch); the training loop, evaluation, metrics, data helpers, models and the
+synthetic-data pipeline load on first use (``harness.train`` imports torch, ``import harness`` does not).
+"""
 from __future__ import annotations
 
+import importlib
+
+from .context import CellContext
+from .errors import ConfigError, DataError, HarnessError, PluginError, WeightsError
 from .hookspecs import hookimpl
-from .specs import (AnnotatorSpec, CellContext, Counter, CounterSpec, Dataset, DatasetSpec, GeneratorSpec,
-                    MethodSpec, Prediction, Provenance, PseudoLabel, Sample, SampleRef, StrategySpec,
-                    SyntheticImage, UnlabelledRef)
+from .options import component, component_refs, parse_or_raise
+from .specs import (AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
+                    StrategySpec)
+from .types import (Annotator, Counter, Dataset, GenerationRequest, Generator, Prediction, Provenance, PseudoLabel,
+                    Sample, SampleRef, Segmentation, Segmenter, Strategy, SyntheticImage, UnlabelledRef)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["hookimpl", "AnnotatorSpec", "CellContext", "Counter", "CounterSpec", "Dataset", "DatasetSpec",
-           "GeneratorSpec", "MethodSpec", "Prediction", "Provenance", "PseudoLabel", "Sample", "SampleRef",
-           "StrategySpec", "SyntheticImage", "UnlabelledRef", "__version__"]
+#: public names loaded on first use: name -> module
+_LAZY = {
+    "get_registries": "harness.plugins",
+    # training (one loop) and the density-counter adapter
+    **dict.fromkeys(("train", "LoopConfig", "LoopResult", "Objective", "OptimConfig", "step_rng", "derive_seed",
+                     "autocast", "make_accelerator"), "harness.training.loop"),
+    **dict.fromkeys(("DensityTrainOptions", "EpochExtras", "ScaledCounter", "TrainResult", "train_density_counter",
+                     "subset"), "harness.training.density"),
+    **dict.fromkeys(("fit_density_counter", "SMOKE_TRAIN", "PAPER_TRAIN", "TINY_TRAIN"),
+                    "harness.default_plugins.strategies"),
+    # evaluation and metrics
+    **dict.fromkeys(("evaluate_counter", "EvalResult", "image_seed"), "harness.evaluation"),
+    **dict.fromkeys(("count_metrics", "localisation_map", "points_from_density"), "harness.metrics"),
+    # files and cache
+    **dict.fromkeys(("atomic_write_json", "atomic_write_text", "atomic_save", "ArtifactCache", "content_key",
+                     "file_sha256", "array_sha256", "default_cache_dir"), "harness.io"),
+    # data
+    **dict.fromkeys(("density_map", "downsample_density", "as_points"), "harness.data.density"),
+    **dict.fromkeys(("resize_sample", "scale_factor", "pad_to_multiple"), "harness.data.transforms"),
+    **dict.fromkeys(("read_image",), "harness.data.images"),
+    # models and weights
+    **dict.fromkeys(("TorchDensityCounter", "imagenet_preprocess", "check_image", "make_vgg_layers"),
+                    "harness.models.base"),
+    "csrnet_sha_weights": "harness.weights",
+    **dict.fromkeys(("resolve_model", "ResolvedModel", "quiet_hf", "TINY_BUILDERS", "folder_fingerprint"),
+                    "harness.models.hub"),
+    **dict.fromkeys(("clip_tokenizer_dir", "clip_tokenizer"), "harness.models.tiny"),
+    **dict.fromkeys(("contact_sheet", "histograms", "scatter"), "harness.figures"),
+    # the shared synthetic-data pipeline
+    **dict.fromkeys(("SyntheticPool", "SyntheticRecord", "PoolOptions", "CounterAnnotator", "build_pool",
+                     "generate_cached", "quality_score", "q_stats", "density_to_points", "choose_annotators",
+                     "pool_extras", "DISTANCES", "SYNTHETIC_FILE"), "harness.synthetic"),
+    **dict.fromkeys(("StableDiffusionGenerator", "SD15_ID", "SD21_ID"), "harness.models.diffusion"),
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["hookimpl", "CellContext", "ConfigError", "DataError", "HarnessError", "PluginError", "WeightsError",
+           "component", "component_refs", "parse_or_raise",
+           "AnnotatorSpec", "CommandSpec", "CounterSpec", "DatasetSpec", "GeneratorSpec", "MethodSpec",
+           "SegmenterSpec", "StrategySpec", "Annotator", "Counter", "Dataset", "GenerationRequest", "Generator",
+           "Prediction", "Provenance", "PseudoLabel", "Sample", "SampleRef", "Segmentation", "Segmenter", "Strategy",
+           "SyntheticImage", "UnlabelledRef", "__version__", *sorted(_LAZY)]

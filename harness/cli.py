@@ -97,8 +97,10 @@ def main() -> None:
               help="Folder holding the datasets' folders (e.g. ShanghaiTech/); env HARNESS_DATA.")
 @click.option("--limit-test", type=int, default=None,
               help="Evaluate on the first N test images only (a separate cell: seed-K-nN).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast precision of training and inference (parameters stay fp32).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
-def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, progress):
+def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, progress):
     """Run METHODS on every SRC→TGT cell of MATRIX for each seed, then print the leaderboard.
 
     Finished cells are never recomputed; failed cells are retried on the next run. Exits 1 when any cell
@@ -114,7 +116,7 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
     if methods is None:
         methods = SYNTHETIC_METHODS
     out_dir = out_dir or Path("runs") / profile
-    plan = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test)
+    plan = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test, precision)
     err_console.print(f"[bold]harness run[/bold]: {len(plan.cells)} cell(s) "
                       f"({len(plan.methods)} method(s) × {len(plan.matrix)} pair(s) × {len(plan.seeds)} seed(s)) "
                       f"→ {out_dir}")
@@ -198,7 +200,7 @@ def leaderboard_cmd(run_dir, fmt, output):
 def count(images, counter_name, out_dir, device):
     """Count people in IMAGES with a counter; print counts and write a density-map overlay per image."""
     from .data.images import read_image
-    from .runner import resolve_device
+    from .execution import resolve_device
 
     regs = _registries()
     spec = regs.counters.get(counter_name)

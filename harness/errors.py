@@ -39,3 +39,7 @@ class WeightsError(HarnessError):
 
 class ConfigError(HarnessError):
     """An invalid run configuration (matrix, methods, seeds, profile, options)."""
+
+
+class PluginError(HarnessError):
+    """A plugin's component broke its contract (missing method, invalid prediction); names the component."""

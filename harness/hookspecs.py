@@ -13,7 +13,8 @@ from typing import Callable
 
 from pluggy import HookimplMarker, HookspecMarker
 
-from .specs import AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, StrategySpec
+from .specs import (AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
+                    StrategySpec)
 
 hookspec = HookspecMarker("harness")
 hookimpl = HookimplMarker("harness")
@@ -38,9 +39,10 @@ def harness_register_counters(register: Callable[[CounterSpec], None]) -> None:
 
 @hookspec
 def harness_register_generators(register: Callable[[GeneratorSpec], None]) -> None:
-    """Register synthetic-image generators: ``register(GeneratorSpec(name, factory))``.
+    """Register synthetic-image generators: ``register(GeneratorSpec(name, factory, modes=("text",)))``.
 
-    The built object has ``generate(prompts, seeds, **kw) -> list[SyntheticImage]``.
+    The built object is a :class:`harness.types.Generator`: ``generate(requests: list[GenerationRequest]) ->
+    list[SyntheticImage]``, ``key()`` and ``provenance``.
     """
 
 
@@ -48,15 +50,25 @@ def harness_register_generators(register: Callable[[GeneratorSpec], None]) -> No
 def harness_register_annotators(register: Callable[[AnnotatorSpec], None]) -> None:
     """Register pseudo-labellers: ``register(AnnotatorSpec(name, factory))``.
 
-    The built object has ``annotate(image) -> PseudoLabel`` and a ``provenance``.
+    The built object is a :class:`harness.types.Annotator`: ``annotate(image) -> PseudoLabel``, ``key()`` and
+    ``provenance``.
+    """
+
+
+@hookspec
+def harness_register_segmenters(register: Callable[[SegmenterSpec], None]) -> None:
+    """Register segmenters: ``register(SegmenterSpec(name, factory))``.
+
+    The built object is a :class:`harness.types.Segmenter`: ``segment(image, points=None) -> Segmentation``
+    (``(H, W)`` integer label map + label names), ``key()`` and ``provenance``.
     """
 
 
 @hookspec
 def harness_register_strategies(register: Callable[[StrategySpec], None]) -> None:
-    """Register transfer strategies: ``register(StrategySpec(name, factory, uses_target_images=...))``.
+    """Register transfer strategies: ``register(StrategySpec(name, factory, options=OptionsDataclass))``.
 
-    ``factory(**options).fit(ctx: CellContext) -> Counter``.
+    ``factory(options).fit(ctx: CellContext) -> Counter``; ``options`` is the parsed options dataclass.
     """
 
 

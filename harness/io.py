@@ -15,11 +15,29 @@ from typing import Any, Callable
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _honour_umask(fd_or_path) -> None:
+    """Give a temporary file the mode a plain ``open()`` would (0666 minus the umask): ``mkstemp`` makes 0600
+    files, which colleagues sharing a runs folder could not read."""
+    mode = 0o666 & ~_umask()
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, mode)
+    else:
+        os.chmod(fd_or_path, mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename; mode per umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _honour_umask(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -65,6 +83,7 @@ def atomic_save(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path
     os.close(fd)
     try:
         writer(Path(tmp))
+        _honour_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -76,6 +95,14 @@ def content_key(obj: Any) -> str:
     """SHA-256 of the canonical JSON of ``obj`` (sorted keys): the cache key of everything that determines
     an artefact."""
     return hashlib.sha256(to_json(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def array_sha256(array: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes (cache keys of images and label masks)."""
+    a = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 import pluggy
 
 from . import hookspecs
+from .components import KINDS
+from .components import kind as kind_of
 from .errors import HarnessError
 from .registry import Registry
 
@@ -26,18 +28,9 @@ DEFAULT_PLUGINS = (
     "harness.default_plugins.synthetic",
     "harness.default_plugins.counters",
     "harness.default_plugins.strategies",
+    "harness.default_plugins.generators",
 )
 
-#: hook name -> (registry kind, registry attribute)
-KINDS = {
-    "harness_register_datasets": "dataset",
-    "harness_register_counters": "counter",
-    "harness_register_generators": "generator",
-    "harness_register_annotators": "annotator",
-    "harness_register_strategies": "strategy",
-    "harness_register_methods": "method",
-    "harness_register_commands": "command",
-}
 
 
 @dataclass
@@ -52,23 +45,19 @@ class PluginInfo:
     error: str | None = None
 
 
-@dataclass
 class Registries:
-    """All component registries, built once from the loaded plugins."""
+    """All component registries, built once from the loaded plugins: one attribute per kind of
+    :data:`harness.components.KINDS` (``datasets``, ``counters``, ...), plus ``plugins``."""
 
-    datasets: Registry
-    counters: Registry
-    generators: Registry
-    annotators: Registry
-    strategies: Registry
-    methods: Registry
-    commands: Registry
-    plugins: list[PluginInfo]
+    def __init__(self, registries: dict[str, Registry], plugins: list[PluginInfo]):
+        self._by_kind = registries
+        self.plugins = plugins
+        for k in KINDS:
+            setattr(self, k.plural, registries[k.name])
 
     def by_kind(self, kind: str) -> Registry:
-        return {"dataset": self.datasets, "counter": self.counters, "generator": self.generators,
-                "annotator": self.annotators, "strategy": self.strategies, "method": self.methods,
-                "command": self.commands}[kind]
+        """The registry of ``kind`` (singular or plural name)."""
+        return self._by_kind[kind_of(kind).name]
 
     @property
     def errors(self) -> dict[str, str]:
@@ -143,8 +132,9 @@ def build_registries(extra_plugins: Sequence[Any] = ()) -> Registries:
     by_pm_name: dict[str, PluginInfo] = {}
     for info in infos:
         by_pm_name[info.module if info.builtin else info.name] = info
-    regs = {kind: Registry(kind) for kind in KINDS.values()}
-    for hook_name, kind in KINDS.items():
+    regs = {k.name: Registry(k.name) for k in KINDS}
+    for k in KINDS:
+        hook_name, kind = k.hook, k.name
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             info = by_pm_name.get(impl.plugin_name)
@@ -156,6 +146,9 @@ def build_registries(extra_plugins: Sequence[Any] = ()) -> Registries:
             try:
                 impl.function(register=registered.append)
                 for spec in registered:
+                    if not isinstance(spec, k.spec):
+                        raise HarnessError(f"{hook_name} registered a {type(spec).__name__}; it takes "
+                                           f"harness.{k.spec.__name__} objects")
                     regs[kind].register(spec, info.name)
                     info.components.setdefault(kind, []).append(spec.name)
             except HarnessError as exc:
@@ -164,9 +157,7 @@ def build_registries(extra_plugins: Sequence[Any] = ()) -> Registries:
             except Exception as exc:
                 info.error = f"{hook_name}: {type(exc).__name__}: {exc}"
                 warnings.warn(f"harness plugin {info.name!r} failed in {hook_name}: {exc}", stacklevel=2)
-    return Registries(datasets=regs["dataset"], counters=regs["counter"], generators=regs["generator"],
-                      annotators=regs["annotator"], strategies=regs["strategy"], methods=regs["method"],
-                      commands=regs["command"], plugins=infos)
+    return Registries(regs, infos)
 
 
 _REGISTRIES: Registries | None = None

@@ -1,197 +1,21 @@
-"""Core types shared by the harness and every plugin.
+"""Registration specs: what a plugin passes to a hook's ``register`` callback (docs/design.md §5).
 
-Conventions (DESIGN.md §3):
-
-- ``points``: ``(N, 2) float64`` head positions ``(x, y)`` in pixels of the original image, origin top-left.
-- images: ``(H, W, 3) uint8`` RGB on read (grayscale expanded, alpha dropped, 16-bit scaled to 8-bit).
-- ``density``: ``(h, w) float32``; ``density.sum()`` is the count.
-
-Plugins register *specs* (cheap, importable without torch) whose ``factory`` builds the heavy object lazily.
+Specs are cheap and importable without torch; each ``factory`` builds the heavy object lazily. Every spec of a
+buildable component kind carries ``tiny_options``: the options that build a tiny, fast instance needing no
+downloaded weights (the contract tests build every registered component with them).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping
 
-import numpy as np
+from .types import Counter, Dataset
 
 
 def canonical(name: str) -> str:
     """Canonical form of a component name for lookups: case-insensitive, ``_`` and ``-`` equivalent."""
     return name.strip().lower().replace("_", "-")
-
-
-# --------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class Sample:
-    """One loaded, labelled image.
-
-    Attributes:
-        id: image id within its dataset split (e.g. ``"IMG_12"``).
-        image: ``(H, W, 3) uint8`` RGB.
-        points: ``(N, 2) float64`` head points ``(x, y)`` in pixels; points outside the image are dropped
-            (counted in ``meta["n_points_dropped"]``).
-        meta: dataset-specific extras: ``original_mode`` (PIL mode), ``n_points_dropped``, ``image_path``,
-            ``annotation_path``, and e.g. JHU's ``boxes``/``occlusion``/``weather``.
-    """
-
-    id: str
-    image: np.ndarray
-    points: np.ndarray
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def count(self) -> int:
-        return int(len(self.points))
-
-
-@dataclass(frozen=True)
-class SampleRef:
-    """A cheap reference to one image of a dataset split; nothing is read until :meth:`load`.
-
-    ``loader(ref) -> Sample`` reads image and points; ``image_loader(ref) -> (H, W, 3) uint8`` reads the
-    image alone (used for the target domain's *unlabelled* images).
-    """
-
-    dataset: str
-    split: str
-    id: str
-    image_path: Path | None
-    annotation_path: Path | None
-    loader: Callable[["SampleRef"], Sample] = field(repr=False, compare=False)
-    image_loader: Callable[["SampleRef"], np.ndarray] = field(repr=False, compare=False)
-
-    def load(self) -> Sample:
-        return self.loader(self)
-
-    def load_image(self) -> np.ndarray:
-        return self.image_loader(self)
-
-    def unlabelled(self) -> "UnlabelledRef":
-        """A view of this image with no access to its annotation (for target-domain train images)."""
-        return UnlabelledRef(dataset=self.dataset, split=self.split, id=self.id, _ref=self)
-
-
-@dataclass(frozen=True)
-class UnlabelledRef:
-    """An image of the target domain whose labels a strategy must not see: only :meth:`load_image`."""
-
-    dataset: str
-    split: str
-    id: str
-    _ref: SampleRef = field(repr=False, compare=False)
-
-    def load_image(self) -> np.ndarray:
-        return self._ref.load_image()
-
-    @property
-    def image_path(self) -> Path | None:
-        return self._ref.image_path
-
-
-class Dataset(Protocol):
-    """A dataset on disk (or synthetic). ``samples(split)`` lists the split in a stable, sorted order.
-
-    Splits are ``"train"``, ``"val"`` and ``"test"``; datasets without an official val split hold out a
-    seeded fraction of train (see :func:`harness.data.split_train_val`), never the test split.
-    """
-
-    name: str
-    root: Path | None
-
-    def samples(self, split: str) -> list[SampleRef]: ...
-
-
-# --------------------------------------------------------------------------------------------- models
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Where a set of weights came from.
-
-    Attributes:
-        weights: what the weights are (file name, hub id, or ``"random-init"`` / ``"trained-in-run"``).
-        trained_on: canonical dataset names (e.g. ``{"SHA"}``) whose *labels* trained these weights.
-        licence: licence of the weights.
-        sha256: hash of the weights file, when there is one.
-    """
-
-    weights: str
-    trained_on: frozenset[str] = frozenset()
-    licence: str = ""
-    sha256: str = ""
-
-    def saw_labels_of(self, dataset: str) -> bool:
-        return dataset.upper() in {d.upper() for d in self.trained_on}
-
-    def to_dict(self) -> dict:
-        return {"weights": self.weights, "trained_on": sorted(self.trained_on), "licence": self.licence,
-                "sha256": self.sha256}
-
-
-@dataclass
-class Prediction:
-    """What a counter says about one image.
-
-    Attributes:
-        count: predicted number of people.
-        density: ``(h, w) float32`` density map at the counter's output stride (sums to ``count``), or None.
-        points: ``(M, 2) float`` predicted head points ``(x, y)`` in pixels of the input image, or None
-            (the runner then takes local maxima of ``density``).
-        scores: ``(M,) float`` confidence per point (higher first), or None.
-        extras: further named outputs, e.g. ``{"count_regression": 12.3, "count_detection": 11.0}``.
-    """
-
-    count: float
-    density: np.ndarray | None = None
-    points: np.ndarray | None = None
-    scores: np.ndarray | None = None
-    extras: dict = field(default_factory=dict)
-
-
-@runtime_checkable
-class Counter(Protocol):
-    """A crowd counter: one RGB image in, a :class:`Prediction` out."""
-
-    name: str
-    provenance: Provenance
-
-    def predict(self, image: np.ndarray) -> Prediction:
-        """``image``: ``(H, W, 3) uint8`` RGB at full resolution."""
-        ...
-
-
-class Strategy(Protocol):
-    """A transfer strategy: labelled source data + unlabelled target images -> a trained counter."""
-
-    def fit(self, ctx: "CellContext") -> Counter: ...
-
-
-@dataclass
-class SyntheticImage:
-    """A generated image and how it was made (for generators)."""
-
-    image: np.ndarray
-    prompt: str = ""
-    seed: int | None = None
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass
-class PseudoLabel:
-    """An annotator's label for an (unlabelled or synthetic) image; ``quality`` is higher-is-better or None."""
-
-    count: float
-    density: np.ndarray | None = None
-    points: np.ndarray | None = None
-    quality: float | None = None
-    meta: dict = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------- specs
 
 
 @dataclass(frozen=True)
@@ -215,7 +39,8 @@ class CounterSpec:
     """Registers a counter. ``factory(device: str = "cpu", **options) -> Counter``.
 
     ``trained_on`` declares the datasets whose labels trained the weights the factory loads by default
-    (empty for random init or trainable-from-scratch counters).
+    (empty for random init or trainable-from-scratch counters); ``tiny_options`` build it without weights
+    files (e.g. ``{"weights": "random"}``).
     """
 
     name: str
@@ -223,43 +48,68 @@ class CounterSpec:
     trained_on: frozenset[str] = frozenset()
     aliases: tuple[str, ...] = ()
     description: str = ""
+    tiny_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """Registers an image generator. ``factory(device: str = "cpu", **options)`` returns an object with
-    ``generate(prompts: Sequence[str], seeds: Sequence[int], **kw) -> list[SyntheticImage]``."""
+    """Registers an image generator: ``factory(device="cpu", cache_root=None, **options) -> Generator``
+    (:class:`harness.types.Generator`: ``generate(requests) -> list[SyntheticImage]``, ``key()``,
+    ``provenance``). ``modes`` lists what its requests may carry: ``"text"`` (prompt), ``"image"`` (init image
+    + strength, img2img), ``"mask"`` (label map)."""
 
     name: str
     factory: Callable[..., Any]
     aliases: tuple[str, ...] = ()
     description: str = ""
+    modes: tuple[str, ...] = ("text",)
+    tiny_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class AnnotatorSpec:
-    """Registers a pseudo-labeller. ``factory(device: str = "cpu", **options)`` returns an object with
-    ``annotate(image: (H, W, 3) uint8) -> PseudoLabel`` and a ``provenance: Provenance``."""
+    """Registers a pseudo-labeller: ``factory(device="cpu", **options) -> Annotator``
+    (:class:`harness.types.Annotator`: ``annotate(image) -> PseudoLabel``, ``key()``, ``provenance``)."""
 
     name: str
     factory: Callable[..., Any]
     aliases: tuple[str, ...] = ()
     description: str = ""
+    tiny_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """Registers a segmenter: ``factory(device="cpu", **options) -> Segmenter``
+    (:class:`harness.types.Segmenter`: image (+ points) -> ``(H, W)`` label map and label names)."""
+
+    name: str
+    factory: Callable[..., Any]
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    tiny_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """Registers a transfer strategy. ``factory(**options) -> Strategy``.
+    """Registers a transfer strategy.
 
-    ``uses_target_images``: the strategy looks at the target domain's unlabelled train images
-    (recorded in results and shown in leaderboards).
+    Attributes:
+        factory: ``factory(options) -> Strategy`` where ``options`` is an instance of ``options`` (the strategy's
+            options dataclass, parsed and validated by :func:`harness.options.parse` when the run is planned).
+        options: the options dataclass (see :mod:`harness.options`).
+        uses_target_images: the strategy looks at the target domain's unlabelled train images (recorded in
+            results and shown in leaderboards).
+        tiny_options: options of a seconds-long fit on the built-in synthetic datasets (contract tests).
     """
 
     name: str
-    factory: Callable[..., Strategy]
+    factory: Callable[..., Any]
+    options: type
     aliases: tuple[str, ...] = ()
     description: str = ""
     uses_target_images: bool = False
+    tiny_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -296,41 +146,5 @@ class MethodSpec:
         return dict(self.profiles[profile])
 
 
-# --------------------------------------------------------------------------------------------- runs
-
-
-@dataclass
-class CellContext:
-    """Everything a strategy may see for one cell (source -> target, one seed).
-
-    The source dataset's ``train`` and ``val`` splits are labelled; the target is visible only through
-    ``target_images`` (its train split, labels hidden). The target's test split is never passed in.
-
-    Attributes:
-        source: the source :class:`Dataset`.
-        source_name / target_name: canonical dataset names.
-        target_images: target train images, unlabelled.
-        profile: ``"smoke"`` or ``"paper"``.
-        seed: the run seed (set globally by the runner before ``fit``).
-        device: ``"cpu"`` or ``"cuda"``.
-        workdir: this cell's directory (checkpoints go in ``workdir / "checkpoints"``).
-        cache: content-addressed artefact cache shared across cells and runs.
-        registries: the loaded component registries (to build counters, generators, annotators).
-        options: the method's resolved options for this profile.
-        log: a ``logging.Logger`` writing to the cell's log file.
-        provenance_notes: strategies append facts for the results (e.g. ``{"uses_target_images": True}``).
-    """
-
-    source: Dataset
-    source_name: str
-    target_name: str
-    target_images: Sequence[UnlabelledRef]
-    profile: str
-    seed: int
-    device: str
-    workdir: Path
-    cache: Any
-    registries: Any
-    options: dict
-    log: Any
-    provenance_notes: dict = field(default_factory=dict)
+__all__ = ["canonical", "DatasetSpec", "CounterSpec", "GeneratorSpec", "AnnotatorSpec", "SegmenterSpec",
+           "StrategySpec", "CommandSpec", "MethodSpec"]

@@ -11,5 +11,5 @@ pip_install() { .venv/bin/python -m pip install --isolated --disable-pip-version
 pip_install torch==2.13.0 torchvision==0.28.0
 plugin_args=()
 for p in plugins/*/pyproject.toml; do [ -e "$p" ] && plugin_args+=(-e "$(dirname "$p")"); done
-pip_install -e ".[test]" "${plugin_args[@]}"
+pip_install -e ".[test,diffusion]" "${plugin_args[@]}"
 echo "installed: $(.venv/bin/harness --version 2>/dev/null || echo crowd-harness)"

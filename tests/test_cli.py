@@ -7,6 +7,8 @@ failing method and a density counter defined here.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import json
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import harness.plugins
 from harness import hookimpl
 from harness.cli import main
 from harness.plugins import build_registries
-from harness.specs import CommandSpec, CounterSpec, MethodSpec, Prediction, Provenance, StrategySpec
+from harness import CommandSpec, CounterSpec, MethodSpec, Prediction, Provenance, StrategySpec
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
 MATRIX = "SYN-SPARSE->SYN-DENSE"
@@ -41,10 +43,15 @@ class BlobCounter:
         return Prediction(count=7.0, density=d / d.sum() * 7)
 
 
+@dataclass
+class NoOptions:
+    pass
+
+
 class CliFakes:
     @hookimpl
     def harness_register_strategies(self, register):
-        register(StrategySpec("boom", lambda **kw: Boom()))
+        register(StrategySpec("boom", lambda options: Boom(), options=NoOptions))
 
     @hookimpl
     def harness_register_methods(self, register):

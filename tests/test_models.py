@@ -16,7 +16,7 @@ from harness.models.base import TorchDensityCounter, imagenet_preprocess
 from harness.models.csrnet import CSRNet, load_csrnet_npz
 from harness.models.mcnn import MCNN, load_mcnn_h5, mcnn_preprocess, rgb_to_gray_cv2
 from harness.models.rescsrnet import ResCSRNet, rescsrnet_counter
-from harness.specs import Counter
+from harness import Counter
 from harness.visualize import colormap, save_density_overlay
 
 

@@ -22,7 +22,7 @@ from harness import hookimpl
 from harness.cli import main
 from harness.errors import UnknownNameError
 from harness.plugins import build_registries
-from harness.specs import CounterSpec
+from harness import CounterSpec
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
 HARNESS = Path(sys.executable).with_name("harness")

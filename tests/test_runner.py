@@ -7,18 +7,22 @@ passed to ``build_registries(extra_plugins=...)``), so it depends on no other en
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from harness import hookimpl
+from harness import component, hookimpl
 from harness.errors import ConfigError
 from harness.plugins import build_registries
 from harness.runner import PARTIAL_FILE, Cell, execute, parse_matrix, plan_run, read_partial
-from harness.specs import (CounterSpec, DatasetSpec, MethodSpec, Prediction, Provenance, Sample, SampleRef,
+from harness import (CounterSpec, DatasetSpec, MethodSpec, Prediction, Provenance, Sample, SampleRef,
                            StrategySpec)
 
 CALLS = {"fit": 0, "predict": 0}
@@ -57,7 +61,7 @@ class FakeCounter:
 
     def predict(self, image):
         if self.interrupt_after is not None and self.n >= self.interrupt_after:
-            raise KeyboardInterrupt  # simulates the run being killed mid-evaluation
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C in the middle of the evaluation
         self.n += 1
         CALLS["predict"] += 1
         ys, xs = np.nonzero(image[..., 0] == 255)
@@ -66,9 +70,21 @@ class FakeCounter:
                           extras={"count_regression": len(pts) * 1.0})
 
 
+@dataclass
+class FakeOptions:
+    fail: bool = False
+    interrupt_after: int | None = None
+    trained_on: tuple[str, ...] = ()
+    select: str = "val"
+    raises: str | None = None  # "exit" (sys.exit) or "interrupt" (a KeyboardInterrupt raised by plugin code)
+    counter: str = component("counter", default="fake-counter")
+
+
 class FakeStrategy:
-    def __init__(self, fail=False, interrupt_after=None, trained_on=(), select="val"):
-        self.fail, self.interrupt_after, self.trained_on, self.select = fail, interrupt_after, trained_on, select
+    def __init__(self, options: FakeOptions):
+        o = options
+        self.fail, self.interrupt_after, self.trained_on, self.select = o.fail, o.interrupt_after, o.trained_on, o.select
+        self.raises = o.raises
 
     def fit(self, ctx):
         CALLS["fit"] += 1
@@ -76,6 +92,10 @@ class FakeStrategy:
         assert all(not hasattr(r, "load") for r in ctx.target_images)  # labels hidden
         if self.fail:
             raise ValueError("fake strategy failed\non purpose")
+        if self.raises == "exit":
+            sys.exit(0)
+        if self.raises == "interrupt":
+            raise KeyboardInterrupt
         ctx.provenance_notes["selection_split"] = self.select
         ctx.log.info("fitting fake strategy")
         # global RNGs are seeded by the runner from the cell seed: same seed -> same offset
@@ -96,7 +116,7 @@ class FakePlugin:
 
     @hookimpl
     def harness_register_strategies(self, register):
-        register(StrategySpec("fake-strategy", FakeStrategy))
+        register(StrategySpec("fake-strategy", FakeStrategy, options=FakeOptions))
 
     @hookimpl
     def harness_register_methods(self, register):
@@ -106,6 +126,8 @@ class FakePlugin:
         register(MethodSpec("fake-leaky", "fake-strategy", {"smoke": {"trained_on": ["FAKE-B"]}}))
         register(MethodSpec("fake-orphan", "no-such-strategy", {"smoke": {}}))
         register(MethodSpec("fake-badref", "fake-strategy", {"smoke": {"counter": "fake-countr"}}))
+        register(MethodSpec("fake-exit", "fake-strategy", {"smoke": {"raises": "exit"}}))
+        register(MethodSpec("fake-raises-interrupt", "fake-strategy", {"smoke": {"raises": "interrupt"}}))
 
 
 @pytest.fixture(scope="module")
@@ -221,8 +243,8 @@ def test_limited_run_is_a_separate_cell(regs, tmp_path):
 
 
 def test_killed_evaluation_resumes_at_next_image(regs, tmp_path):
-    with pytest.raises(KeyboardInterrupt):
-        _run(regs, tmp_path, methods="fake-interrupt")
+    summary = _run(regs, tmp_path, methods="fake-interrupt")
+    assert summary.interrupted and not summary.ok and not summary.failed
     cell = tmp_path / "fake-interrupt" / "FAKE-A→FAKE-B" / "seed-0"
     assert not (cell / "metrics.json").exists() and not (cell / "error.json").exists()
     assert [r["image_id"] for r in read_partial(cell / PARTIAL_FILE)] == ["img-0", "img-1"]
@@ -231,8 +253,7 @@ def test_killed_evaluation_resumes_at_next_image(regs, tmp_path):
         fh.write('{"image_id": "img-2", "gt_')
     assert CALLS["predict"] == 2
     # second attempt interrupted again after 2 more predictions: progress keeps growing
-    with pytest.raises(KeyboardInterrupt):
-        _run(regs, tmp_path, methods="fake-interrupt")
+    assert _run(regs, tmp_path, methods="fake-interrupt").interrupted
     assert CALLS["predict"] == 4
     assert [r["image_id"] for r in read_partial(cell / PARTIAL_FILE)] == [f"img-{i}" for i in range(4)]
     summary = _run(regs, tmp_path, methods="fake-interrupt")  # only img-4 is left: no interrupt now
@@ -296,7 +317,7 @@ def test_points_from_density_use_the_counter_stride_for_odd_image_sizes():
     """MCNN/CSRNet give (H // s, W // s) maps: for W = 1021 and s = 8 the width ratio is 8.06, not 8.
     The counter's declared stride must be used (and the rounded ratio when it declares none)."""
     from harness.runner import points_and_scores
-    from harness.specs import Prediction
+    from harness import Prediction
 
     density = np.zeros((95, 127), dtype=np.float32)   # 765 x 1021 image, stride 8
     density[10, 20] = 1.0
@@ -324,3 +345,14 @@ def test_cells_without_named_outputs_have_no_output_metrics(regs, tmp_path):
     _run(regs, tmp_path / "run")
     metrics = json.loads(next((tmp_path / "run").glob("*/*/seed-0/metrics.json")).read_text())
     assert not any(k.startswith(("mae:", "mse:")) for k in metrics)
+
+
+def test_plugin_sys_exit_or_keyboard_interrupt_fails_only_its_cell(regs, tmp_path):
+    """sys.exit() or a KeyboardInterrupt raised by plugin code is that cell's failure; the other cells run and
+    the run is not reported as interrupted (a real Ctrl-C is a SIGINT, see the resume test)."""
+    summary = _run(regs, tmp_path, methods="fake-exit,fake-raises-interrupt,fake-method")
+    assert not summary.interrupted and [c.method for c in summary.finished] == ["fake-method"]
+    failed = {c.method: m for c, m in summary.failed}
+    assert failed == {"fake-exit": "SystemExit: plugin code called sys.exit(0)",
+                      "fake-raises-interrupt": "KeyboardInterrupt: plugin code raised KeyboardInterrupt"}
+    assert json.loads((tmp_path / "fake-exit/FAKE-A→FAKE-B/seed-0/error.json").read_text())["type"] == "SystemExit"

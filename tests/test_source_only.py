@@ -9,12 +9,11 @@ import torch
 from torch import nn
 
 from harness.data.synthetic import SyntheticCrowds
-from harness.default_plugins.strategies import SourceOnly
-from harness.errors import ConfigError
+from harness import CellContext, ConfigError, CounterSpec, Provenance, parse_or_raise
+from harness.default_plugins.strategies import SourceOnly, SourceOnlyOptions
 from harness.models.base import TorchDensityCounter
 from harness.plugins import get_registries
 from harness.registry import Registry
-from harness.specs import CellContext, CounterSpec, Provenance
 
 
 class FakeRegistries:
@@ -39,6 +38,14 @@ class FakeRegistries:
         self.counters.register(CounterSpec("tiny", tiny), "test")
         self.counters.register(CounterSpec("tiny-sha", pretrained, trained_on=frozenset({"SHA"})), "test")
 
+    def by_kind(self, kind):
+        assert kind == "counter"
+        return self.counters
+
+
+def source_only(**options) -> SourceOnly:
+    return SourceOnly(parse_or_raise(SourceOnlyOptions, options))
+
 
 def make_ctx(tmp_path, regs, source="SYN-SPARSE", seed=0):
     return CellContext(source=SyntheticCrowds(source), source_name=source, target_name="SYN-DENSE",
@@ -54,41 +61,39 @@ TINY_TRAIN = {"epochs": 2, "scale": 0.25, "crop_size": 32, "max_train_images": 3
 def test_source_only_trains_on_source_and_selects_on_source_val(tmp_path):
     regs = FakeRegistries()
     ctx = make_ctx(tmp_path, regs)
-    counter = SourceOnly(counter="tiny", train=TINY_TRAIN).fit(ctx)
+    counter = source_only(counter="tiny", train=TINY_TRAIN).fit(ctx)
     notes = ctx.provenance_notes
     assert notes["selection_split"] == "source val" and notes["trained_in_run"] is True
     assert notes["epochs"] == 2 and notes["best_epoch"] in (1, 2) and np.isfinite(notes["best_val_mae"])
     assert counter.provenance.weights == "trained-in-run"
     assert counter.provenance.trained_on == frozenset({"SYN-SPARSE"})
-    assert (tmp_path / "checkpoints" / "last.pt").exists()
+    ckpts = sorted((tmp_path / "checkpoints" / "density").glob("step-*"))
+    assert len(ckpts) == 2  # the last two epochs' checkpoints are kept
     for ref in SyntheticCrowds("SYN-DENSE").samples("test")[:2]:
         p = counter.predict(ref.load_image())
         assert np.isfinite(p.count) and p.count >= -1e3
         assert np.isfinite(p.density).all()
-    # the checkpoint's config lists exactly the (capped) source train / val refs
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert all(k.startswith("SYN-SPARSE/train/") for k in state["config"]["train"])
-    assert all(k.startswith("SYN-SPARSE/val/") for k in state["config"]["val"])
-    assert len(state["config"]["train"]) == 3 and len(state["config"]["val"]) == 2
+    # the counter was built through the cell and recorded as a component whose labels reach the counter
+    assert ctx.components[0]["name"] == "tiny" and ctx.components[0]["labels_reach_counter"]
 
 
 def test_rerun_of_finished_cell_does_not_train_again(tmp_path):
     regs = FakeRegistries()
-    first = SourceOnly(counter="tiny", train=TINY_TRAIN).fit(make_ctx(tmp_path, regs))
-    ckpt = tmp_path / "checkpoints" / "last.pt"
+    first = source_only(counter="tiny", train=TINY_TRAIN).fit(make_ctx(tmp_path, regs))
+    ckpt = sorted((tmp_path / "checkpoints" / "density").glob("step-*"))[-1]
     stamp = ckpt.stat().st_mtime_ns
     ctx = make_ctx(tmp_path, regs)
-    second = SourceOnly(counter="tiny", train=TINY_TRAIN).fit(ctx)
+    second = source_only(counter="tiny", train=TINY_TRAIN).fit(ctx)
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert ckpt.stat().st_mtime_ns == stamp  # no epoch was trained (a new one would rewrite last.pt)
+    assert ckpt.stat().st_mtime_ns == stamp  # no epoch was trained (a new one would write a checkpoint)
     assert ctx.provenance_notes["epochs"] == 2
 
 
 def test_backbone_provenance_is_kept(tmp_path):
     regs = FakeRegistries()
     ctx = make_ctx(tmp_path, regs)
-    counter = SourceOnly(counter="tiny-sha", train=TINY_TRAIN).fit(ctx)
+    counter = source_only(counter="tiny-sha", train=TINY_TRAIN).fit(ctx)
     assert counter.provenance.trained_on == frozenset({"SYN-SPARSE", "SHA"})
     assert ctx.provenance_notes["init_weights"] == "tiny-sha.pt"
 
@@ -96,7 +101,7 @@ def test_backbone_provenance_is_kept(tmp_path):
 def test_pretrained_path_trains_nothing(tmp_path):
     regs = FakeRegistries()
     ctx = make_ctx(tmp_path, regs)
-    counter = SourceOnly(counter="tiny-sha", pretrained=True).fit(ctx)
+    counter = source_only(counter="tiny-sha", pretrained=True).fit(ctx)
     assert counter is regs.built[-1]
     assert counter.provenance.trained_on == frozenset({"SHA"})
     assert ctx.provenance_notes["selection_split"] == "none (pretrained)"
@@ -104,14 +109,16 @@ def test_pretrained_path_trains_nothing(tmp_path):
 
 
 def test_option_errors():
-    with pytest.raises(ConfigError, match="needs option 'counter'"):
-        SourceOnly()
-    with pytest.raises(ConfigError, match="needs 'epochs'"):
-        SourceOnly(counter="tiny", train={"lr": 1e-3})
-    with pytest.raises(ConfigError, match="unknown train option"):
-        SourceOnly(counter="tiny", train={"epochs": 1, "seed": 3})
+    with pytest.raises(ConfigError, match="option 'counter' is required"):
+        source_only()
+    with pytest.raises(ConfigError, match="option 'epochs' is required"):
+        source_only(counter="tiny", train={"lr": 1e-3})
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) seed"):
+        source_only(counter="tiny", train={"epochs": 1, "seed": 3})
     with pytest.raises(ConfigError, match="pretrained=true"):
-        SourceOnly(counter="tiny", pretrained=True, train={"epochs": 1})
+        source_only(counter="tiny", pretrained=True, train={"epochs": 1})
+    with pytest.raises(ConfigError, match="train.epochs='1' must be an integer"):
+        source_only(counter="tiny", train={"epochs": "1"})
 
 
 def test_registered_strategy_and_methods():
@@ -128,7 +135,7 @@ def test_registered_strategy_and_methods():
     assert (paper["epochs"], paper["lr"], paper["weight_decay"], paper["gamma"], paper["batch_size"]) == \
         (500, 1e-3, 1e-4, 0.99, 1)
     for profile in ("smoke", "paper"):  # the options build a valid strategy
-        assert isinstance(spec.factory(**m.options(profile)), SourceOnly)
+        assert isinstance(spec.factory(parse_or_raise(spec.options, m.options(profile))), SourceOnly)
     with pytest.raises(ConfigError, match="no profile"):
         m.options("huge")
 
@@ -139,7 +146,7 @@ def test_smoke_profile_on_synthetic_source(tmp_path):
     opts = regs.methods.get("source-only-rescsrnet").options("smoke")
     opts["train"] = {**opts["train"], "epochs": 1, "max_train_images": 2, "max_val_images": 1}
     ctx = make_ctx(tmp_path, regs)
-    counter = regs.strategies.get("source-only").factory(**opts).fit(ctx)
+    counter = source_only(**opts).fit(ctx)
     img = SyntheticCrowds("SYN-DENSE").samples("test")[0].load_image()
     p = counter.predict(img)
     assert np.isfinite(p.count) and p.extras["input_factor"] == 1.0  # 320×240 ≤ max_side: not resized

@@ -1,4 +1,5 @@
-"""Training loop: loss decreases, deterministic weights, exact resume, val-MAE model selection, scaling."""
+"""Density-counter training (the adapter on the core loop): loss decreases, deterministic weights, exact resume,
+val-MAE model selection, per-epoch extra samples, scaling, one-line option errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from harness import ConfigError, DensityTrainOptions, EpochExtras, Prediction, Provenance, train_density_counter
 from harness.data.synthetic import SyntheticCrowds
-from harness.errors import ConfigError
+from harness.data.transforms import resize_sample, scale_factor
 from harness.models.base import TorchDensityCounter
-from harness.specs import Provenance
-from harness.training import ScaledCounter, resize_sample, scale_factor, train_density_counter
+from harness.training import ScaledCounter
 
 
 def tiny_counter(seed: int = 0) -> TorchDensityCounter:
@@ -26,29 +27,31 @@ def refs():
     return ds.samples("train")[:4], ds.samples("val")[:2]
 
 
-# scale 0.25: 80×60 images; crops of 32 px
-OPTS = dict(scale=0.25, crop_size=32, density_scale=100.0, lr=3e-3)
+def opts(epochs: int, **kw) -> DensityTrainOptions:
+    """scale 0.25: 80×60 images; crops of 32 px."""
+    return DensityTrainOptions(**{"epochs": epochs, "scale": 0.25, "crop_size": 32, "density_scale": 100.0,
+                                  "lr": 3e-3, **kw})
 
 
 def weights(counter) -> list[np.ndarray]:
     return [p.detach().numpy().copy() for p in counter.model.state_dict().values()]
 
 
-def test_loss_decreases(refs):
+def test_loss_decreases_and_lr_decays_per_epoch(refs):
     train, val = refs
-    res = train_density_counter(tiny_counter(), train, val, epochs=6, **OPTS)
+    res = train_density_counter(tiny_counter(), train, val, opts(6))
     losses = [h["train_loss"] for h in res.history]
     assert len(losses) == 6 and all(np.isfinite(losses))
     assert np.mean(losses[-2:]) < losses[0]
     assert [h["epoch"] for h in res.history] == list(range(1, 7))
-    assert res.history[1]["lr"] == pytest.approx(3e-3 * 0.99)  # StepLR γ = 0.99 per epoch
+    assert res.history[0]["lr"] == pytest.approx(3e-3) and res.history[1]["lr"] == pytest.approx(3e-3 * 0.99)
 
 
 def test_deterministic_same_seed_identical_weights(refs):
     train, val = refs
-    a = train_density_counter(tiny_counter(), train, val, epochs=2, seed=3, **OPTS)
-    b = train_density_counter(tiny_counter(), train, val, epochs=2, seed=3, **OPTS)
-    c = train_density_counter(tiny_counter(), train, val, epochs=2, seed=4, **OPTS)
+    a = train_density_counter(tiny_counter(), train, val, opts(2), seed=3)
+    b = train_density_counter(tiny_counter(), train, val, opts(2), seed=3)
+    c = train_density_counter(tiny_counter(), train, val, opts(2), seed=4)
     for x, y in zip(weights(a.counter), weights(b.counter)):
         np.testing.assert_array_equal(x, y)
     assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"]
@@ -61,54 +64,45 @@ class Interrupt(Exception):
 
 def test_resume_after_interruption_matches_uninterrupted(refs, tmp_path):
     train, val = refs
-    full = train_density_counter(tiny_counter(), train, val, epochs=3, seed=1, checkpoint_dir=tmp_path / "a", **OPTS)
+    full = train_density_counter(tiny_counter(), train, val, opts(3), seed=1, checkpoint_dir=tmp_path / "a")
 
-    def stop_after_first(record):
-        if record["epoch"] == 1:
+    def stop_after_first_epoch(step):
+        if step == len(train):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_density_counter(tiny_counter(), train, val, epochs=3, seed=1, checkpoint_dir=tmp_path / "b",
-                              on_epoch_end=stop_after_first, **OPTS)
-    assert (tmp_path / "b" / "last.pt").exists()
-    seen = []
-    resumed = train_density_counter(tiny_counter(seed=99), train, val, epochs=3, seed=1,
-                                    checkpoint_dir=tmp_path / "b", on_epoch_end=seen.append, **OPTS)
-    assert resumed.resumed_from_epoch == 1 and [r["epoch"] for r in seen] == [2, 3]
-    assert resumed.epochs_completed == 3 and len(resumed.history) == 3
+        train_density_counter(tiny_counter(), train, val, opts(3), seed=1, checkpoint_dir=tmp_path / "b",
+                              on_checkpoint=stop_after_first_epoch)
+    assert (tmp_path / "b" / "density" / f"step-{len(train):08d}").is_dir()
+    resumed = train_density_counter(tiny_counter(seed=99), train, val, opts(3), seed=1, checkpoint_dir=tmp_path / "b")
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 3
     for x, y in zip(weights(full.counter), weights(resumed.counter)):
         np.testing.assert_array_equal(x, y)
     assert [h["val_mae"] for h in full.history] == [h["val_mae"] for h in resumed.history]
-
     # a finished training returns at once with the best state, training nothing
-    calls = []
-    again = train_density_counter(tiny_counter(seed=7), train, val, epochs=3, seed=1, checkpoint_dir=tmp_path / "b",
-                                  on_epoch_end=calls.append, **OPTS)
-    assert calls == [] and again.best_epoch == full.best_epoch
+    seen = []
+    again = train_density_counter(tiny_counter(seed=7), train, val, opts(3), seed=1, checkpoint_dir=tmp_path / "b",
+                                  on_checkpoint=seen.append)
+    assert seen == [] and again.best_epoch == full.best_epoch
     for x, y in zip(weights(full.counter), weights(again.counter)):
         np.testing.assert_array_equal(x, y)
 
 
 def test_checkpoint_with_other_options_is_refused(refs, tmp_path):
     train, val = refs
-    train_density_counter(tiny_counter(), train, val, epochs=1, checkpoint_dir=tmp_path, **OPTS)
-    with pytest.raises(ConfigError, match=r"different training options \(lr\)"):
-        train_density_counter(tiny_counter(), train, val, epochs=2, checkpoint_dir=tmp_path,
-                              **{**OPTS, "lr": 1e-4})
+    train_density_counter(tiny_counter(), train, val, opts(1), checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match="written with other training options"):
+        train_density_counter(tiny_counter(), train, val, opts(2, lr=1e-4), checkpoint_dir=tmp_path)
 
 
 def test_val_selection_keeps_best_epoch(refs):
     """The returned weights are those of the epoch with the lowest val MAE, and their val MAE is it."""
     train, val = refs
-    # a large lr makes the val MAE jump around, so the best epoch is usually not the last one
-    res = train_density_counter(tiny_counter(), train, val, epochs=5, seed=0, **{**OPTS, "lr": 5e-2})
+    res = train_density_counter(tiny_counter(), train, val, opts(5, lr=5e-2), seed=0)  # a jumpy val MAE
     maes = [h["val_mae"] for h in res.history]
     assert res.best_epoch == int(np.argmin(maes)) + 1
     assert res.best_val_mae == min(maes)
-    errs = []
-    for r in val:
-        s = r.load()
-        errs.append(abs(res.counter.predict(s.image).count - s.count))
+    errs = [abs(res.counter.predict(s.image).count - s.count) for s in (r.load() for r in val)]
     assert np.mean(errs) == pytest.approx(res.best_val_mae, rel=1e-5, abs=1e-4)
 
 
@@ -117,13 +111,22 @@ def test_extra_samples_mixed_in_each_epoch(refs):
     calls = []
     extra = SyntheticCrowds("SYN-DENSE").samples("train")[0].load()
 
-    def hook(epoch, rng):
-        calls.append((epoch, int(rng.integers(1 << 30))))
-        return [(extra.image, extra.points)] * epoch
+    def draw(epoch, rng):
+        calls.append(epoch)
+        return [(extra.image, extra.points)] * 2
 
-    res = train_density_counter(tiny_counter(), train, val, epochs=2, extra_samples=hook, **OPTS)
-    assert [c[0] for c in calls] == [1, 2]
-    assert [h["n_train"] for h in res.history] == [len(train) + 1, len(train) + 2]
+    res = train_density_counter(tiny_counter(), train, val, opts(2), extras=EpochExtras(2, draw))
+    assert calls == [1, 2] and res.epochs_completed == 2
+    base = train_density_counter(tiny_counter(), train, val, opts(2))
+    assert any(not np.array_equal(x, y) for x, y in zip(weights(res.counter), weights(base.counter)))
+
+
+def test_bf16_precision_trains_on_cpu(refs):
+    """The autocast path of --precision bf16 runs on CPU (the same code path as on a GPU)."""
+    train, val = refs
+    res = train_density_counter(tiny_counter(), train, val, opts(1), precision="bf16")
+    assert np.isfinite(res.history[-1]["train_loss"])
+    assert res.counter.precision == "bf16" and np.isfinite(res.counter.predict(val[0].load().image).count)
 
 
 def test_scaled_counter_predicts_at_training_scale():
@@ -134,8 +137,6 @@ def test_scaled_counter_predicts_at_training_scale():
         stride, name, provenance = 4, "inner", Provenance("x")
 
         def predict(self, img):
-            from harness.specs import Prediction
-
             seen.append(img.shape)
             return Prediction(count=50.0, density=np.full((img.shape[0] // 4, img.shape[1] // 4), 50.0 / (
                 (img.shape[0] // 4) * (img.shape[1] // 4)), np.float32))
@@ -164,9 +165,9 @@ def test_resize_sample_keeps_points_in_place():
 
 def test_bad_options_one_line_errors(refs):
     train, val = refs
-    with pytest.raises(ConfigError, match="empty val_refs"):
-        train_density_counter(tiny_counter(), train, [], epochs=1)
+    with pytest.raises(ConfigError, match="no validation images"):
+        train_density_counter(tiny_counter(), train, [], opts(1))
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
-        train_density_counter(tiny_counter(), train, val, epochs=0)
-    with pytest.raises(ConfigError, match="smaller than the counter's stride"):
-        train_density_counter(tiny_counter(), train, val, epochs=1, crop_size=1)
+        train_density_counter(tiny_counter(), train, val, opts(0))
+    with pytest.raises(ConfigError, match="crop_size must be >= 1"):
+        train_density_counter(tiny_counter(), train, val, opts(1, crop_size=0))

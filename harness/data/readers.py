@@ -45,7 +45,7 @@ import numpy as np
 import scipy.io
 
 from ..errors import ConfigError, DataError, DataRootError
-from ..specs import Sample, SampleRef
+from ..types import Sample, SampleRef
 from .images import read_image, read_image_with_meta
 from .splits import split_train_val
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..specs import SampleRef
+from ..types import SampleRef
 
 __all__ = ["split_train_val", "n_val_for"]
 

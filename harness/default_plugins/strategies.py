@@ -1,138 +1,174 @@
-"""Built-in plugin: the ``source-only`` strategy and its methods (leaderboard rows).
+"""Built-in plugin: the ``source-only`` strategy, the trivial baselines, and their methods (leaderboard rows).
 
 ``source-only`` is the baseline of every cross-domain table: a counter trained on the labelled *source* domain
 only (or used with its released weights), applied to the target domain unchanged; it never looks at the
-target's images (``uses_target_images=False``).
+target's images. :func:`fit_density_counter` is its training step as a function, so strategies that add
+training inputs (PromptMix's and SPADE's synthetic images) compose it instead of subclassing.
+
+``constant`` gives every cell its trivial baselines: ``zero`` (predicts 0) and ``source-mean`` (predicts the mean
+count of the source's official train split, train and held-out val together). A number is a result only if it
+beats them (the leaderboard marks every cell that does not beat ``source-mean``).
 
 Methods:
 
-- ``source-only-mcnn-sha`` / ``source-only-mcnn-shb`` / ``source-only-csrnet-sha``: the released weights
-  as they are (no training; same options in both profiles). Their labels come from SHA / SHB, which the
-  results flag when the target is that dataset.
-- ``source-only-rescsrnet``: PromptMix's lightweight ResCSRNet trained in the run on the source's train
-  split, selected on the source's val split.
-
-  * ``paper``: the PromptMix report's Table III (Biørirth et al.): full-size images, batch 1, 500 epochs,
-    AdamW lr 1e-3 / wd 1e-4, StepLR step 1 γ 0.99, pixel MSE; full width.
-  * ``smoke`` (CPU, minutes): back-end width 0.125, images shrunk so the longer side is at most 512 px
-    (ShanghaiTech 1024×768 → 512×384, i.e. scale 0.5; the 320×240 synthetic images keep scale 1, so the
-    same options suit both), random 128-px crops, 40 train / 8 val images (seeded subsets), 10 epochs,
-    unscaled targets as in the paper (400 optimiser steps). Prediction applies the same resize (count unchanged).
+- ``source-only-mcnn-sha`` / ``-mcnn-shb`` / ``-csrnet-sha``: the released weights as they are (no training).
+- ``source-only-rescsrnet``: PromptMix's lightweight ResCSRNet trained in the run on the source's train split,
+  selected on the source's val split. ``paper``: the PromptMix report's Table III (full-size images, batch 1, 500
+  epochs, AdamW lr 1e-3 / wd 1e-4, × 0.99 per epoch, pixel MSE, full width). ``smoke``: :data:`SMOKE_TRAIN`.
+- ``zero``, ``source-mean``.
 """
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import ConfigError
+import numpy as np
+
 from ..hookspecs import hookimpl
-from ..specs import MethodSpec, Provenance, StrategySpec
+from ..options import component
+from ..specs import MethodSpec, StrategySpec
+from ..training.density import DensityTrainOptions, EpochExtras
+from ..types import Prediction, Provenance
 
-#: train_density_counter options the strategy takes from the cell, not from the method's options
-_FROM_CELL = ("seed", "device", "checkpoint_dir", "log")
-
+#: CPU smoke profile of the trained lightweight counter (see the leaderboards for what it measures)
 SMOKE_TRAIN = {"epochs": 10, "crop_size": 128, "scale": 1.0, "max_side": 512, "max_train_images": 40,
                "max_val_images": 8, "density_scale": 1.0, "lr": 1e-3, "weight_decay": 1e-4, "gamma": 0.99,
                "batch_size": 1}
 #: PromptMix report Table III (batch 1, lr 1e-3, wd 1e-4, 500 epochs, AdamW, step 1, γ 0.99, MSE)
 PAPER_TRAIN = {"epochs": 500, "lr": 1e-3, "weight_decay": 1e-4, "gamma": 0.99, "batch_size": 1}
+#: the tiny options of the contract tests (seconds on the synthetic datasets)
+TINY_TRAIN = {"epochs": 1, "crop_size": 64, "max_side": 128, "max_train_images": 2, "max_val_images": 1}
+
+
+@dataclass
+class SourceOnlyOptions:
+    """Options of ``source-only``.
+
+    Attributes:
+        counter: registry name of the counter (e.g. ``rescsrnet``, ``csrnet-sha``).
+        pretrained: use the counter's weights as they are, no training (selection split ``none (pretrained)``).
+        counter_options: keyword options of the counter's factory (e.g. ``{"width": 0.25}``).
+        train: :class:`~harness.training.density.DensityTrainOptions` (required unless ``pretrained``).
+    """
+
+    counter: str = component("counter")
+    pretrained: bool = False
+    counter_options: dict = field(default_factory=dict)
+    train: DensityTrainOptions | None = None
+
+    def validate(self) -> list[str]:
+        if self.pretrained and self.train is not None:
+            return [f"'train' given with pretrained=true for counter {self.counter!r}; drop 'train' or set "
+                    f"pretrained=false"]
+        if not self.pretrained and self.train is None:
+            return [f"counter {self.counter!r} is trained, so option 'train' (with 'epochs') is required "
+                    f"(or set pretrained=true)"]
+        return []
+
+
+def fit_density_counter(ctx: Any, counter: str, counter_options: dict, train: DensityTrainOptions, *,
+                        extras: EpochExtras | None = None, seed_init: bool = True) -> Any:
+    """Build ``counter`` through the cell, train it on the source's train split (selected on its val split) with
+    :func:`harness.training.train_density_counter`, and record the facts in ``ctx.provenance_notes``.
+
+    Args:
+        ctx: the :class:`harness.CellContext`.
+        counter: registered counter name; ``counter_options`` its factory options (``seed`` defaults to the
+            cell seed when the factory takes one, for a seeded random init).
+        train: the training options.
+        extras: samples added every epoch (e.g. pseudo-labelled synthetic images).
+
+    Returns:
+        the trained :class:`harness.training.ScaledCounter` with provenance ``trained-in-run``.
+    """
+    import inspect
+
+    from ..training.density import train_density_counter
+
+    opts = dict(counter_options)
+    factory = ctx.registries.counters.get(counter).factory
+    if seed_init and "seed" in inspect.signature(factory).parameters and "seed" not in opts:
+        opts["seed"] = ctx.seed
+    model = ctx.build("counter", counter, **opts)
+    init = getattr(model, "provenance", None) or Provenance("random-init")
+    result = train_density_counter(model, ctx.source.samples("train"), ctx.source.samples("val"), train,
+                                   seed=ctx.seed, device=ctx.device, precision=ctx.precision,
+                                   checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log, extras=extras)
+    trained = result.counter
+    trained.provenance = Provenance("trained-in-run", trained_on=frozenset({ctx.source_name}) | init.trained_on,
+                                    licence=init.licence)
+    ctx.provenance_notes.update({
+        "selection_split": "source val", "trained_in_run": True, "init_weights": init.weights,
+        "best_epoch": result.best_epoch, "best_val_mae": result.best_val_mae, "epochs": result.epochs_completed,
+        "train_seconds": round(result.seconds, 2), "input_scale": train.scale, "max_side": train.max_side})
+    return trained
 
 
 class SourceOnly:
-    """Train (or load) a counter on the source domain only.
+    """Train (or load) a counter on the source domain only (options: :class:`SourceOnlyOptions`)."""
 
-    Args:
-        counter: registry name of the counter (e.g. ``"rescsrnet"``, ``"csrnet-sha"``).
-        pretrained: use the counter's weights as they are, no training (the selection split is then
-            ``"none (pretrained)"``).
-        counter_options: keyword options for the counter's factory (e.g. ``{"width": 0.25}``).
-        train: keyword options of :func:`harness.training.train_density_counter` (``epochs`` required);
-            ``seed``, ``device``, ``checkpoint_dir`` and ``log`` come from the cell.
-
-    Raises:
-        ConfigError: missing/unknown options, or ``train`` given together with ``pretrained=True``.
-    """
-
-    def __init__(self, counter: str | None = None, pretrained: bool = False,
-                 counter_options: dict | None = None, train: dict | None = None):
-        if not counter or not isinstance(counter, str):
-            raise ConfigError("strategy source-only needs option 'counter' (a registered counter name, "
-                              "e.g. 'rescsrnet')")
-        self.counter = counter
-        self.pretrained = bool(pretrained)
-        self.counter_options = dict(counter_options or {})
-        self.train = dict(train or {})
-        if self.pretrained and self.train:
-            raise ConfigError(f"strategy source-only: 'train' options given with pretrained=true for counter "
-                              f"{counter!r}; drop 'train' or set pretrained=false")
-        if not self.pretrained:
-            from ..training import train_density_counter
-
-            allowed = set(inspect.signature(train_density_counter).parameters) - {
-                "counter", "train_refs", "val_refs", *_FROM_CELL}
-            unknown = sorted(set(self.train) - allowed)
-            if unknown:
-                raise ConfigError(f"strategy source-only: unknown train option(s) {', '.join(unknown)}; "
-                                  f"allowed: {', '.join(sorted(allowed))} (seed/device/checkpoints come from the cell)")
-            if "epochs" not in self.train:
-                raise ConfigError(f"strategy source-only: counter {counter!r} is trained, so option "
-                                  f"'train' needs 'epochs' (or set pretrained=true)")
-
-    def _build(self, ctx) -> Any:
-        factory = ctx.registries.counters.get(self.counter).factory
-        options = dict(self.counter_options)
-        try:
-            params = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            params = {}
-        if not self.pretrained and "seed" in params and "seed" not in options:
-            options["seed"] = ctx.seed  # seeded random init, independent of the global RNG
-        return factory(device=ctx.device, **options)
-
-    def extra_training(self, ctx) -> tuple[dict, frozenset]:
-        """Hook for strategies built on this one (e.g. PromptMix's data mixing): extra keyword arguments for
-        :func:`harness.training.train_density_counter` (e.g. ``extra_samples``) and the datasets whose labels
-        reach the counter through them (merged into its provenance). Source-only adds nothing."""
-        return {}, frozenset()
+    def __init__(self, options: SourceOnlyOptions):
+        self.opts = options
 
     def fit(self, ctx) -> Any:
-        """Return the source-only counter for ``ctx`` (trains when not ``pretrained``).
-
-        Records in ``ctx.provenance_notes``: ``selection_split`` (``"source val"`` or ``"none
-        (pretrained)"``), and when trained ``best_epoch``, ``best_val_mae``, ``epochs``, ``train_seconds``,
-        ``init_weights``, ``input_scale``/``max_side``.
-        """
-        counter = self._build(ctx)
-        if self.pretrained:
-            ctx.provenance_notes["selection_split"] = "none (pretrained)"
-            ctx.provenance_notes["trained_in_run"] = False
+        """The source-only counter for ``ctx`` (trained unless ``pretrained``); records ``selection_split``."""
+        o = self.opts
+        if o.pretrained:
+            counter = ctx.build("counter", o.counter, **o.counter_options)
+            ctx.provenance_notes.update({"selection_split": "none (pretrained)", "trained_in_run": False})
             return counter
-        from ..training import train_density_counter
+        return fit_density_counter(ctx, o.counter, o.counter_options, o.train)
 
-        init = getattr(counter, "provenance", None) or Provenance("random-init")
-        extra_kwargs, extra_labels = self.extra_training(ctx)
-        result = train_density_counter(
-            counter, ctx.source.samples("train"), ctx.source.samples("val"), seed=ctx.seed, device=ctx.device,
-            checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log, **self.train, **extra_kwargs)
-        trained = result.counter
-        trained.provenance = Provenance(
-            "trained-in-run", trained_on=frozenset({ctx.source_name}) | init.trained_on | frozenset(extra_labels),
-            licence=init.licence)
-        ctx.provenance_notes.update({
-            "selection_split": "source val", "trained_in_run": True, "init_weights": init.weights,
-            "best_epoch": result.best_epoch, "best_val_mae": result.best_val_mae,
-            "epochs": result.epochs_completed, "train_seconds": round(result.seconds, 2),
-            "input_scale": result.scale, "max_side": result.max_side})
-        return trained
+
+@dataclass
+class ConstantOptions:
+    """Options of ``constant``: ``value`` is ``zero`` or ``source-mean`` (the source train split's mean count)."""
+
+    value: Literal["zero", "source-mean"] = "zero"
+
+
+class ConstantCounter:
+    """Predicts the same count for every image; count-only (``localises = False``: no mAP)."""
+
+    localises = False
+
+    def __init__(self, count: float, name: str, provenance: Provenance):
+        self.count, self.name, self.provenance = float(count), name, provenance
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        return Prediction(count=self.count)
+
+
+class Constant:
+    """The trivial baselines (options: :class:`ConstantOptions`)."""
+
+    def __init__(self, options: ConstantOptions):
+        self.opts = options
+
+    def fit(self, ctx) -> ConstantCounter:
+        ctx.provenance_notes["selection_split"] = "none (constant)"
+        if self.opts.value == "zero":
+            return ConstantCounter(0.0, "zero", Provenance("constant 0"))
+        refs = list(ctx.source.samples("train")) + list(ctx.source.samples("val"))
+        counts = [ref.load().count for ref in refs]
+        mean = float(np.mean(counts))
+        ctx.provenance_notes.update({"source_mean_count": mean, "source_images": len(counts)})
+        ctx.log.info("source-mean: %.3f people per image over %d %s train images", mean, len(counts), ctx.source_name)
+        return ConstantCounter(mean, "source-mean", Provenance(f"mean count of {ctx.source_name} train",
+                                                               trained_on=frozenset({ctx.source_name})))
 
 
 @hookimpl
 def harness_register_strategies(register):
     register(StrategySpec(
-        name="source-only", factory=SourceOnly, aliases=("source_only", "sourceonly"),
-        uses_target_images=False,
-        description="train (or load) a counter on the labelled source domain only; apply it to the target as is"))
+        name="source-only", factory=SourceOnly, options=SourceOnlyOptions, aliases=("source_only", "sourceonly"),
+        description="train (or load) a counter on the labelled source domain only; apply it to the target as is",
+        tiny_options={"counter": "rescsrnet", "counter_options": {"width": 0.125}, "train": TINY_TRAIN}))
+    register(StrategySpec(
+        name="constant", factory=Constant, options=ConstantOptions,
+        description="trivial baselines: predict 0, or the source train split's mean count",
+        tiny_options={"value": "source-mean"}))
 
 
 @hookimpl
@@ -150,3 +186,8 @@ def harness_register_methods(register):
         },
         description="ResCSRNet trained on the source train split, selected on source val "
                     "(paper: PromptMix report Table III)"))
+    for value, what in (("zero", "predicts 0 for every image"),
+                        ("source-mean", "predicts the source train split's mean count for every image")):
+        opts = {"value": value}
+        register(MethodSpec(name=value, strategy="constant", profiles={"smoke": opts, "paper": opts},
+                            description=f"trivial baseline: {what}"))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError
-from ..specs import Prediction, Provenance
+from ..types import Prediction, Provenance
 
 #: ImageNet mean / std used by torchvision's VGG/ResNet preprocessing (RGB, on 0-1 values).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

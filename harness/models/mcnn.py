@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..io import file_sha256
-from ..specs import Provenance
+from ..types import Provenance
 from .base import TorchDensityCounter, check_image
 
 STRIDE = 4
@@ -130,7 +130,8 @@ def mcnn_counter(dataset: str = "SHA", *, weights: str | os.PathLike | None = No
 
     Args:
         dataset: which weights (part A: ``mcnn_shtechA_660.h5``; part B: ``mcnn_shtechB_110.h5``).
-        weights: explicit ``.h5`` path (overrides the lookup of :func:`harness.weights.mcnn_weights`).
+        weights: explicit ``.h5`` path (overrides the lookup of :func:`harness.weights.mcnn_weights`), or
+            ``"random"``: the architecture with a seeded random init (tests; provenance ``random-init``).
         weights_root: folder holding ``mcnn/`` (else ``$HARNESS_WEIGHTS`` or ``../shared/weights``).
         device: torch device.
 
@@ -140,6 +141,13 @@ def mcnn_counter(dataset: str = "SHA", *, weights: str | os.PathLike | None = No
     from ..weights import mcnn_weights
 
     key = dataset.upper().replace("-", "").replace("_", "")
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = MCNN()
+        return TorchDensityCounter(model, name=name or f"mcnn-{key.lower()}", stride=STRIDE,
+                                   provenance=Provenance("random-init"), preprocess=mcnn_preprocess,
+                                   output_rounding="floor", device=device)
     path = Path(weights) if weights is not None else mcnn_weights(key, root=weights_root)
     model = load_mcnn_h5(MCNN(), path)
     prov = Provenance(weights=f"mcnn/{path.name}", trained_on=frozenset({key}), licence="MIT",

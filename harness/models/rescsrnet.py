@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..specs import Provenance
+from ..types import Provenance
 from .base import TorchDensityCounter, imagenet_preprocess, make_vgg_layers
 
 STRIDE = 8

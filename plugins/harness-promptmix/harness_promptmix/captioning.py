@@ -23,7 +23,9 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from harness.errors import ConfigError, DataError
+from harness import ConfigError
+
+from .prompts import clean_caption
 
 
 class Captioner(Protocol):
@@ -118,19 +120,29 @@ class BlipCaptioner:
         return out
 
 
-def load_captioner(model_id: str, cache_root: Path, device: str = "cpu",
-                   resolved: tuple[Path, dict] | None = None) -> tuple[Captioner, dict]:
+def resolve_captioner(model_id: str, cache_root: Path):
+    """The :class:`harness.ResolvedModel` of a captioner id (``"tiny[:seed]"`` builds a tiny ClipCap).
+
+    Raises:
+        WeightsError: the model is neither a local folder nor obtainable from the hub (one line)."""
+    from harness import quiet_hf, resolve_model
+
+    from . import models  # noqa: F401  (registers the "clipcap" tiny builder)
+
+    quiet_hf()
+    return resolve_model(model_id, kind="clipcap", cache_root=cache_root, what="captioner", option="captioner")
+
+
+def load_captioner(model_id: str, cache_root: Path, device: str = "cpu", resolved=None) -> tuple[Captioner, dict]:
     """``(captioner, identity)`` for ``model_id``: ``"tiny[:seed]"``, a BLIP id/folder, or a ClipCap folder.
 
-    ``resolved``: the ``(folder, identity)`` from :func:`harness_promptmix.models.model_identity`, when the
-    caller has it already.
+    ``resolved``: the :class:`harness.ResolvedModel` from :func:`resolve_captioner`, when the caller has it.
 
     Raises:
         WeightsError: the model is neither a local folder nor obtainable from the hub (one line).
     """
-    from .models import model_identity
-
-    folder, identity = resolved or model_identity(model_id, cache_root, "clipcap", "captioner")
+    resolved = resolved or resolve_captioner(model_id, cache_root)
+    folder, identity = resolved.folder, resolved.identity
     config = folder / "config.json"
     if "blip" in model_id.lower() or (config.exists() and "blip" in config.read_text(errors="ignore").lower()):
         return BlipCaptioner(folder, model_id, device), identity
@@ -169,45 +181,3 @@ def convert_clipcap_checkpoint(checkpoint: str | Path, clip_folder: str | Path, 
     (out / "clipcap.json").write_text(json.dumps({"clip_dim": clip_dim, "gpt_dim": gpt_dim,
                                                   "prefix_length": prefix_length}))
     return out
-
-
-# --------------------------------------------------------------------------------------- prompts
-
-
-def clean_caption(text: str) -> str:
-    """One line, single spaces, no trailing full stop."""
-    return " ".join(str(text).split()).rstrip(" .")
-
-
-def is_greyscale(image: np.ndarray, tolerance: int = 2) -> bool:
-    """True when every pixel's R, G and B differ by at most ``tolerance`` (of 255), or the image has one
-    channel (ShanghaiTech A has such images)."""
-    img = np.asarray(image)
-    if img.ndim == 2 or img.shape[-1] == 1:
-        return True
-    c = img[..., :3].astype(np.int16)
-    return bool(np.abs(c[..., 0] - c[..., 1]).max() <= tolerance and np.abs(c[..., 1] - c[..., 2]).max() <= tolerance)
-
-
-def prompt_suffix(image: np.ndarray) -> str:
-    """``", {W}x{H} pixels, colour photo"`` or ``"..., greyscale photo"`` for ``image`` ``(H, W[, C])``."""
-    h, w = np.asarray(image).shape[:2]
-    return f", {w}x{h} pixels, {'greyscale' if is_greyscale(image) else 'colour'} photo"
-
-
-def read_prompt_file(path: str | Path) -> list[str]:
-    """Prompts of a text file: one per line; blank lines and lines starting with ``#`` are skipped.
-
-    Raises:
-        DataError: the file cannot be read or holds no prompt.
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"prompt file {path} cannot be read ({type(exc).__name__}): pass a UTF-8 text file "
-                        f"with one prompt per line") from None
-    prompts = [" ".join(line.split()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not prompts:
-        raise DataError(f"prompt file {path} holds no prompt: write one prompt per line (# starts a comment)")
-    return prompts

@@ -5,15 +5,12 @@ annotator, q) and a histogram of q per source dataset (the Aarhus report's Fig. 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import click
 import numpy as np
 
-from harness.errors import DataError
-
-from .annotation import q_stats
+from harness import DataError, contact_sheet, histograms, q_stats
 
 
 def find_pools(run_dir: Path) -> list[Path]:
@@ -49,60 +46,12 @@ def load_images(pools: list[Path]) -> dict[str, list[dict]]:
     return {g: list(ims.values()) for g, ims in groups.items()}
 
 
-def contact_sheet(images: list[dict], out: Path, columns: int = 4, title: str = "") -> Path:
-    """PNG grid of ``images`` (dicts of ``synthetic.json``) with prompt, counts and q under each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    n = len(images)
-    rows = max(1, -(-n // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, im in zip(axes.ravel(), images):
-        try:
-            with Image.open(im["path"]) as pic:
-                ax.imshow(np.asarray(pic.convert("RGB")))
-        except OSError:
-            ax.text(0.5, 0.5, "image not in cache", ha="center", va="center")
-        counts = ", ".join(f"{k} {v:.1f}" for k, v in im.get("counts", {}).items())
-        q = im.get("q")
-        status = "" if im.get("kept", True) else "  FILTERED"
-        caption = "\n".join(textwrap.wrap(im["prompt"], 38)[:3])
-        ax.set_title(f"{caption}\nseed {im['seed']}  q {'–' if q is None else f'{q:.3f}'}{status}\n{counts}",
-                     fontsize=6.5)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def q_histogram(by_source: dict[str, list[dict]], out: Path, bins: int = 20) -> Path:
-    """Histogram of q per group of :func:`load_images` (report Fig. 6a/b) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for src, ims in sorted(by_source.items()):
-        qs = [im["q"] for im in ims if im.get("q") is not None]
-        if qs:
-            ax.hist(qs, bins=bins, range=(0, max(1.0, max(qs))), alpha=0.6, label=f"{src} (n={len(qs)})")
-    ax.set_xlabel("quality score q (eq. 4; higher = annotators disagree more)")
-    ax.set_ylabel("synthetic images")
-    ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+def caption(im: dict) -> str:
+    """The contact-sheet caption of one ``synthetic.json`` image: prompt, seed, q (FILTERED), counts."""
+    counts = ", ".join(f"{k} {v:.1f}" for k, v in im.get("counts", {}).items())
+    q = im.get("q")
+    status = "" if im.get("kept", True) else "  FILTERED"
+    return f"{im['prompt']}\nseed {im['seed']}  q {'–' if q is None else f'{q:.3f}'}{status}\n{counts}"
 
 
 @click.group("promptmix")
@@ -122,10 +71,14 @@ def inspect_cmd(run_dir: Path, out_dir: Path | None, max_images: int) -> None:
     for src, ims in sorted(by_source.items()):
         step = max(1, len(ims) // max_images)
         slug = "".join(c if c.isalnum() else "-" for c in src).strip("-")
-        sheet = contact_sheet(ims[::step][:max_images], out_dir / f"contact-sheet-{slug}.png",
-                              title=f"PromptMix synthetic images, {src}")
+        sheet = contact_sheet([(im["path"], caption(im)) for im in ims[::step][:max_images]],
+                              out_dir / f"contact-sheet-{slug}.png", title=f"PromptMix synthetic images, {src}")
         st = q_stats(np.array([im["q"] for im in ims if im.get("q") is not None], dtype=float))
         stats = (f"q mean {st['mean']:.3f}, median {st['median']:.3f}, min {st['min']:.3f}, max {st['max']:.3f}"
                  if st["n"] else "q not computed (fewer than two annotators)")
         click.echo(f"{src}: {len(ims)} images, {sum(im.get('kept', True) for im in ims)} kept; {stats}; {sheet}")
-    click.echo(f"q histogram: {q_histogram(by_source, out_dir / 'q-histogram.png')}")
+    qs = {src: [im["q"] for im in ims if im.get("q") is not None] for src, ims in by_source.items()}
+    top = max([1.0] + [q for v in qs.values() for q in v])
+    hist = histograms(qs, out_dir / "q-histogram.png", value_range=(0.0, top),
+                      xlabel="quality score q (eq. 4; higher = annotators disagree more)", ylabel="synthetic images")
+    click.echo(f"q histogram: {hist}")

@@ -1,7 +1,6 @@
 """harness-promptmix's hook implementations (entry point ``promptmix`` in the ``harness`` group).
 
-Registers the ``stable-diffusion`` generator, the ``heavyweight-counter`` annotator, the ``promptmix`` strategy,
-the ``harness promptmix`` commands, and the methods (leaderboard rows):
+Registers the ``promptmix`` strategy, the ``harness promptmix`` commands, and the methods (leaderboard rows):
 
 - ``promptmix-r0`` / ``-r50`` / ``-r100`` / ``-r500`` / ``-r1000``: r_mix = 0, 50, 100, 500, 1000 % of the real
   training images per epoch; captions of the source's train images; annotators CSRNet-SHA, MCNN-SHA and
@@ -12,66 +11,46 @@ the ``harness promptmix`` commands, and the methods (leaderboard rows):
 
 Profiles:
 
-- ``paper``: report Table III (ResCSRNet full width, batch 1, AdamW 1e-3 / 1e-4, StepLR γ 0.99, 500 epochs,
-  MSE), k = 10 images per prompt, SD 1.5 with 50 steps at the captioned image's size, BLIP captions (the
-  ClipCap weights are not published in a transformers format: convert them with
-  :func:`harness_promptmix.captioning.convert_clipcap_checkpoint` and pass the folder), at most 3000 synthetic
-  images, no q filter (the report's limit 10 000 exceeds any q).
-- ``smoke`` (CPU, minutes): the source-only-rescsrnet smoke training (so ``promptmix-r0`` is that baseline),
-  tiny random captioner and Stable Diffusion built from configs, 20 captioned images, k = 2, 10 steps, images
-  at most 256 px on the longer side.
+- ``paper``: report Table III (ResCSRNet full width, batch 1, AdamW 1e-3 / 1e-4, × 0.99 per epoch, 500 epochs,
+  MSE), k = 10 images per prompt, SD 1.5 with 50 steps at the captioned image's size, BLIP captions (ClipCap weights
+  convert with :func:`harness_promptmix.captioning.convert_clipcap_checkpoint`), at most 3000 synthetic images, no q
+  filter (the report's limit 10 000 exceeds any q).
+- ``smoke`` (CPU, minutes): the ``source-only-rescsrnet`` smoke training (so ``promptmix-r0`` is that baseline),
+  tiny random captioner and Stable Diffusion built from configs, 20 captioned images, k = 2, 10 steps, images at
+  most 256 px on the longer side.
 """
 from __future__ import annotations
 
-from harness import hookimpl
-from harness.default_plugins.strategies import PAPER_TRAIN, SMOKE_TRAIN
-from harness.specs import AnnotatorSpec, CommandSpec, GeneratorSpec, MethodSpec, StrategySpec
+from harness import PAPER_TRAIN, SD15_ID, SMOKE_TRAIN, TINY_TRAIN, CommandSpec, MethodSpec, StrategySpec, hookimpl
 
-from .models import BLIP_ID, SD15_ID
-
+BLIP_ID = "Salesforce/blip-image-captioning-base"
 R_MIX = {"r0": 0.0, "r50": 0.5, "r100": 1.0, "r500": 5.0, "r1000": 10.0}
 
 SMOKE = {"counter": "rescsrnet", "counter_options": {"width": 0.125}, "train": dict(SMOKE_TRAIN),
          "captioner": "tiny", "max_captioned_images": 20, "images_per_prompt": 2, "generator_model": "tiny",
          "steps": 10, "max_side": 256}
 PAPER = {"counter": "rescsrnet", "counter_options": {"width": 1.0}, "train": dict(PAPER_TRAIN),
-         "captioner": BLIP_ID, "images_per_prompt": 10, "generator_model": SD15_ID, "steps": 50,
-         "max_synthetic": 3000}
+         "captioner": BLIP_ID, "images_per_prompt": 10, "generator_model": SD15_ID, "steps": 50}
+TINY = {"counter": "rescsrnet", "counter_options": {"width": 0.125}, "train": TINY_TRAIN, "captioner": "tiny",
+        "max_captioned_images": 2, "images_per_prompt": 1, "generator_model": "tiny", "steps": 2, "max_side": 32,
+        "pool": {"annotators": ["mcnn-sha", "mcnn-shb"], "r_mix": 1.0}}
 
 
-def _strategy(**options):
+def _profiles(**pool) -> dict:
+    return {"smoke": {**SMOKE, "pool": dict(pool)}, "paper": {**PAPER, "pool": {"max_synthetic": 3000, **pool}}}
+
+
+def _strategy(options):
     from .strategy import PromptMix
 
-    return PromptMix(**options)
-
-
-def _generator(**options):
-    from .generation import StableDiffusionGenerator
-
-    return StableDiffusionGenerator(**options)
-
-
-def _annotator(**options):
-    from .annotation import CounterAnnotator
-
-    return CounterAnnotator(**options)
-
-
-@hookimpl
-def harness_register_generators(register):
-    register(GeneratorSpec("stable-diffusion", _generator, aliases=("sd",),
-                           description="diffusers StableDiffusionPipeline (hub id, folder, or 'tiny')"))
-
-
-@hookimpl
-def harness_register_annotators(register):
-    register(AnnotatorSpec("heavyweight-counter", _annotator,
-                           description="a registered pretrained counter as a pseudo-labeller (PromptMix f_ann)"))
+    return PromptMix(options)
 
 
 @hookimpl
 def harness_register_strategies(register):
-    register(StrategySpec("promptmix", _strategy, uses_target_images=False,
+    from .strategy import PromptMixOptions
+
+    register(StrategySpec("promptmix", _strategy, options=PromptMixOptions, uses_target_images=False, tiny_options=TINY,
                           description="PromptMix: captions -> Stable Diffusion -> heavyweight annotation -> "
                                       "q filter -> per-epoch mixing with the real source images"))
 
@@ -79,18 +58,17 @@ def harness_register_strategies(register):
 @hookimpl
 def harness_register_methods(register):
     for name, r in R_MIX.items():
-        register(MethodSpec(f"promptmix-{name}", "promptmix",
-                            profiles={"smoke": {**SMOKE, "r_mix": r}, "paper": {**PAPER, "r_mix": r}},
+        register(MethodSpec(f"promptmix-{name}", "promptmix", profiles=_profiles(r_mix=r),
                             description=f"PromptMix, {int(r * 100)} % synthetic images per epoch, source captions, "
                                         f"annotators not trained on the target"))
-    report = {"exclude_target_trained": False, "keep": "target", "r_mix": 1.0}
     register(MethodSpec("promptmix-report-r100", "promptmix",
-                        profiles={"smoke": {**SMOKE, **report}, "paper": {**PAPER, **report}},
+                        profiles=_profiles(exclude_target_trained=False, keep="target", r_mix=1.0),
                         description="PromptMix as in the report: pseudo-labels from the annotator trained on the "
                                     "target (target labels seen)"))
-    target = {"caption_from": "target", "r_mix": 1.0}
-    register(MethodSpec("promptmix-target-captions-r100", "promptmix",
-                        profiles={"smoke": {**SMOKE, **target}, "paper": {**PAPER, **target}},
+    target = _profiles(r_mix=1.0)
+    for p in target.values():
+        p["caption_from"] = "target"
+    register(MethodSpec("promptmix-target-captions-r100", "promptmix", profiles=target,
                         description="PromptMix with prompts captioned from the target's unlabelled train images"))
 
 

@@ -1,72 +1,14 @@
-"""PromptMix components on hand cases and tiny models: quality score (eq. 4, eq. 10 / MAE), pseudo-label
-points, prompts (suffix, greyscale on real SHA images, prompt files), the CLIP tokenizer built from
-open_clip's vocabulary, the tiny Stable Diffusion generator (seeds, sizes) and offline errors."""
+"""PromptMix's own components: prompts (suffix, greyscale on real SHA images, prompt files) and the captioners
+(tiny ClipCap, BLIP from a checkpoint folder, conversion of an original ClipCap checkpoint)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from harness.errors import ConfigError, DataError, WeightsError
-from harness.specs import PseudoLabel
-from harness_promptmix.annotation import density_to_points, quality_score
-from harness_promptmix.captioning import is_greyscale, load_captioner, prompt_suffix, read_prompt_file
-from harness_promptmix.generation import StableDiffusionGenerator, round_size, size_multiple
-from harness_promptmix.models import clip_tokenizer_dir
-
-
-def lab(count, density=None, stride=1):
-    return PseudoLabel(count=count, density=density, meta={"stride": stride})
-
-
-# ------------------------------------------------------------------------------------- quality score
-
-def test_quality_score_counts_eq4_eq10():
-    # max pairwise |count difference| = |10 - 20| = 10, max count 20
-    assert quality_score([lab(10.0), lab(12.0), lab(20.0)]) == pytest.approx(0.5)
-    assert quality_score([lab(7.0), lab(7.0)]) == 0.0
-    assert quality_score([lab(0.0), lab(0.0)]) == 0.0  # 0/0: the annotators agree
-    assert quality_score([lab(0.0), lab(4.0)]) == pytest.approx(1.0)
-
-
-def test_quality_score_mae_on_a_common_grid():
-    # annotator 1 at stride 4 (4x4 map of a 16x16 image), annotator 2 at stride 8 (2x2 map)
-    a = np.zeros((4, 4))
-    a[0, 0] = 4.0  # all mass in the top-left 8x8 block after sum-pooling
-    b = np.array([[2.0, 0.0], [0.0, 2.0]])
-    q = quality_score([lab(4.0, a, 4), lab(4.0, b, 8)], "mae", (16, 16))
-    # common grid (stride 8): A = [[4,0],[0,0]], B = [[2,0],[0,2]]; MAE(A,B) = (2+2)/4 = 1; max MAE(.,0) = 1
-    assert q == pytest.approx(1.0)
-    # counts agree, so the count distance sees nothing: the MAE distance sees the different layouts
-    assert quality_score([lab(4.0, a, 4), lab(4.0, b, 8)], "count") == 0.0
-
-
-def test_quality_score_errors():
-    with pytest.raises(ConfigError, match="at least two annotators"):
-        quality_score([lab(1.0)])
-    with pytest.raises(ConfigError, match="unknown quality distance"):
-        quality_score([lab(1.0), lab(2.0)], "rmse")
-    with pytest.raises(ConfigError, match="needs every annotator's density map"):
-        quality_score([lab(1.0), lab(2.0)], "mae", (8, 8))
-
-
-# ----------------------------------------------------------------------------------- pseudo-labels
-
-def test_density_to_points_keeps_count_and_layout():
-    d = np.zeros((6, 8), dtype=np.float32)
-    d[1, 2], d[4, 6], d[5, 0] = 3.2, 1.7, 0.4  # 5.3 people -> 5 points
-    pts = density_to_points(d, 8, (48, 64), np.random.default_rng(0))
-    assert pts.shape == (5, 2)
-    cells = [(int(y // 8), int(x // 8)) for x, y in pts]
-    # quotas 3.02 / 1.60 / 0.38 -> floors 3 / 1 / 0, the one left goes to the largest remainder (1.60)
-    assert sorted(cells) == [(1, 2)] * 3 + [(4, 6)] * 2
-
-
-def test_density_to_points_empty_and_clipped():
-    assert density_to_points(np.zeros((3, 3)), 4, (12, 12), np.random.default_rng(0)).shape == (0, 2)
-    d = np.full((2, 2), 2.0)
-    pts = density_to_points(d, 10, (15, 15), np.random.default_rng(1))  # image smaller than the map's cover
-    assert len(pts) == 8 and pts.max() < 15
+from harness import ConfigError, DataError, resolve_model
+from harness_promptmix.captioning import load_captioner
+from harness_promptmix.prompts import is_greyscale, prompt_suffix, read_prompt_file
 
 
 # ----------------------------------------------------------------------------------------- prompts
@@ -105,67 +47,6 @@ def test_prompt_file(tmp_path):
         read_prompt_file(tmp_path / "missing.txt")
 
 
-def test_clip_tokenizer_matches_open_clip(tmp_path):
-    from open_clip.tokenizer import SimpleTokenizer
-    from transformers import CLIPTokenizer
-
-    tok = CLIPTokenizer.from_pretrained(str(clip_tokenizer_dir(tmp_path)))
-    text = "crowds gather to watch the parade, 1024x768 pixels, greyscale photo"
-    ours = tok(text)["input_ids"]
-    ref = SimpleTokenizer().encode(text)
-    assert ours[0] == 49406 and ours[-1] == 49407 and ours[1:-1] == ref
-    assert len(tok) == 49408
-
-
-# ---------------------------------------------------------------------------------- generation
-
-@pytest.fixture(scope="module")
-def tiny_generator(tmp_path_factory):
-    return StableDiffusionGenerator("tiny", steps=2, max_side=64, cache_root=tmp_path_factory.mktemp("pm"))
-
-
-def test_size_multiple_of_sd15_configs(tmp_path):
-    import json
-
-    for part, blocks in (("vae", [128, 256, 512, 512]), ("unet", [320, 640, 1280, 1280])):  # SD 1.5's configs
-        (tmp_path / part).mkdir()
-        (tmp_path / part / "config.json").write_text(json.dumps({"block_out_channels": blocks}))
-    assert size_multiple(tmp_path) == 64
-    with pytest.raises(ConfigError, match="not a diffusers Stable Diffusion folder"):
-        size_multiple(tmp_path / "vae")
-
-
-def test_round_size():
-    assert round_size(768, 1024, 64) == (768, 1024)
-    assert round_size(700, 500, 64) == (704, 512)
-    assert round_size(768, 1024, 8, max_side=256) == (192, 256)
-    assert round_size(3, 3, 8) == (8, 8)
-
-
-def test_tiny_generator_seeds_and_sizes(tiny_generator):
-    g = tiny_generator
-    assert g.multiple == 8 and g.output_size(768, 1024) == (48, 64)
-    assert g._pipe is None and g.key()["dtype"] == "torch.float32"  # sizes and cache keys need no weights
-    a, b, c = g.generate(["a crowd"] * 3, [1, 1, 2], [(48, 64)] * 3)
-    assert a.image.shape == (48, 64, 3) and a.image.dtype == np.uint8
-    assert np.array_equal(a.image, b.image)  # same prompt and seed: same image
-    assert not np.array_equal(a.image, c.image)  # another seed: another image
-    assert a.seed == 1 and c.seed == 2 and a.prompt == "a crowd"
-    d = g.generate(["fans cheer during the match"], [1], [(48, 64)])[0]
-    assert not np.array_equal(a.image, d.image)  # the prompt conditions the image
-
-
-def test_offline_model_gives_one_line_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(WeightsError) as exc:
-        StableDiffusionGenerator("no-such-org/no-such-sd", cache_root=tmp_path)
-    msg = str(exc.value)
-    assert "\n" not in msg and "'no-such-org/no-such-sd'" in msg and "huggingface-cli download" in msg
-    with pytest.raises(WeightsError, match="folder .*missing-folder does not exist"):
-        StableDiffusionGenerator(str(tmp_path / "missing-folder"), cache_root=tmp_path)
-
-
 def test_tiny_captioner(tmp_path):
     cap, identity = load_captioner("tiny", tmp_path)
     img = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
@@ -174,32 +55,8 @@ def test_tiny_captioner(tmp_path):
     assert identity["model"] == "tiny"
 
 
-def _tiny_blip(folder):
-    """A tiny random BLIP captioner saved like a hub checkpoint (BERT word-piece vocabulary of a few words)."""
-    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor)
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "crowd", "of", "people", "in", "the",
-             "street", "stadium", "fans", "cheer", "."]
-    (folder / "tok").mkdir(parents=True)
-    (folder / "tok" / "vocab.txt").write_text("\n".join(words) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(folder / "tok" / "vocab.txt"), bos_token="[DEC]")
-    config = BlipConfig(
-        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        text_config={"vocab_size": len(words), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "encoder_hidden_size": 16, "max_position_embeddings": 32,
-                     "bos_token_id": 5, "pad_token_id": 0, "sep_token_id": 3, "eos_token_id": 3})
-    import torch
-
-    torch.manual_seed(0)
-    BlipForConditionalGeneration(config).save_pretrained(str(folder / "blip"))
-    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tok).save_pretrained(str(folder / "blip"))
-    return folder / "blip"
-
-
 def test_blip_captioner_loads_a_checkpoint_folder(tmp_path):
-    folder = _tiny_blip(tmp_path)
+    folder = resolve_model("tiny", kind="blip", cache_root=tmp_path).folder  # the core's tiny BLIP
     cap, identity = load_captioner(str(folder), tmp_path)
     assert type(cap).__name__ == "BlipCaptioner" and identity["model"] == str(folder)
     img = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)

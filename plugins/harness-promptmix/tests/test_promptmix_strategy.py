@@ -5,38 +5,38 @@ and ``harness promptmix inspect``."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from harness import hookimpl
+from harness import (ConfigError, MethodSpec, PseudoLabel, StableDiffusionGenerator, hookimpl, parse_or_raise,
+                     quality_score)
 from harness.cli import main
-from harness.errors import DataError
 from harness.io import ArtifactCache
 from harness.plugins import build_registries
 from harness.runner import execute, plan_run
-from harness.specs import MethodSpec, PseudoLabel
-from harness_promptmix.annotation import quality_score
-from harness_promptmix.generation import StableDiffusionGenerator
 
 TRAIN = {"epochs": 1, "crop_size": 64, "max_side": 256, "max_train_images": 3, "max_val_images": 2}
 BASE = {"counter": "rescsrnet", "counter_options": {"width": 0.125}, "train": TRAIN, "captioner": "tiny",
-        "max_captioned_images": 2, "images_per_prompt": 2, "generator_model": "tiny", "steps": 2, "max_side": 64,
-        "annotator_counters": ["mcnn-sha", "mcnn-shb"], "r_mix": 1.0}
+        "max_captioned_images": 2, "images_per_prompt": 2, "generator_model": "tiny", "steps": 2, "max_side": 64}
+POOL = {"annotators": ["mcnn-sha", "mcnn-shb"], "r_mix": 1.0}
 
 
 class TinyMethods:
     @hookimpl
     def harness_register_methods(self, register):
-        def m(name, **kw):
-            register(MethodSpec(name, "promptmix", {"smoke": {**BASE, **kw}}))
+        def m(name, pool=None, **kw):
+            register(MethodSpec(name, "promptmix", {"smoke": {**BASE, **kw, "pool": {**POOL, **(pool or {})}}}))
         m("pm-test")
-        m("pm-test-r0", r_mix=0.0)
-        m("pm-test-report", exclude_target_trained=False, keep="target")
-        m("pm-test-target", caption_from="target", annotator_counters=["csrnet-sha", "mcnn-sha", "mcnn-shb"],
-          exclude_target_trained=False, keep="mcnn-sha", quality_distance="mae")
+        m("pm-test-r0", pool={"r_mix": 0.0})
+        m("pm-test-report", pool={"exclude_target_trained": False, "keep": "target"})
+        m("pm-test-target", caption_from="target", pool={"annotators": ["csrnet-sha", "mcnn-sha", "mcnn-shb"],
+                                                         "exclude_target_trained": False, "keep": "mcnn-sha",
+                                                         "quality_distance": "mae"})
         register(MethodSpec("so-test", "source-only", {"smoke": {k: BASE[k] for k in
                                                                   ("counter", "counter_options", "train")}}))
 
@@ -71,7 +71,7 @@ def test_pool_pseudo_labels_flags_and_reuse(regs, data_root, weights_root, tmp_p
     assert len({im["seed"] for im in pool["images"]}) == 4  # distinct recorded seeds
     m = metrics(out, "pm-test")
     assert m["target_labels_seen"] is False and m["uses_target_images"] is False
-    assert m["provenance"]["trained_on"] == ["SHA"] and m["provenance_notes"]["synthetic_per_epoch"] == 3
+    assert m["labels_used"] == ["SHA"] and m["provenance_notes"]["synthetic_per_epoch"] == 3
     prompts = (cell(out, "pm-test") / "prompts.txt").read_text().splitlines()[1:]
     assert len(prompts) == 2 and all(p.endswith(("colour photo", "greyscale photo")) for p in prompts)
 
@@ -79,6 +79,7 @@ def test_pool_pseudo_labels_flags_and_reuse(regs, data_root, weights_root, tmp_p
     report = json.loads((cell(out, "pm-test-report") / "synthetic.json").read_text())
     assert report["kept_annotator"] == "mcnn-shb"
     assert metrics(out, "pm-test-report")["target_labels_seen"] is True
+    assert metrics(out, "pm-test-report")["labels_used"] == ["SHA", "SHB"]
     # the same images (content-addressed cache) and real annotations: recompute them with the counters
     assert [im["path"] for im in report["images"]] == [im["path"] for im in pool["images"]]
     counters = {n: regs.counters.get(n).factory(device="cpu") for n in ("mcnn-sha", "mcnn-shb")}
@@ -114,7 +115,7 @@ def test_target_captions_mae_filter_and_r0_baseline(regs, data_root, weights_roo
     # r_mix = 0 is the source-only baseline: no pool, the very same weights and numbers
     assert not (cell(out, "pm-test-r0", "SHB→SHA") / "synthetic.json").exists()
     r0, so = metrics(out, "pm-test-r0", "SHB→SHA"), metrics(out, "so-test", "SHB→SHA")
-    assert r0["mae"] == so["mae"] and r0["uses_target_images"] is False and r0["provenance"]["trained_on"] == ["SHB"]
+    assert r0["mae"] == so["mae"] and r0["uses_target_images"] is False and r0["labels_used"] == ["SHB"]
 
     # a threshold between the scores filters exactly the images above it (images and annotations reused)
     threshold = (qs[1] + qs[2]) / 2
@@ -123,8 +124,9 @@ def test_target_captions_mae_filter_and_r0_baseline(regs, data_root, weights_roo
         @hookimpl
         def harness_register_methods(self, register):
             opts = regs.methods.get("pm-test-target").profiles["smoke"]
-            register(MethodSpec("pm-test-filter", "promptmix", {"smoke": {**opts, "max_quality": threshold}}))
-            register(MethodSpec("pm-test-filter-all", "promptmix", {"smoke": {**opts, "max_quality": qs[0] / 2}}))
+            for name, limit in (("pm-test-filter", threshold), ("pm-test-filter-all", qs[0] / 2)):
+                register(MethodSpec(name, "promptmix", {"smoke": {**opts, "pool": {**opts["pool"],
+                                                                                    "max_quality": limit}}}))
 
     regs2 = build_registries(extra_plugins=[TinyMethods(), Filtered()])
     summary = run(regs2, data_root, out, "pm-test-filter,pm-test-filter-all", matrix="SHB→SHA")
@@ -141,23 +143,22 @@ def test_interrupted_generation_resumes_without_regenerating(regs, data_root, we
     calls = []
     real = StableDiffusionGenerator.generate
 
-    def flaky(self, prompts, seeds, sizes):
+    def flaky(self, requests):
         if len(calls) == 3:
-            raise KeyboardInterrupt  # killed while generating the 4th image
-        calls.append(seeds[0])
-        return real(self, prompts, seeds, sizes)
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while generating the 4th image
+        calls.append(requests[0].seed)
+        return real(self, requests)
 
     monkeypatch.setattr(StableDiffusionGenerator, "generate", flaky)
     out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        run(regs, data_root, out, "pm-test")
+    assert run(regs, data_root, out, "pm-test").interrupted
     assert not (cell(out, "pm-test") / "metrics.json").exists()
     done = list(calls)
     regenerated = []
 
-    def counting(self, prompts, seeds, sizes):
-        regenerated.append(seeds[0])
-        return real(self, prompts, seeds, sizes)
+    def counting(self, requests):
+        regenerated.append(requests[0].seed)
+        return real(self, requests)
 
     monkeypatch.setattr(StableDiffusionGenerator, "generate", counting)
     summary = run(regs, data_root, out, "pm-test")
@@ -169,7 +170,11 @@ def test_interrupted_generation_resumes_without_regenerating(regs, data_root, we
 def test_prompt_file_adds_to_or_replaces_the_captions(regs, data_root, tmp_path):
     from types import SimpleNamespace
 
-    from harness_promptmix.strategy import PromptMix
+    from harness_promptmix.strategy import PromptMix as _PromptMix
+    from harness_promptmix.strategy import PromptMixOptions
+
+    def PromptMix(**options):
+        return _PromptMix(parse_or_raise(PromptMixOptions, options))
 
     f = tmp_path / "prompts.txt"
     f.write_text("# extra prompts\na packed stadium seen from above\nprotesters filling a square\n")
@@ -185,5 +190,5 @@ def test_prompt_file_adds_to_or_replaces_the_captions(regs, data_root, tmp_path)
                          prompt_file_mode="replace").build_prompts(ctx)
     assert replaced == [("a packed stadium seen from above", (512, 512)), ("protesters filling a square", (512, 512))]
     (tmp_path / "empty.txt").write_text("# nothing\n")
-    with pytest.raises(DataError, match="holds no prompt"):  # a bad file fails when the method is built
+    with pytest.raises(ConfigError, match="holds no prompt"):  # a bad file fails when the run is planned
         PromptMix(**opts, prompt_file=str(tmp_path / "empty.txt"))

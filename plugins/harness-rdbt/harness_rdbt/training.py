@@ -1,15 +1,13 @@
 """Source training of R, D and Φ, inference helpers, and target fine-tuning (RDBT §3.2–3.4, §4.2).
 
-Resumability: every training loop writes ``{step, model, optimiser, history}`` atomically
-(:func:`harness.io.atomic_save`) every ``checkpoint_every`` steps; calling again with the same checkpoint path
-continues after the last saved step. The randomness of step ``k`` comes from ``default_rng([seed, salt, k])``,
-so a resumed run draws the same crops as an uninterrupted one.
+Every training runs on the core loop (:func:`harness.train`) through :func:`train_steps`: checkpoints every
+``checkpoint_every`` steps, resume, the options guard and the step seeding are the loop's, so a resumed run draws
+the same crops as an uninterrupted one.
 """
 from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,9 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.io import atomic_save
-from harness.models.base import imagenet_preprocess
-from harness.training import resize_sample, scale_factor
+from harness import density_map, downsample_density, imagenet_preprocess, resize_sample, scale_factor
 
 from .config import RDBTConfig
 from .losses import csp_loss, dms_ssim_loss, focal_mse_loss
@@ -51,9 +47,7 @@ def shrink(image: np.ndarray, max_side: int | None, points=None):
 
 
 def load_source_items(refs: Sequence, cfg: RDBTConfig) -> list[SourceItem]:
-    """Load, shrink and label source images (density map: :func:`harness.data.density.density_map`)."""
-    from harness.data.density import density_map
-
+    """Load, shrink and label source images (density map: :func:`harness.density_map`)."""
     items = []
     for ref in refs:
         s = ref.load()
@@ -87,9 +81,7 @@ def random_crop(item: SourceItem, crop: int, rng: np.random.Generator):
 
 
 def pool(density: np.ndarray, stride: int) -> np.ndarray:
-    """Sum-pool (count kept), see :func:`harness.data.density.downsample_density`."""
-    from harness.data.density import downsample_density
-
+    """Sum-pool (count kept), see :func:`harness.downsample_density`."""
     return downsample_density(density, stride) if stride > 1 else np.asarray(density, np.float32)
 
 
@@ -156,53 +148,61 @@ def phi_loss(model, densities, points, cfg: RDBTConfig, device) -> torch.Tensor:
     return focal_mse_loss(logits, y) + dms_ssim_loss(torch.sigmoid(logits), y)
 
 
-# ------------------------------------------------------------------------------------------ generic loop
+# ------------------------------------------------------------------------------------------ the core loop
 
 
-def _freeze_bn(model) -> None:
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
+class StepTask:
+    """One RDBT training (R, D or Φ on the source; R or D fine-tuned on a cycle's pseudo-labels) as a
+    :class:`harness.training.loop.TrainTask`: Adam on ``params`` with ``loss_fn(rng)``, which draws its own batch
+    from the step's generator. ``freeze_bn`` keeps BatchNorm statistics fixed (target fine-tuning)."""
+
+    def __init__(self, model, params, loss_fn: Callable[[np.random.Generator], torch.Tensor], lr: float, *,
+                 name: str, fingerprint: dict | None = None, freeze_bn: bool = False):
+        self.model, self.params, self.loss_fn, self.lr = model, list(params), loss_fn, float(lr)
+        self.name, self._fingerprint, self.freeze_bn = name, fingerprint or {}, freeze_bn
+
+    def modules(self) -> dict:
+        return {self.name: self.model}
+
+    def objectives(self) -> list:
+        from harness import Objective, OptimConfig
+
+        return [Objective(self.name, [p for p in self.params if p.requires_grad], lambda rng, step: self.loss_fn(rng),
+                          OptimConfig(name="adam", lr=self.lr))]
+
+    def batch(self, step: int, rng: np.random.Generator) -> np.random.Generator:
+        return rng  # the loss draws its crops from the step's generator
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if self.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def fingerprint(self) -> dict:
+        return self._fingerprint
 
 
 def train_steps(model, params, *, steps: int, lr: float, loss_fn: Callable[[np.random.Generator], torch.Tensor],
-                seed: int, salt: int, checkpoint: Path | None, checkpoint_every: int = 50, log=None,
-                name: str = "model", freeze_bn: bool = False) -> list[dict]:
-    """Adam for ``steps`` steps on ``loss_fn(rng)``; resumable from ``checkpoint`` (see module notes).
+                seed: int, salt: int, checkpoint_dir: Path | None, checkpoint_every: int = 50, log=None,
+                name: str = "model", freeze_bn: bool = False, precision: str = "fp32", device: str = "cpu",
+                fingerprint: dict | None = None) -> list[dict]:
+    """Adam for ``steps`` steps on ``loss_fn(rng)`` with the core training loop (:func:`harness.train`: step
+    seeding from ``derive_seed(seed, salt)``, checkpoints in ``checkpoint_dir``, resume, options guard).
 
-    Returns the history ``[{"step", "loss"}]`` (every ``checkpoint_every`` steps: the mean loss since the last)."""
-    log = log or _log
-    params = [p for p in params if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    start, history = 0, []
-    if checkpoint is not None and checkpoint.exists():
-        st = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        start, history = int(st["step"]), list(st["history"])
-        log.info("%s: resuming at step %d/%d from %s", name, start, steps, checkpoint)
-    t0, losses = time.perf_counter(), []
-    for step in range(start, steps):
-        model.train()
-        if freeze_bn:
-            _freeze_bn(model)
-        rng = np.random.default_rng([int(seed), int(salt), step])
-        torch.manual_seed(int(rng.integers(2**31)))
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(rng)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            history.append({"step": step + 1, "loss": float(np.mean(losses))})
-            log.info("%s: step %d/%d loss %.5g (%.1fs)", name, step + 1, steps, history[-1]["loss"],
-                     time.perf_counter() - t0)
-            losses = []
-            if checkpoint is not None:
-                st = {"step": step + 1, "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}
-                atomic_save(checkpoint, lambda p, st=st: torch.save(st, p))
-    model.eval()
-    return history
+    Returns the loop's history ``[{"step", "<name>": mean loss, "lr"}]`` (every ``checkpoint_every`` steps)."""
+    from harness import LoopConfig, derive_seed, train
+
+    if steps == 0:
+        return []
+    task = StepTask(model, params, loss_fn, lr, name=name.replace(" ", "-"), fingerprint=fingerprint,
+                    freeze_bn=freeze_bn)
+    cfg = LoopConfig(steps=int(steps), checkpoint_every=checkpoint_every if checkpoint_dir is not None else None,
+                     log_every=checkpoint_every, precision=precision)
+    res = train(task, cfg, seed=derive_seed(seed, salt), device=device, checkpoint_dir=checkpoint_dir,
+                log=log or _log, name=name)
+    return [{"step": h["step"], "loss": h[task.name]} for h in res.history if task.name in h]
 
 
 # ------------------------------------------------------------------------------------------ inference

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.data.density import as_points
-from harness.errors import ConfigError, DataError
+from harness import ConfigError, DataError, as_points
 
 
 @dataclass
@@ -176,7 +175,7 @@ def psi(points, sizes, image_hw, *, beta: float = 0.3, stride: int = 1, min_sigm
     Returns:
         ``(ceil(H/stride), ceil(W/stride)) float32`` whose sum is the number of points inside the image.
     """
-    from harness.data.density import density_map, downsample_density
+    from harness import density_map, downsample_density
 
     pts = as_points(points)
     H, W = int(image_hw[0]), int(image_hw[1])
@@ -202,7 +201,7 @@ def phi_points(prob: np.ndarray, *, stride: int = 1, threshold: float = 0.2, mer
     Returns:
         ``(points (M, 2) x, y input px, scores (M,) probabilities)``, scores descending.
     """
-    from harness.metrics import points_from_density
+    from harness import points_from_density
 
     md = max(1, int(round(merge_px / (2 * stride))))
     p = np.asarray(prob, dtype=np.float64)

@@ -1,4 +1,5 @@
-"""RDBT strategies end to end on a few real ShanghaiTech images (shrunk, tiny networks, a few steps)."""
+"""RDBT strategies end to end on a few ShanghaiTech images (shrunk, tiny networks, a few steps); on the built-in
+synthetic pair when HARNESS_DATA is not set."""
 from __future__ import annotations
 
 import json
@@ -8,13 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import ConfigError
+from harness import CellContext, ConfigError, parse_or_raise
 from harness.io import ArtifactCache
 from harness.plugins import get_registries
-from harness.specs import CellContext
-from harness_rdbt.strategy import RDBT, RDBTSource, load_cycle_counter
+from harness_rdbt.config import RDBTConfig
+from harness_rdbt.strategy import RDBT as _RDBT
+from harness_rdbt.strategy import RDBTSource as _RDBTSource
+from harness_rdbt.strategy import load_cycle_counter
 
-pytestmark = pytest.mark.realdata
+
+def RDBT(**options):
+    return _RDBT(parse_or_raise(RDBTConfig, options))
+
+
+def RDBTSource(**options):
+    return _RDBTSource(parse_or_raise(RDBTConfig, options))
+
 
 TINY = {"max_side": 96, "vgg_width": 0.0625, "resnet_width": 0.0625, "phi_width": 0.0625,
         "dssinet_scales": [1.0, 0.5], "crf_iterations": 1, "phi_stride": 2, "min_head": 2.0, "max_head": 16.0,
@@ -24,31 +34,32 @@ TINY = {"max_side": 96, "vgg_width": 0.0625, "resnet_width": 0.0625, "phi_width"
         "r_finetune_lr": 1e-3, "d_finetune_lr": 1e-3}
 
 
-def make_ctx(data_root, tmp_path, source="SHB", target="SHA", seed=0):
+def make_ctx(domains, tmp_path, seed=0, target_name=None):
+    source, target, data_root = domains
     regs = get_registries()
     src = regs.datasets.get(source).factory(data_root)
     tgt = regs.datasets.get(target).factory(data_root)
     workdir = tmp_path / "cell"
     (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return CellContext(source=src, source_name=source, target_name=target,
+    return CellContext(source=src, source_name=source, target_name=target_name or target,
                        target_images=[r.unlabelled() for r in tgt.samples("train")], profile="smoke", seed=seed,
                        device="cpu", workdir=workdir, cache=ArtifactCache(tmp_path / "cache"), registries=regs,
                        options={}, log=logging.getLogger("test-rdbt"))
 
 
 @pytest.fixture(scope="module")
-def rdbt_run(data_root, tmp_path_factory):
-    """One tiny rdbt fit SHB -> SHA (2 source images, 2 target images, 2 cycles), shared by the tests below."""
+def rdbt_run(domains, tmp_path_factory):
+    """One tiny rdbt fit (2 source images, 2 target images, 2 cycles), shared by the tests below."""
     tmp = tmp_path_factory.mktemp("rdbt")
     torch.manual_seed(0)
-    ctx = make_ctx(data_root, tmp)
+    ctx = make_ctx(domains, tmp)
     counter = RDBT(**TINY).fit(ctx)
     return ctx, counter, tmp
 
 
-def test_rdbt_fit_predicts_both_outputs_on_a_real_image(rdbt_run, data_root):
+def test_rdbt_fit_predicts_both_outputs_on_a_real_image(rdbt_run, domains):
     ctx, counter, _ = rdbt_run
-    sample = get_registries().datasets.get("SHA").factory(data_root).samples("test")[0].load()
+    sample = get_registries().datasets.get(domains[1]).factory(domains[2]).samples("test")[0].load()
     pred = counter.predict(sample.image)
     assert set(pred.extras) >= {"count:regression", "count:detection"}
     assert pred.count == pytest.approx(pred.extras["count:regression"]) and np.isfinite(pred.count)
@@ -58,7 +69,7 @@ def test_rdbt_fit_predicts_both_outputs_on_a_real_image(rdbt_run, data_root):
         assert pred.points[:, 0].max() <= sample.image.shape[1] + 64
     notes = ctx.provenance_notes
     assert notes["uses_target_images"] and notes["cycles"] == 2 and notes["n_target_images"] == 2
-    assert counter.provenance.trained_on == frozenset({"SHB"})
+    assert counter.provenance.trained_on == frozenset({domains[0]})
 
 
 def test_rdbt_writes_an_iteration_report_and_cycle_checkpoints(rdbt_run):
@@ -81,10 +92,10 @@ def test_rdbt_writes_an_iteration_report_and_cycle_checkpoints(rdbt_run):
     assert not all(torch.equal(a, b) for a, b in zip(c0.D.state_dict().values(), c2.D.state_dict().values()))
 
 
-def test_source_models_are_cached_and_rdbt_resumes_from_its_cycle_checkpoints(rdbt_run, data_root):
+def test_source_models_are_cached_and_rdbt_resumes_from_its_cycle_checkpoints(rdbt_run, domains):
     ctx, counter, tmp = rdbt_run
     # a regnet cell of the same source reuses the cached R (no training)
-    ctx2 = make_ctx(data_root, tmp / "other")
+    ctx2 = make_ctx(domains, tmp / "other")
     ctx2.cache = ctx.cache
     regnet = RDBTSource(**{**TINY, "mode": "regnet"}).fit(ctx2)
     assert ctx2.provenance_notes["source_models"]["R"]["cached"] is True
@@ -97,15 +108,15 @@ def test_source_models_are_cached_and_rdbt_resumes_from_its_cycle_checkpoints(rd
     assert torch.equal(again.D.center.weight, counter.D.center.weight)
 
 
-def test_detnet_counts_detections(data_root, tmp_path):
-    ctx = make_ctx(data_root, tmp_path)
+def test_detnet_counts_detections(domains, tmp_path):
+    ctx = make_ctx(domains, tmp_path)
     det = RDBTSource(**{**TINY, "mode": "detnet", "d_steps": 1}).fit(ctx)
     pred = det.predict(np.full((40, 40, 3), 128, np.uint8))
     assert pred.count == pred.extras["count:detection"] and "count:regression" not in pred.extras
 
 
-def test_unsupervised_rdbt_refuses_csrnet_init_on_an_sha_target(data_root, tmp_path):
-    ctx = make_ctx(data_root, tmp_path, source="SHB", target="SHA")
+def test_unsupervised_rdbt_refuses_csrnet_init_on_an_sha_target(domains, tmp_path):
+    ctx = make_ctx(domains, tmp_path, target_name="SHA")
     with pytest.raises(ConfigError, match="trained on the target SHA"):
         RDBT(**{**TINY, "vgg_init": "csrnet-sha", "vgg_width": 1.0}).fit(ctx)
     with pytest.raises(ConfigError, match="rdbt-source"):
@@ -114,7 +125,7 @@ def test_unsupervised_rdbt_refuses_csrnet_init_on_an_sha_target(data_root, tmp_p
         RDBTSource(mode="rdbt")
 
 
-def test_iterations_report_scores_every_cycle_and_matches_the_run(data_root, tmp_path):
+def test_iterations_report_scores_every_cycle_and_matches_the_run(domains, tmp_path):
     """`harness rdbt iterations`: one row per cycle checkpoint (0 = source models); the last cycle's row is the
     cell's own evaluation (the same counter on the same test images)."""
     from click.testing import CliRunner
@@ -123,9 +134,10 @@ def test_iterations_report_scores_every_cycle_and_matches_the_run(data_root, tmp
     from harness import hookimpl
     from harness.cli import main
     from harness.plugins import build_registries
+    from harness import MethodSpec
     from harness.runner import execute, plan_run
-    from harness.specs import MethodSpec
 
+    source, target, data_root = domains
     class Tiny:
         @hookimpl
         def harness_register_methods(self, register):
@@ -133,18 +145,19 @@ def test_iterations_report_scores_every_cycle_and_matches_the_run(data_root, tmp
 
     regs = build_registries(extra_plugins=[Tiny()])
     out = tmp_path / "run"
-    summary = execute(plan_run("SHB→SHA", "rdbt-tiny", "0", "smoke", regs, data_root, limit_test=2), out, "cpu",
-                      progress=False, cache=ArtifactCache(tmp_path / "cache"))
+    plan = plan_run(f"{source}→{target}", "rdbt-tiny", "0", "smoke", regs, data_root, limit_test=2)
+    summary = execute(plan, out, "cpu", progress=False, cache=ArtifactCache(tmp_path / "cache"))
     assert not summary.failed, summary.failed
     old = harness.plugins._REGISTRIES
     harness.plugins._REGISTRIES = regs
     try:
-        r = CliRunner().invoke(main, ["rdbt", "iterations", str(out), "--limit-test", "2",
-                                      "--data-root", str(data_root)], catch_exceptions=False)
+        args = ["--data-root", str(data_root)] if data_root else []
+        r = CliRunner().invoke(main, ["rdbt", "iterations", str(out), "--limit-test", "2", *args],
+                               catch_exceptions=False)
     finally:
         harness.plugins._REGISTRIES = old
     assert r.exit_code == 0, r.output
-    cell = out / "rdbt-tiny" / "SHB→SHA" / "seed-0-n2"
+    cell = out / "rdbt-tiny" / f"{source}→{target}" / "seed-0-n2"
     rows = json.loads((cell / "iterations-eval.json").read_text())["rows"]
     assert [row["cycle"] for row in rows] == [0, 1, 2] and all(row["n_images"] == 2 for row in rows)
     metrics = json.loads((cell / "metrics.json").read_text())

@@ -5,13 +5,16 @@ source domain's labelled train images (a count-only counter: no density map, no 
 skips localisation metrics). It shows the three pieces a method plugin provides:
 
 - a counter (``example-mean-counter``): ``factory(device="cpu", count=0.0) -> Counter``;
-- a strategy (``example-mean``): ``fit(ctx)`` reads ``n_train`` source train labels and returns the counter,
-  recording that its "weights" were trained on the source's labels (``Provenance.trained_on``);
+- a strategy (``example-mean``) with its options dataclass (``MeanCountOptions``, parsed and checked when a run is
+  planned): ``fit(ctx)`` reads ``n_train`` source train labels and returns the counter, recording that its
+  "weights" were trained on the source's labels (``Provenance.trained_on``);
 - a method (``example-mean``, a leaderboard row): the strategy plus per-profile options.
 
 Registered through ``[project.entry-points.harness] example = "harness_example_plugin"``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,9 +24,10 @@ __version__ = "0.1.0"
 
 
 class MeanCounter:
-    """Predicts the same count for every image: ``count`` people."""
+    """Predicts the same count for every image: ``count`` people (count-only: ``localises = False``)."""
 
     name = "example-mean-counter"
+    localises = False
 
     def __init__(self, count: float = 0.0, trained_on: frozenset[str] = frozenset()):
         self.count = float(count)
@@ -36,12 +40,22 @@ class MeanCounter:
         return Prediction(count=self.count)
 
 
-class MeanCountStrategy:
-    """Fits :class:`MeanCounter` on the mean count of the first ``n_train`` source train images
-    (``None``: all of them). Uses no target images."""
+@dataclass
+class MeanCountOptions:
+    """``n_train``: how many source train images to average (None: all of them)."""
 
-    def __init__(self, n_train: int | None = None):
-        self.n_train = n_train
+    n_train: int | None = None
+
+    def validate(self) -> list[str]:
+        return [] if self.n_train is None or self.n_train >= 1 else [f"n_train must be >= 1, got {self.n_train}"]
+
+
+class MeanCountStrategy:
+    """Fits :class:`MeanCounter` on the mean count of the first ``n_train`` source train images. Uses no target
+    images."""
+
+    def __init__(self, options: MeanCountOptions):
+        self.n_train = options.n_train
 
     def fit(self, ctx) -> MeanCounter:
         refs = ctx.source.samples("train")
@@ -56,12 +70,13 @@ class MeanCountStrategy:
 @hookimpl
 def harness_register_counters(register):
     register(CounterSpec("example-mean-counter", lambda device="cpu", count=0.0: MeanCounter(count),
-                         description="constant count (example plugin)"))
+                         description="constant count (example plugin)", tiny_options={"count": 1.0}))
 
 
 @hookimpl
 def harness_register_strategies(register):
-    register(StrategySpec("example-mean", MeanCountStrategy, description="mean source count (example plugin)"))
+    register(StrategySpec("example-mean", MeanCountStrategy, options=MeanCountOptions, tiny_options={"n_train": 2},
+                          description="mean source count (example plugin)"))
 
 
 @hookimpl

@@ -1,0 +1,110 @@
+"""What a strategy sees of one cell, and the one way it builds components (docs/design.md §5)."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import PluginError
+from .types import Dataset, Provenance, UnlabelledRef
+
+
+@dataclass
+class CellContext:
+    """Everything a strategy may see for one cell (source -> target, one seed).
+
+    The source dataset's ``train`` and ``val`` splits are labelled; the target is visible only through
+    ``target_images`` (its train split, labels hidden). The target's test split is never passed in.
+
+    Attributes:
+        source: the source :class:`~harness.types.Dataset`.
+        source_name / target_name: canonical dataset names.
+        target_images: target train images, unlabelled.
+        profile: ``"smoke"`` or ``"paper"``.
+        seed: the cell seed (``0 <= seed < 2**32``; the runner seeds every RNG with it before ``fit``).
+        device: ``"cpu"`` or ``"cuda[:n]"``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (training and inference autocast).
+        workdir: this cell's directory (checkpoints go in ``workdir / "checkpoints"``).
+        cache: content-addressed artefact cache (:class:`harness.io.ArtifactCache`) shared across cells and runs.
+        registries: the loaded component registries.
+        options: the strategy's parsed options (its options dataclass).
+        log: a ``logging.Logger`` writing to the cell's log file.
+        provenance_notes: facts for the results (e.g. ``{"selection_split": "source val"}``).
+        components: what :meth:`build` built: ``{"kind", "name", "provenance", "labels_reach_counter"}`` each.
+    """
+
+    source: Dataset
+    source_name: str
+    target_name: str
+    target_images: Sequence[UnlabelledRef]
+    profile: str
+    seed: int
+    device: str
+    workdir: Path
+    cache: Any
+    registries: Any
+    options: Any
+    log: Any
+    precision: str = "fp32"
+    provenance_notes: dict = field(default_factory=dict)
+    components: list = field(default_factory=list)
+
+    def build(self, kind: str, name: str, *, labels_reach_counter: bool = True, **options) -> Any:
+        """Build the registered component ``name`` of ``kind`` (counter, generator, annotator, segmenter) for
+        this cell: its factory gets ``device`` (and ``cache_root`` / ``registries`` where it takes them) plus
+        ``options``; the object is checked against the kind's protocol and its provenance recorded in
+        :attr:`components`.
+
+        ``labels_reach_counter``: the component's outputs train the cell's counter (an annotator whose
+        pseudo-labels are kept, a pretrained initialisation), so the datasets whose labels trained it count as
+        labels the cell's counter saw (the leakage flags use it).
+
+        Raises:
+            UnknownNameError: no such component (with "did you mean").
+            PluginError: the built object lacks what the kind's protocol requires (names the plugin).
+        """
+        from .components import kind as kind_of
+        from .components import missing_members
+
+        k = kind_of(kind)
+        entry = self.registries.by_kind(k.name).entry(name)
+        factory = entry.spec.factory
+        kwargs = dict(options)
+        params = _params(factory)
+        if "device" in params or _takes_kwargs(factory):
+            kwargs.setdefault("device", self.device)
+        if "cache_root" in params and self.cache is not None:
+            kwargs.setdefault("cache_root", self.cache.root)
+        if "registries" in params:
+            kwargs.setdefault("registries", self.registries)
+        obj = factory(**kwargs)
+        if k.protocol is not None:
+            missing = missing_members(obj, k.protocol)
+            if missing:
+                raise PluginError(f"{k.name} {entry.spec.name!r} of plugin {entry.plugin!r} lacks "
+                                  f"{', '.join(missing)} required by harness.types.{k.protocol.__name__}")
+        prov = getattr(obj, "provenance", None)
+        if not isinstance(prov, Provenance):
+            prov = Provenance(entry.spec.name, trained_on=frozenset(getattr(entry.spec, "trained_on", ())))
+        self.components.append({"kind": k.name, "name": entry.spec.name, "plugin": entry.plugin,
+                                "provenance": prov.to_dict(), "labels_reach_counter": bool(labels_reach_counter)})
+        return obj
+
+    def labels_seen(self) -> frozenset[str]:
+        """Datasets whose labels reached the counter through built components (``labels_reach_counter``)."""
+        return frozenset(d for c in self.components if c["labels_reach_counter"] for d in c["provenance"]["trained_on"])
+
+
+def _params(fn) -> dict:
+    try:
+        return dict(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return {}
+
+
+def _takes_kwargs(fn) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _params(fn).values())
+
+
+__all__ = ["CellContext"]

@@ -1,0 +1,115 @@
+"""Figures for reports and plugin ``inspect`` commands: contact sheets and histograms (matplotlib, Agg backend).
+
+Every function writes one PNG atomically and returns its path.
+"""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .io import atomic_save
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _load(item) -> np.ndarray | None:
+    if isinstance(item, np.ndarray):
+        return item
+    from PIL import Image
+
+    try:
+        with Image.open(item) as pic:
+            return np.asarray(pic.convert("RGB"))
+    except OSError:
+        return None
+
+
+def contact_sheet(items: Sequence[tuple[object, str]], out: str | Path, *, columns: int = 4, title: str = "",
+                  wrap: int = 38) -> Path:
+    """A grid of images with a caption under each.
+
+    Args:
+        items: ``(image, caption)`` pairs; ``image`` is an ``(H, W, 3) uint8`` array, an ``(H, W)`` label map or
+            a file path (a missing file shows "image not in cache").
+        out: the PNG to write.
+        columns: images per row. title: figure title. wrap: caption line width (characters).
+    """
+    plt = _plt()
+    n = len(items)
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (image, caption) in zip(axes.ravel(), items):
+        arr = _load(image)
+        if arr is None:
+            ax.text(0.5, 0.5, "image not in cache", ha="center", va="center")
+        else:
+            ax.imshow(arr, cmap="tab20" if arr.ndim == 2 else None, interpolation="nearest")
+        lines = [line for part in str(caption).split("\n") for line in (textwrap.wrap(part, wrap) or [""])]
+        ax.set_title("\n".join(lines[:5]), fontsize=6.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def histograms(groups: dict[str, Sequence[float]], out: str | Path, *, xlabel: str, ylabel: str = "images",
+               bins: int = 20, value_range: tuple[float, float] | None = None, title: str = "") -> Path:
+    """Overlaid histograms, one per group (label ``"<group> (n=…)"``); empty groups are left out."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    values = [v for vals in groups.values() for v in vals]
+    rng = value_range or ((min(values), max(values)) if values else (0.0, 1.0))
+    if rng[0] == rng[1]:
+        rng = (rng[0] - 0.5, rng[1] + 0.5)
+    for name, vals in sorted(groups.items()):
+        if len(vals):
+            ax.hist(list(vals), bins=bins, range=rng, alpha=0.55, label=f"{name} (n={len(vals)})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if values:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def scatter(x: Sequence[float], y: Sequence[float], out: str | Path, *, xlabel: str, ylabel: str, title: str = "",
+            diagonal: bool = False) -> Path:
+    """A scatter plot of ``y`` against ``x`` (with the ``y = x`` line when ``diagonal``)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(x, y, s=8, alpha=0.7)
+    if diagonal and len(x):
+        hi = max(max(x), max(y))
+        ax.plot([0, hi], [0, hi], "k--", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def _save(fig, plt, out) -> Path:
+    out = Path(out)
+    try:
+        atomic_save(out, lambda p: fig.savefig(p, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
+    return out
+
+
+__all__ = ["contact_sheet", "histograms", "scatter"]

@@ -1,0 +1,132 @@
+"""The one way to resolve pretrained models: a hub id or a local folder -> files + an identity for cache keys
+(docs/design.md §9).
+
+- A **local folder** is used as it is; its identity is its path and a fingerprint of its files (names, sizes).
+- A **hub id** (``owner/name``) is looked up in the local Hugging Face cache first, and downloaded only where the
+  hub is reachable and ``HF_HUB_OFFLINE`` is not set. When neither works, :class:`harness.errors.WeightsError`
+  says in one line which model is missing and how to provide it (``huggingface-cli download ID`` elsewhere, or a
+  local folder as the named option).
+- ``"tiny"`` / ``"tiny:<seed>"`` builds a tiny, randomly initialised model of the same architecture from configs
+  (:data:`TINY_BUILDERS`, :mod:`harness.models.tiny`) into the harness cache: tests and ``smoke`` profiles run with
+  no download and no weights.
+
+Nothing here downloads at import time; transformers/diffusers are imported lazily.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import WeightsError
+from ..io import content_key
+from . import tiny
+
+#: version of the tiny builders' configs (part of every cache key that involves a tiny model)
+TINY_VERSION = 1
+
+
+#: kind -> ``builder(folder, seed) -> folder`` of the tiny random models; a plugin may add its own kind
+TINY_BUILDERS: dict[str, Callable[[Path, int], Path]] = {
+    "stable-diffusion": tiny.build_tiny_stable_diffusion, "unet2d": tiny.build_tiny_unet2d,
+    "vqmodel": tiny.build_tiny_vqmodel, "blip": tiny.build_tiny_blip}
+
+
+def quiet_hf() -> None:
+    """Silence diffusers'/transformers' progress bars and info logs (the harness has its own progress)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    for log in (dlog, tlog):
+        log.set_verbosity_error()
+        log.disable_progress_bar()
+
+
+def parse_tiny(model_id: str) -> int | None:
+    """The seed of a ``"tiny"`` / ``"tiny:<seed>"`` model id, or None for any other id."""
+    if model_id == "tiny":
+        return 0
+    if model_id.startswith("tiny:") and model_id[5:].isdigit():
+        return int(model_id[5:])
+    return None
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Cheap identity of a model folder for cache keys: its resolved path and the relative paths and sizes of its
+    files (a hub snapshot's path also carries the commit hash)."""
+    files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in Path(folder).rglob("*") if p.is_file())
+    return content_key({"folder": str(Path(folder).resolve()), "files": files})
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+
+
+def resolve_model_dir(model_id: str, what: str, option: str) -> Path:
+    """A local folder holding ``model_id``: the folder itself, or the hub snapshot in the Hugging Face cache.
+
+    Raises:
+        WeightsError: neither a folder nor an obtainable hub id (one line: the model and how to provide it).
+    """
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or model_id.startswith((".", "~")) or model_id.count("/") != 1:
+        raise WeightsError(f"{what} folder {model_id} does not exist: pass an existing folder or a hub id "
+                           f"(owner/name) as option {option!r}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:
+        pass
+    if _offline():
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            return Path(snapshot_download(model_id))
+        except Exception as exc:
+            reason = type(exc).__name__
+    raise WeightsError(f"{what} {model_id!r} is not in the local Hugging Face cache and cannot be downloaded "
+                       f"({reason}): run `huggingface-cli download {model_id}` where the hub is reachable, or pass a "
+                       f"local folder as option {option!r} (or 'tiny' for a random test model)")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model's files and identity: ``folder`` (loadable with ``from_pretrained``), ``identity`` (a dict for cache
+    keys: the id plus a file fingerprint, or the tiny version and seed), ``tiny`` (built from configs)."""
+
+    folder: Path
+    identity: dict
+    tiny: bool = False
+
+
+def resolve_model(model_id: str, *, kind: str, cache_root: str | Path, what: str = "model",
+                  option: str = "model") -> ResolvedModel:
+    """Resolve ``model_id`` (see the module notes).
+
+    Args:
+        model_id: ``"tiny[:seed]"``, a local folder, or a hub id.
+        kind: the tiny builder to use for ``"tiny"`` (a key of :data:`TINY_BUILDERS`).
+        cache_root: where tiny models are built (``<cache_root>/tiny/<kind>-v<version>-seed<seed>``).
+        what, option: how the error names the model and the option that sets it.
+
+    Raises:
+        WeightsError: the model cannot be found or obtained (one line).
+        KeyError: an unknown tiny ``kind``.
+    """
+    seed = parse_tiny(model_id)
+    if seed is not None:
+        if kind not in TINY_BUILDERS:
+            raise KeyError(f"no tiny builder for kind {kind!r}")
+        folder = Path(cache_root) / "tiny" / f"{kind}-v{TINY_VERSION}-seed{seed}"
+        TINY_BUILDERS[kind](folder, seed)
+        return ResolvedModel(folder, {"model": model_id, "kind": kind, "tiny_version": TINY_VERSION}, tiny=True)
+    folder = resolve_model_dir(model_id, what, option)
+    return ResolvedModel(folder, {"model": model_id, "files": folder_fingerprint(folder)})
+
+
+__all__ = ["resolve_model", "ResolvedModel", "resolve_model_dir", "folder_fingerprint", "parse_tiny", "quiet_hf",
+           "TINY_BUILDERS", "TINY_VERSION"]

@@ -1,0 +1,530 @@
+"""The one training loop of the harness: resumable, deterministic, on Hugging Face ``accelerate``
+(docs/design.md §6).
+
+A method supplies a :class:`TrainTask` — its modules, one or more :class:`Objective` s (a loss and the
+parameters it optimises; a GAN has two) and a deterministic ``batch(step, rng)`` — and :func:`train` owns
+everything else:
+
+- **device placement and precision** through :class:`accelerate.Accelerator` (``precision``: ``fp32``,
+  ``bf16``, ``fp16``; fp16 on CUDA uses accelerate's gradient scaler; autocast on CPU too, so the logic is
+  exercised without a GPU);
+- **optimisers and schedulers** from :class:`OptimConfig` (Adam, AdamW, SGD; constant, step, cosine, linear
+  warm-up), per-objective parameter groups, gradient clipping;
+- **EMA** of the modules the task names (``torch.optim.swa_utils.AveragedModel`` with
+  ``get_ema_multi_avg_fn``: the exponential moving average diffusers' ``EMAModel`` keeps, in torch itself);
+- **evaluation every N steps** with **model selection** on a declared split (``task.evaluate() -> float``,
+  lower is better, e.g. the source val MAE): the best weights are kept and returned;
+- **one seeding scheme**: step ``k`` draws from ``numpy.random.default_rng([seed, 0, k])`` and seeds torch's
+  global RNG from ``[seed, 1, k]``, so a resumed run draws exactly what an uninterrupted one draws;
+- **one checkpoint schema**: ``<checkpoint_dir>/step-<k>/`` written by ``accelerator.save_state`` into a
+  temporary folder and renamed into place (atomic), with ``loop.json`` holding the step, the history, the best
+  metric and a fingerprint of the task's and the loop's options. Resuming under other options is refused in
+  one line; the two newest checkpoints are kept, and one that fails to load is moved aside
+  (``step-<k>.corrupt``) and the previous one used.
+
+Why accelerate: it is what diffusers' own training scripts use, it owns device placement, autocast and the
+fp16 gradient scaler for single- and multi-GPU runs, and its ``save_state``/``load_state`` capture model,
+optimiser, scheduler and registered objects in one call.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..io import atomic_write_json, content_key
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("constant", "step", "cosine", "linear")
+STATE_FILE = "loop.json"
+
+_log = logging.getLogger("harness.training")
+
+
+@dataclass
+class OptimConfig:
+    """One optimiser and its schedule.
+
+    Attributes:
+        name: ``adam`` | ``adamw`` | ``sgd``.
+        lr: base learning rate (> 0).
+        weight_decay: L2 (Adam, SGD) or decoupled (AdamW) weight decay (>= 0).
+        betas: Adam's (β1, β2), each in [0, 1) (GauGAN's TTUR: (0, 0.9)).
+        momentum: SGD momentum.
+        scheduler: ``constant``; ``step`` (× ``gamma`` every ``step_size`` steps, torch ``StepLR``);
+            ``cosine`` (to 0 over the run); ``linear`` (to 0 over the run). Any of them after ``warmup_steps``
+            of linear warm-up.
+        step_size, gamma: the ``step`` scheduler's period (optimiser steps) and factor.
+        warmup_steps: linear warm-up from 0.
+        grad_clip: clip the global gradient norm of this objective's parameters (None: no clipping).
+    """
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    scheduler: str = "constant"
+    step_size: int = 1
+    gamma: float = 1.0
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.name not in OPTIMIZERS:
+            problems.append(f"optimizer {self.name!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be > 0, got {self.lr!r}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            problems.append(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.step_size < 1 or self.warmup_steps < 0:
+            problems.append("step_size must be >= 1 and warmup_steps >= 0")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            problems.append(f"grad_clip must be > 0 or null, got {self.grad_clip!r}")
+        return problems
+
+
+@dataclass
+class LoopConfig:
+    """What the loop does besides the objectives.
+
+    Attributes:
+        steps: optimiser steps in total (>= 0; 0 returns the modules as they are).
+        eval_every: evaluate (and select) every this many steps and at the end (None: at the end only, when the
+            task has ``evaluate``).
+        checkpoint_every: write a checkpoint every this many steps and at the end (None: no checkpoints).
+        precision: ``fp32`` | ``bf16`` | ``fp16`` (autocast dtype; the parameters stay fp32).
+        ema_decay: EMA decay of the modules named by ``task.ema`` (None: no EMA).
+        keep_checkpoints: checkpoints kept (the newest; >= 1).
+        log_every: a log line every this many steps.
+    """
+
+    steps: int
+    eval_every: int | None = None
+    checkpoint_every: int | None = 100
+    precision: str = "fp32"
+    ema_decay: float | None = None
+    keep_checkpoints: int = 2
+    log_every: int = 50
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not isinstance(self.steps, int) or self.steps < 0:
+            problems.append(f"steps must be an integer >= 0, got {self.steps!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        for name in ("eval_every", "checkpoint_every"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                problems.append(f"{name} must be a positive integer or null, got {v!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            problems.append(f"ema_decay must lie in (0, 1), got {self.ema_decay!r}")
+        if self.keep_checkpoints < 1:
+            problems.append("keep_checkpoints must be >= 1")
+        return problems
+
+
+@dataclass
+class Objective:
+    """One loss and the parameters it trains.
+
+    Attributes:
+        name: e.g. ``"density"``, ``"generator"``, ``"discriminator"``.
+        params: parameters, or torch parameter groups (``[{"params": [...], "lr": ...}, ...]``).
+        loss: ``loss(batch, step) -> Tensor`` (scalar) or ``(Tensor, {"name": float, ...})`` (logged parts).
+        optim: its :class:`OptimConfig`.
+    """
+
+    name: str
+    params: Iterable[Any]
+    loss: Callable[[Any, int], Any]
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+class TrainTask(Protocol):
+    """What a method gives :func:`train`.
+
+    Required: ``modules() -> dict[str, nn.Module]`` (all are checkpointed and moved to the device);
+    ``objectives() -> list[Objective]`` (stepped in order every step); ``batch(step, rng) -> Any`` (a pure
+    function of the step and the step's seeded ``numpy.random.Generator``).
+    Optional: ``evaluate() -> float`` (lower is better; the selection metric), ``ema: Sequence[str]``
+    (module names to average), ``train_mode()`` (put modules in train mode; default: ``.train()`` on all),
+    ``fingerprint() -> dict`` (the task's options, part of the resume guard).
+    """
+
+    def modules(self) -> dict: ...
+
+    def objectives(self) -> list[Objective]: ...
+
+    def batch(self, step: int, rng: np.random.Generator) -> Any: ...
+
+
+@dataclass
+class LoopResult:
+    """What :func:`train` returns: the modules hold the selected (best) weights, EMA included.
+
+    Attributes:
+        steps_done: steps trained in total (over all resumed calls).
+        resumed_from: the step this call started at (0: fresh).
+        best_step / best_metric: the selected evaluation (None / inf when the task does not evaluate: the
+            last weights are kept).
+        history: one record per log period ``{"step", "<objective>": mean loss, ..., "lr": ...}`` and per
+            evaluation ``{"step", "eval": metric}``.
+        seconds: wall time of this call.
+    """
+
+    steps_done: int
+    resumed_from: int
+    best_step: int | None
+    best_metric: float
+    history: list[dict]
+    seconds: float
+
+
+def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
+    """The seeded generator of step ``step`` (stream 0: the task's batch; 1: torch's global RNG)."""
+    return np.random.default_rng([int(seed) % 2**32, int(stream), int(step)])
+
+
+def derive_seed(seed: int, *salts: int) -> int:
+    """A seed in ``[0, 2**32)`` derived from ``seed`` and ``salts`` (independent streams for several trainings of
+    one cell, e.g. RDBT's R, D and Φ)."""
+    return int(np.random.SeedSequence([int(seed) % 2**32, *map(int, salts)]).generate_state(1)[0])
+
+
+def _torch_seed(seed: int, step: int) -> int:
+    return int(step_rng(seed, step, 1).integers(2**63 - 1))
+
+
+# ----------------------------------------------------------------------------------------- accelerate
+
+
+def make_accelerator(device: str = "cpu", precision: str = "fp32"):
+    """An :class:`accelerate.Accelerator` for ``device`` (``cpu`` or ``cuda[:n]``) and ``precision``.
+
+    accelerate keeps one process-wide state; a cell that asks for another device or precision than the last
+    one resets it first (a harness process runs many cells).
+
+    Raises:
+        ConfigError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    cpu = not str(device).startswith("cuda")
+    if AcceleratorState._shared_state:
+        state = AcceleratorState()
+        if str(state.mixed_precision) != mixed or (state.device.type == "cpu") != cpu:
+            AcceleratorState._reset_state(reset_partial_state=True)
+    if not cpu and ":" in str(device):
+        import torch
+
+        torch.cuda.set_device(int(str(device).split(":")[1]))
+    return Accelerator(cpu=cpu, mixed_precision=mixed)
+
+
+def autocast_dtype(precision: str):
+    """torch dtype of autocast for ``precision`` (None for fp32)."""
+    import torch
+
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: str, precision: str):
+    """A context manager running the enclosed forward passes in ``precision`` on ``device`` (``torch.autocast``
+    with :func:`autocast_dtype`; a no-op for fp32). Used for training losses, evaluation and inference, on CPU
+    too, so the mixed-precision logic is exercised without a GPU."""
+    import contextlib
+
+    import torch
+
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=dtype)
+
+
+def _optimizer(params, cfg: OptimConfig):
+    import torch
+
+    params = list(params)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt, cfg: OptimConfig, total: int):
+    import torch
+
+    warm = int(cfg.warmup_steps)
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        s = step - warm
+        span = max(1, total - warm)
+        if cfg.scheduler == "step":
+            return cfg.gamma ** (s // cfg.step_size)
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, s / span)))
+        if cfg.scheduler == "linear":
+            return max(0.0, 1 - s / span)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class _LoopState:
+    """Loop bookkeeping saved with every checkpoint (``register_for_checkpointing``)."""
+
+    def __init__(self):
+        self.step, self.history, self.best_step, self.best_metric, self.best_state = 0, [], None, math.inf, None
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "history": self.history, "best_step": self.best_step,
+                "best_metric": self.best_metric, "best_state": self.best_state}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.step, self.history = int(st["step"]), list(st["history"])
+        self.best_step, self.best_metric, self.best_state = st["best_step"], float(st["best_metric"]), st["best_state"]
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def _fingerprint(task: Any, cfg: LoopConfig, seed: int) -> str:
+    task_fp = task.fingerprint() if hasattr(task, "fingerprint") else {}
+    loop = {k: v for k, v in asdict(cfg).items() if k not in ("log_every", "keep_checkpoints", "checkpoint_every")}
+    objectives = [{"name": o.name, **asdict(o.optim)} for o in task.objectives()]
+    return content_key({"task": task_fp, "loop": loop, "objectives": objectives, "seed": int(seed)})
+
+
+def _save(accelerator, folder: Path, state: _LoopState, fingerprint: str, keep: int) -> Path:
+    final = folder / f"step-{state.step:08d}"
+    tmp = folder / f".tmp-step-{state.step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    atomic_write_json(tmp / STATE_FILE, {"step": state.step, "fingerprint": fingerprint,
+                                        "best_step": state.best_step, "best_metric": _json_float(state.best_metric)})
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in _checkpoints(folder)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _json_float(x: float):
+    return x if math.isfinite(x) else None
+
+
+def _load_latest(accelerator, folder: Path, fingerprint: str, log) -> Path | None:
+    """Load the newest loadable checkpoint; a broken one is renamed ``*.corrupt`` and the previous one tried.
+
+    Raises:
+        ConfigError: the newest checkpoint was written under other options.
+    """
+    for ck in reversed(_checkpoints(folder)):
+        meta_path = ck / STATE_FILE
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            _set_aside(ck, f"{meta_path} unreadable ({type(exc).__name__})", log)
+            continue
+        if meta.get("fingerprint") != fingerprint:
+            raise ConfigError(f"checkpoint {ck} was written with other training options; delete {folder} to "
+                              f"start over, or run with the options it was made with")
+        try:
+            accelerator.load_state(str(ck))
+        except Exception as exc:  # a torn or corrupt file: fall back to the previous checkpoint
+            _set_aside(ck, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", log)
+            continue
+        return ck
+    return None
+
+
+def _set_aside(ck: Path, why: str, log) -> None:
+    dest = ck.with_name(ck.name + f".corrupt-{int(time.time())}")
+    os.replace(ck, dest)
+    log.warning("checkpoint %s cannot be loaded (%s): moved to %s; resuming from the previous one", ck, why, dest.name)
+
+
+# ----------------------------------------------------------------------------------------- the loop
+
+
+def train(task: Any, cfg: LoopConfig, *, seed: int = 0, device: str = "cpu", checkpoint_dir: str | Path | None = None,
+          log: logging.Logger | None = None, name: str = "train",
+          on_checkpoint: Callable[[int], None] | None = None) -> LoopResult:
+    """Train ``task`` for ``cfg.steps`` optimiser steps (see the module notes); resumable from ``checkpoint_dir``.
+
+    Args:
+        task: a :class:`TrainTask`.
+        cfg: the :class:`LoopConfig`.
+        seed: seed of every random draw (the step's generator and torch's global RNG are derived from it).
+        device: ``cpu`` or ``cuda[:n]``.
+        checkpoint_dir: folder of this training's checkpoints (None: none are written or read).
+        log: logger for progress lines.
+        name: label in log lines.
+        on_checkpoint: called with the step after each checkpoint is written (an exception stops training;
+            the run resumes from that checkpoint).
+
+    Returns:
+        :class:`LoopResult`; the task's modules hold the selected weights (best evaluation, else the last; EMA
+        weights where EMA is on) and are in eval mode.
+
+    Raises:
+        ConfigError: invalid :class:`LoopConfig` / :class:`OptimConfig`, or a checkpoint of other options.
+    """
+    import torch
+
+    log = log or _log
+    problems = cfg.validate() + [p for o in task.objectives() for p in o.optim.validate()]
+    if problems:
+        raise ConfigError(f"{name}: " + "; ".join(problems))
+    t0 = time.perf_counter()
+    accelerator = make_accelerator(device, cfg.precision)
+    modules = task.modules()
+    names = list(modules)
+    prepared = accelerator.prepare(*[modules[n] for n in names]) if names else ()
+    prepared = prepared if isinstance(prepared, (tuple, list)) else (prepared,)
+    objectives = task.objectives()
+    optimizers = [_optimizer(o.params, o.optim) for o in objectives]
+    schedulers = [_scheduler(opt, o.optim, cfg.steps) for opt, o in zip(optimizers, objectives)]
+    optimizers = [accelerator.prepare_optimizer(o) for o in optimizers]
+    schedulers = [accelerator.prepare_scheduler(s) for s in schedulers]
+    ema = {}
+    if cfg.ema_decay is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        for n in getattr(task, "ema", ()):
+            ema[n] = AveragedModel(modules[n], multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            accelerator.register_for_checkpointing(ema[n])
+    state = _LoopState()
+    accelerator.register_for_checkpointing(state)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = _fingerprint(task, cfg, seed)
+    if folder is not None:
+        loaded = _load_latest(accelerator, folder, fingerprint, log)
+        if loaded is not None:
+            log.info("%s: resuming at step %d/%d from %s", name, state.step, cfg.steps, loaded)
+    start = state.step
+    evaluate = getattr(task, "evaluate", None)
+
+    def module_state() -> dict:
+        return {n: {k: v.detach().to("cpu").clone() for k, v in _eval_module(n).state_dict().items()} for n in names}
+
+    def _eval_module(n: str):
+        return ema[n].module if n in ema else modules[n]
+
+    def run_eval(step: int) -> None:
+        for m in modules.values():
+            m.eval()
+        swapped = _swap_in_ema(modules, ema)
+        try:
+            with torch.no_grad(), autocast(device, cfg.precision):
+                metric = float(evaluate())
+        finally:
+            _swap_back(modules, swapped)
+        state.history.append({"step": step, "eval": metric})
+        if metric < state.best_metric:
+            state.best_metric, state.best_step = metric, step
+            state.best_state = module_state()
+        log.info("%s: step %d eval %.4g (best %.4g @ %s)", name, step, metric, state.best_metric, state.best_step)
+
+    sums: dict[str, list[float]] = {}
+    for step in range(start, cfg.steps):
+        rng = step_rng(seed, step)
+        torch.manual_seed(_torch_seed(seed, step))
+        if hasattr(task, "train_mode"):
+            task.train_mode()
+        else:
+            for m in modules.values():
+                m.train()
+        batch = task.batch(step, rng)
+        lr_used = float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
+        for obj, opt, sch in zip(objectives, optimizers, schedulers):
+            opt.zero_grad(set_to_none=True)
+            with autocast(device, cfg.precision):
+                out = obj.loss(batch, step)
+            loss, parts = out if isinstance(out, tuple) else (out, {})
+            accelerator.backward(loss)
+            if obj.optim.grad_clip is not None:
+                accelerator.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], obj.optim.grad_clip)
+            opt.step()
+            sch.step()
+            sums.setdefault(obj.name, []).append(float(loss.detach()))
+            for k, v in parts.items():
+                sums.setdefault(f"{obj.name}/{k}", []).append(float(v))
+        for n, avg in ema.items():
+            avg.update_parameters(modules[n])
+        state.step = step + 1
+        if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+            rec = {"step": state.step, **{k: float(np.mean(v)) for k, v in sums.items()}, "lr": lr_used}
+            state.history.append(rec)
+            log.info("%s: step %d/%d %s (%.1fs)", name, state.step, cfg.steps,
+                     " ".join(f"{k} {v:.5g}" for k, v in rec.items() if k not in ("step",) and v is not None),
+                     time.perf_counter() - t0)
+            sums = {}
+        if evaluate is not None and (state.step == cfg.steps or (cfg.eval_every and state.step % cfg.eval_every == 0)):
+            run_eval(state.step)
+        if folder is not None and cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0
+                                                            or state.step == cfg.steps):
+            _save(accelerator, folder, state, fingerprint, cfg.keep_checkpoints)
+            if on_checkpoint is not None:
+                on_checkpoint(state.step)
+    if evaluate is not None and state.best_state is None and cfg.steps == 0:
+        run_eval(0)
+    # hand back the selected weights (best evaluation; else the last, EMA where on)
+    for i, n in enumerate(names):
+        target = accelerator.unwrap_model(prepared[i], keep_fp32_wrapper=False)
+        if state.best_state is not None:
+            target.load_state_dict(state.best_state[n])
+        elif n in ema:
+            target.load_state_dict(ema[n].module.state_dict())
+        target.eval()
+    accelerator.free_memory()
+    return LoopResult(steps_done=state.step, resumed_from=start, best_step=state.best_step,
+                      best_metric=state.best_metric, history=list(state.history), seconds=time.perf_counter() - t0)
+
+
+def _swap_in_ema(modules: dict, ema: dict) -> dict:
+    saved = {}
+    for n, avg in ema.items():
+        saved[n] = {k: v.detach().clone() for k, v in modules[n].state_dict().items()}
+        modules[n].load_state_dict(avg.module.state_dict())
+    return saved
+
+
+def _swap_back(modules: dict, saved: dict) -> None:
+    for n, st in saved.items():
+        modules[n].load_state_dict(st)
+
+
+__all__ = ["OptimConfig", "LoopConfig", "Objective", "TrainTask", "LoopResult", "train", "step_rng", "derive_seed",
+           "make_accelerator", "autocast", "autocast_dtype", "PRECISIONS"]
