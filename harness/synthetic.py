@@ -166,6 +166,8 @@ class PoolOptions:
 
     Attributes:
         annotators: l registered counters used as heavyweight annotators.
+        annotator_options: per annotator, options of its counter's factory (e.g. ``{"mcnn-sha": {"weights":
+            "/path/to/mcnn_shtechA_660.h5"}}``; the contract tests use ``{"weights": "random"}``).
         exclude_target_trained: leave out annotators trained on the target's labels (no leakage).
         keep: whose labels become the pseudo-labels: a counter name, ``source`` (the first annotator trained on the
             source, else the first) or ``target`` (the one trained on the target: leakage, flagged).
@@ -175,6 +177,7 @@ class PoolOptions:
     """
 
     annotators: tuple[str, ...] = component("counter", many=True, default=DEFAULT_ANNOTATORS)
+    annotator_options: dict = field(default_factory=dict)
     exclude_target_trained: bool = True
     keep: str = "source"
     quality_distance: Literal["count", "mae"] = "count"
@@ -188,6 +191,9 @@ class PoolOptions:
             p.append("give at least one annotator (a registered counter name)")
         if self.r_mix < 0:
             p.append(f"r_mix must be >= 0 (1.0 = 100 %), got {self.r_mix}")
+        unknown = sorted(set(self.annotator_options) - set(self.annotators))
+        if unknown:
+            p.append(f"annotator_options names {', '.join(unknown)}, which are not among the annotators")
         if self.max_synthetic is not None and self.max_synthetic < 1:
             p.append(f"max_synthetic must be >= 1 or null, got {self.max_synthetic}")
         return p
@@ -327,7 +333,8 @@ def build_pool(ctx: Any, generator: Any, requests: Sequence[GenerationRequest], 
     ctx.log.info("synthetic pool: %d images (%d generated now, %d cached) in %.1f s", len(records), n_new,
                  len(records) - n_new, time.perf_counter() - t0)
     t1 = time.perf_counter()
-    anns = {n: ctx.build("annotator", "heavyweight-counter", counter=n) for n in names}
+    anns = {n: ctx.build("annotator", "heavyweight-counter", counter=n, **opts.annotator_options.get(n, {}))
+            for n in names}
     kept = anns[kept_name]
     for rec in records:
         image, labels = None, {}

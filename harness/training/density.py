@@ -50,7 +50,7 @@ class DensityTrainOptions:
         epochs: passes over the training images (report: 500).
         lr, weight_decay, optimizer: optimiser (report: AdamW 1e-3 / 1e-4).
         gamma: learning-rate factor after every epoch (report: 0.99).
-        batch_size: images per optimiser step (report: 1).
+        batch_size: images per optimiser step (report: 1); crops of one size form one tensor batch.
         crop_size: side of square random training crops in pixels of the resized image (rounded down to a
             multiple of the stride; None: whole images).
         scale, max_side: resize of every image (see :func:`harness.data.transforms.scale_factor`).
@@ -264,8 +264,15 @@ class DensityTask:
         return [_crop_flip(items[j], self.crop, self.stride, rng) for j in idx]
 
     def loss(self, batch, step: int):
+        """Mean over the batch of each image's pixel MSE. Crops of one size go through the network as one
+        ``(B, C, h, w)`` batch (BatchNorm then sees B images); images of different sizes one at a time."""
         import torch
 
+        if len({img.shape for img, _ in batch}) == 1:
+            x = torch.cat([self.counter.preprocess(img) for img, _ in batch]).to(self.device)
+            y = torch.from_numpy(np.stack([tgt for _, tgt in batch]))[:, None].to(self.device)
+            out, y = _match_shapes(self.counter.model(x), y)
+            return self._mse(out.float(), y)
         total = 0.0
         for img, tgt in batch:
             x = self.counter.preprocess(img).to(self.device)
@@ -294,7 +301,7 @@ def _crop_flip(item: tuple[np.ndarray, np.ndarray], crop: int | None, stride: in
 
 
 def _match_shapes(out, tgt):
-    """Zero-pad the smaller of ``out`` / ``tgt`` (both ``(1, 1, h, w)``) to the larger's spatial size."""
+    """Zero-pad the smaller of ``out`` / ``tgt`` (both ``(B, 1, h, w)``) to the larger's spatial size."""
     import torch.nn.functional as F
 
     h, w = max(out.shape[-2], tgt.shape[-2]), max(out.shape[-1], tgt.shape[-1])

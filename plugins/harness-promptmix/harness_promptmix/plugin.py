@@ -33,7 +33,8 @@ PAPER = {"counter": "rescsrnet", "counter_options": {"width": 1.0}, "train": dic
          "captioner": BLIP_ID, "images_per_prompt": 10, "generator_model": SD15_ID, "steps": 50}
 TINY = {"counter": "rescsrnet", "counter_options": {"width": 0.125}, "train": TINY_TRAIN, "captioner": "tiny",
         "max_captioned_images": 2, "images_per_prompt": 1, "generator_model": "tiny", "steps": 2, "max_side": 32,
-        "pool": {"annotators": ["mcnn-sha", "mcnn-shb"], "r_mix": 1.0}}
+        "pool": {"annotators": ["mcnn-sha", "mcnn-shb"], "r_mix": 1.0,
+                 "annotator_options": {"mcnn-sha": {"weights": "random"}, "mcnn-shb": {"weights": "random"}}}}
 
 
 def _profiles(**pool) -> dict:

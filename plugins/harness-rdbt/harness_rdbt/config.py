@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from harness import ConfigError, parse_or_raise
+from harness import parse_or_raise
 
 MODES = ("rdbt", "regnet", "detnet")
 PATCH_SELECTIONS = ("paper", "random")

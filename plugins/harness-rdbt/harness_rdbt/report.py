@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
 from harness import HarnessError
 
