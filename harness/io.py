@@ -1,4 +1,4 @@
-"""Atomic writes and the content-addressed artefact cache (DESIGN.md §5).
+"""Atomic writes and the content-addressed artefact cache (docs/design.md §8).
 
 Every result file is written to a temporary file in the same folder and renamed into place, so a run killed
 at any moment leaves either the old file or the new one, never half of one.

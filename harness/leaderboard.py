@@ -1,4 +1,4 @@
-"""Results -> pandas -> Markdown / CSV / JSON / LaTeX / HTML leaderboards (DESIGN.md §5).
+"""Results -> pandas -> Markdown / CSV / JSON / LaTeX / HTML leaderboards (docs/design.md §12).
 
 - :func:`collect` reads every finished cell (``metrics.json``) of a run directory into one row per
   (method, source→target, seed, limit_test).

@@ -1,4 +1,4 @@
-"""Counting and localisation metrics (DESIGN.md §4).
+"""Counting and localisation metrics (docs/design.md §4).
 
 Counting (per image counts ĉ_i predicted, c_i ground truth, n images):
 
@@ -21,7 +21,7 @@ Localisation:
 * :func:`points_from_density`: head points of counters that only give density maps, as local maxima of the
   density (score = peak value).
 
-Points are ``(N, 2)`` float ``(x, y)`` pixels of the input image, origin top-left (DESIGN.md §3).
+Points are ``(N, 2)`` float ``(x, y)`` pixels of the input image, origin top-left (docs/design.md §3).
 """
 from __future__ import annotations
 
@@ -338,7 +338,7 @@ def points_from_density(
     threshold: float | None = None,
     min_distance: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Head points of a density map: its local maxima, scored by peak value (DESIGN.md §4).
+    """Head points of a density map: its local maxima, scored by peak value (docs/design.md §4).
 
     A pixel is a peak if it equals the maximum of its ``(2·min_distance + 1)²`` neighbourhood
     (``scipy.ndimage.maximum_filter``, outside the map counts as −inf) and exceeds ``threshold``; a

@@ -15,7 +15,7 @@ that :func:`harness.fit_density_counter` mixes into the real source images:
    (:func:`density_to_points`; cache ``synthetic/points``);
 5. **mix**: each epoch a fresh random subset of ``r_mix · |real|`` kept images joins training.
 
-Leakage (docs/design.md §6): annotators trained on the *target's* labels are left out by default
+Leakage (docs/design.md §11): annotators trained on the *target's* labels are left out by default
 (``exclude_target_trained``); ``keep="target"`` takes the one trained on the target (the report's choice) and the
 cell is flagged. Every annotator that filters or labels is recorded with the cell's components, so its training
 labels count as labels the counter saw.

@@ -132,3 +132,17 @@ def test_every_hook_spec_has_a_test():
     source = "\n".join(p.read_text() for p in (REPO / "tests").glob("test_*.py"))
     missing = [h for h in hooks if f"def test_hook_{h}(" not in source]
     assert not missing, f"hook specs without a test_hook_<name> test: {missing}"
+
+
+def test_docstring_references_point_at_sections_of_the_design_doc():
+    import re
+
+    doc = (REPO / "docs" / "design.md").read_text()
+    sections = {int(n) for n in re.findall(r"^## (\d+)\. ", doc, flags=re.M)}
+    refs = []
+    for path in list(REPO.glob("harness/**/*.py")) + list(REPO.glob("plugins/*/harness_*/**/*.py")):
+        text = path.read_text()
+        assert "DESIGN.md" not in text, f"{path} cites DESIGN.md, which users do not have"
+        for group in re.findall(r"design\.md (§\d+(?:, §\d+)*)", text):
+            refs += [(path.name, int(n)) for n in re.findall(r"§(\d+)", group)]
+    assert len(refs) > 20 and all(n in sections for _, n in refs), [r for r in refs if r[1] not in sections]

@@ -1,4 +1,4 @@
-"""Density maps (DESIGN.md §3): count kept, σ rule, pixel convention, agreement with the classic loop."""
+"""Density maps (docs/design.md §3): count kept, σ rule, pixel convention, agreement with the classic loop."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Metrics on hand-computed cases (DESIGN.md §4) plus cross-checks against naive reference implementations."""
+"""Metrics on hand-computed cases (docs/design.md §4) plus cross-checks against naive reference implementations."""
 from __future__ import annotations
 
 import math

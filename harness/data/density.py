@@ -1,4 +1,4 @@
-"""Density maps from point annotations (DESIGN.md §3).
+"""Density maps from point annotations (docs/design.md §3).
 
 A *density map* is a ``(H, W) float32`` array whose sum is the number of annotated heads inside the image.
 Each head ``i`` at ``(x_i, y_i)`` contributes a 2-D Gaussian kernel ``G_{σ_i}`` centred on its pixel:

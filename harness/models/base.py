@@ -1,6 +1,6 @@
 """A torch density-map network wrapped as a :class:`harness.specs.Counter`.
 
-Conventions (DESIGN.md §3): the input is an ``(H, W, 3) uint8`` RGB image at full resolution; the network
+Conventions (docs/design.md §3): the input is an ``(H, W, 3) uint8`` RGB image at full resolution; the network
 outputs a density map at its output stride ``s``; the predicted count is the sum of that map
 (Zhang et al., CVPR 2016, §2; Li et al., CVPR 2018, §3).
 

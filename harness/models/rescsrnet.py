@@ -1,4 +1,4 @@
-"""ResCSRNet: the lightweight counter of PromptMix (Bakhtiarnia et al. 2023; DESIGN.md §7; seed 000,
+"""ResCSRNet: the lightweight counter of PromptMix (Bakhtiarnia et al. 2023; the Aarhus report,
 §III-E: "a modified ResNet-18 ... a head consisting of all but the four last layers of the ResNet-18 model
 ... passed to six pairs of dilated convolutions with ReLU activation functions, followed by a final
 convolution layer").
