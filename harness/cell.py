@@ -36,7 +36,8 @@ from .planning import Cell, Plan
 
 PARTIAL_FILE = "predictions.partial.jsonl"
 #: config keys that must match for an existing cell directory to be resumed
-IDENTITY_KEYS = ("method", "strategy", "options", "profile", "source", "target", "seed", "limit_test", "precision")
+IDENTITY_KEYS = ("method", "strategy", "options", "profile", "source", "target", "seed", "limit_test", "precision",
+                 "data_root", "data")
 
 
 def git_commit() -> str | None:
@@ -54,8 +55,26 @@ def eval_split(dataset: Any) -> str:
     return getattr(dataset, "eval_split", "test")
 
 
+def data_fingerprint(dataset: Any, splits: tuple[str, ...]) -> str:
+    """A cheap fingerprint of a dataset's files: per split the image ids and, for files on disk, the sizes and
+    modification times of image and annotation (a stat call each, no reading)."""
+    from .io import content_key
+
+    def stat(path):
+        if path is None:
+            return None
+        try:
+            st = Path(path).stat()
+        except OSError:
+            return "missing"
+        return [st.st_size, st.st_mtime_ns]
+
+    return content_key({split: [[r.id, stat(r.image_path), stat(r.annotation_path)] for r in dataset.samples(split)]
+                        for split in splits})
+
+
 def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None) -> dict:
-    """The resolved configuration recorded in ``config.json``."""
+    """The resolved configuration recorded in ``config.json`` (with the data fingerprints of source and target)."""
     from . import __version__
     from .options import to_dict
 
@@ -68,13 +87,28 @@ def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None) 
         "limit_test": cell.limit_test, "device": device, "precision": plan.precision,
         "harness_version": __version__, "git_commit": commit,
         "data_root": str(plan.data_root) if plan.data_root else None, "python": platform.python_version(),
+        "data": plan_fingerprints(plan, cell),
     }
 
 
+def plan_fingerprints(plan: Plan, cell: Cell) -> dict:
+    """``{"source": ..., "target": ...}`` data fingerprints of a cell (cached on the plan: one per dataset)."""
+    cache = plan.__dict__.setdefault("_fingerprints", {})
+    out = {}
+    for role, name, splits in (("source", cell.source, ("train", "val")),
+                               ("target", cell.target, ("train", eval_split(plan.datasets[cell.target])))):
+        key = (name, splits)
+        if key not in cache:
+            cache[key] = data_fingerprint(plan.datasets[name], splits)
+        out[role] = cache[key]
+    return out
+
+
 def identity(config: dict) -> dict:
-    """The part of a ``config.json`` that decides whether an existing cell is the same cell."""
-    ident = {k: config.get(k) for k in IDENTITY_KEYS}
-    ident["precision"] = ident["precision"] or "fp32"  # cells written before --precision existed
+    """The part of a ``config.json`` that decides whether an existing cell is the same cell (keys a cell written by
+    an older harness lacks are not compared)."""
+    ident = {k: config.get(k) for k in IDENTITY_KEYS if k in config}
+    ident["precision"] = ident.get("precision") or "fp32"  # cells written before --precision existed
     return json.loads(json.dumps(ident, default=str))
 
 
@@ -112,19 +146,29 @@ class CellEnvironment:
         return False
 
 
+#: library loggers whose records also go to the running cell's log.txt (e.g. points dropped by the readers)
+FORWARDED_LOGGERS = ("harness.data", "harness.training")
+
+
 def cell_logger(cell_dir: Path) -> logging.Logger:
-    """A logger appending to ``cell_dir / "log.txt"`` (close it with :func:`close_logger`)."""
+    """A logger appending to ``cell_dir / "log.txt"``; while it is open, the records of
+    :data:`FORWARDED_LOGGERS` (e.g. the readers' "dropped N points" warnings) are written there too. Close it with
+    :func:`close_logger`."""
     logger = logging.getLogger(f"harness.cell.{abs(hash((str(cell_dir), time.time())))}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     handler = logging.FileHandler(cell_dir / "log.txt", mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
+    for name in FORWARDED_LOGGERS:
+        logging.getLogger(name).addHandler(handler)
     return logger
 
 
 def close_logger(logger: logging.Logger) -> None:
     for h in list(logger.handlers):
+        for name in FORWARDED_LOGGERS:
+            logging.getLogger(name).removeHandler(h)
         h.close()
         logger.removeHandler(h)
 

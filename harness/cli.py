@@ -17,6 +17,7 @@ traceback; click's own usage errors also exit 2).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -29,7 +30,7 @@ from .errors import HarnessError
 
 #: defaults of ``harness run`` without / with a data root
 SYNTHETIC_MATRIX = "SYN-SPARSE→SYN-DENSE,SYN-DENSE→SYN-SPARSE"
-SYNTHETIC_METHODS = "source-only-rescsrnet"
+SYNTHETIC_METHODS = "source-only-rescsrnet,zero,source-mean"
 REAL_MATRIX = "SHA→SHB,SHB→SHA"
 
 err_console = Console(stderr=True)
@@ -99,16 +100,17 @@ def main() -> None:
               help="Evaluate on the first N test images only (a separate cell: seed-K-nN).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Autocast precision of training and inference (parameters stay fp32).")
+@click.option("--force", is_flag=True, help="Move aside cells of --out made with other options or other dataset "
+                                            "files (another data root) and compute them again.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
-def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, progress):
+def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, force, progress):
     """Run METHODS on every SRC→TGT cell of MATRIX for each seed, then print the leaderboard.
 
     Finished cells are never recomputed; failed cells are retried on the next run. Exits 1 when any cell
     failed (listed at the end).
     """
     from . import runner
-    from .leaderboard import collect, leaderboard, render
-    from .io import atomic_write_text
+    from .io import check_writable_dir
 
     regs = _registries()
     if matrix is None:
@@ -117,21 +119,40 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
         methods = SYNTHETIC_METHODS
     out_dir = out_dir or Path("runs") / profile
     plan = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test, precision)
+    if any(not (Path(out_dir) / c.relpath / "metrics.json").exists() for c in plan.cells):
+        check_writable_dir(out_dir, "--out")  # a finished run in a read-only folder is only printed
     err_console.print(f"[bold]harness run[/bold]: {len(plan.cells)} cell(s) "
                       f"({len(plan.methods)} method(s) × {len(plan.matrix)} pair(s) × {len(plan.seeds)} seed(s)) "
                       f"→ {out_dir}")
-    summary = runner.execute(plan, out_dir, device, progress=progress, console=err_console)
+    summary = runner.execute(plan, out_dir, device, progress=progress, console=err_console, force=force)
+    for path in summary.replaced:
+        err_console.print(f"moved a cell of another configuration aside: {path}")
     err_console.print(f"finished {len(summary.finished)}, already done {len(summary.skipped)}, "
-                      f"failed {len(summary.failed)}")
-    board = render(leaderboard(collect(out_dir)), "md")
-    atomic_write_text(Path(out_dir) / "leaderboard.md", board)
-    click.echo(board)
+                      f"failed {len(summary.failed)}" + (", interrupted (run again to resume)"
+                                                         if summary.interrupted else ""))
+    click.echo(_write_board(Path(out_dir)))
     if summary.failed:
         click.echo(f"Error: {len(summary.failed)} cell(s) failed (see error.json and log.txt in each; "
                    f"run again to retry):", err=True)
         for cell, message in summary.failed:
             click.echo(f"  {out_dir / cell.relpath}: {message}", err=True)
         sys.exit(1)
+    if summary.interrupted:
+        sys.exit(130)
+
+
+def _write_board(out_dir: Path) -> str:
+    """The run's Markdown leaderboard, also written to ``leaderboard.md`` where the folder is writable."""
+    from .io import atomic_write_text
+    from .leaderboard import collect, leaderboard, render
+
+    board = render(leaderboard(collect(out_dir)), "md")
+    try:
+        atomic_write_text(out_dir / "leaderboard.md", board)
+    except OSError as exc:
+        err_console.print(f"could not write {out_dir / 'leaderboard.md'} ({exc.strerror or type(exc).__name__}); "
+                          f"the leaderboard is printed below", markup=False, highlight=False)
+    return board
 
 
 # --------------------------------------------------------------------------------------------- plugins
@@ -177,11 +198,14 @@ def _quiet_registries():
               help="Write to FILE instead of stdout.")
 def leaderboard_cmd(run_dir, fmt, output):
     """Leaderboard of RUN_DIR: methods × cells, MAE/MSE/NAE/mAP as mean ± std over seeds."""
-    from .io import atomic_write_text
+    from .io import atomic_write_text, check_writable_dir
     from .leaderboard import collect, leaderboard, render
 
     text = render(leaderboard(collect(run_dir)), fmt)
     if output:
+        check_writable_dir(Path(output).parent, "the folder of -o")
+        if Path(output).exists() and not os.access(output, os.W_OK):
+            raise HarnessError(f"-o {output} is read-only: choose another file or fix its permissions")
         atomic_write_text(output, text)
         err_console.print(f"wrote {output}")
     else:
@@ -202,19 +226,31 @@ def count(images, counter_name, out_dir, device):
     from .data.images import read_image
     from .execution import resolve_device
 
+    from .io import check_writable_dir
+
     regs = _registries()
     spec = regs.counters.get(counter_name)
     counter = spec.factory(device=resolve_device(device))
+    try:
+        check_writable_dir(out_dir, "--out")
+        writable = True
+    except HarnessError as exc:  # the counts are still worth printing
+        click.echo(f"Warning: {exc}; printing counts without overlays", err=True)
+        writable = False
     for path in images:
         image = read_image(path)
         pred = counter.predict(image)
         line = f"{path}\t{pred.count:.1f}"
-        if pred.density is not None:
+        if pred.density is not None and writable:
             from .visualize import save_density_overlay
 
-            png = save_density_overlay(image, pred.density, pred.count,
-                                       Path(out_dir) / f"{Path(path).stem}_density.png")
-            line += f"\t{png}"
+            try:
+                line += "\t" + str(save_density_overlay(image, pred.density, pred.count,
+                                                        Path(out_dir) / f"{Path(path).stem}_density.png"))
+            except OSError as exc:
+                click.echo(line)  # the computed count is never lost
+                raise HarnessError(f"cannot write the overlay into {out_dir} ({exc.strerror or type(exc).__name__})"
+                                   f": choose another --out") from None
         click.echo(line)
 
 

@@ -38,6 +38,7 @@ class RunSummary:
     skipped: list[Cell] = field(default_factory=list)
     failed: list[tuple[Cell, str]] = field(default_factory=list)  # (cell, "Type: one-line message")
     interrupted: bool = False
+    replaced: list[Path] = field(default_factory=list)  # cells of another configuration moved aside (--force)
 
     @property
     def ok(self) -> bool:
@@ -71,29 +72,41 @@ def resolve_device(device: str) -> str:
     raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
 
 
-def check_existing(plan: Plan, out_dir: Path, device: str) -> None:
-    """Refuse an output folder holding cells of the same path but another configuration.
+def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False) -> list[Path]:
+    """Refuse an output folder holding cells of the same path but another configuration — other options, another
+    data root, or other dataset files (the data fingerprint: ids, sizes, modification times). With ``force`` such
+    cells are moved aside (``<cell>.replaced-<time>``, nothing is deleted) and computed again.
+
+    Returns:
+        the cell folders moved aside.
 
     Raises:
-        ConfigError: listing every such cell."""
+        ConfigError: listing every such cell (without ``force``)."""
     import json
 
-    problems = []
+    problems, stale = [], []
     for cell in plan.cells:
         path = out_dir / cell.relpath / "config.json"
         if not path.exists():
             continue
         try:
-            old = json.loads(path.read_text())
+            old = identity(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue  # unreadable config of an unfinished cell: rewritten when the cell runs
-        new = cell_config(plan, cell, device)
-        diff = [k for k, v in identity(new).items() if identity(old).get(k) != v]
+        new = identity(cell_config(plan, cell, device))
+        diff = [k for k in old if old.get(k) != new.get(k)]
         if diff:
-            problems.append(f"{path} was run with a different {', '.join(diff)}")
-    if problems:
-        raise ConfigError("the output folder holds cells of another configuration; use another --out or delete "
-                          "them: " + "; ".join(problems))
+            problems.append(f"{path.parent} was run with a different {', '.join(diff)}")
+            stale.append(path.parent)
+    if problems and not force:
+        raise ConfigError("the output folder holds cells of another configuration (" + "; ".join(problems)
+                          + "): use another --out, or --force to move them aside and compute them again")
+    moved = []
+    for folder in stale:
+        dest = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(folder, dest)
+        moved.append(dest)
+    return moved
 
 
 def _disk_full_message(exc: OSError, cell_dir: Path) -> str:
@@ -132,15 +145,17 @@ class _SigintFlag:
 
 
 def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, progress: bool | None = None,
-            console: Any = None, cache: ArtifactCache | None = None) -> RunSummary:
+            console: Any = None, cache: ArtifactCache | None = None, force: bool = False) -> RunSummary:
     """Run every cell of ``plan`` under ``out_dir`` (layout: :mod:`harness.cell`) and return a summary.
 
     Finished cells (``metrics.json`` present) are skipped; a failing cell writes ``error.json`` (``type``,
     one-line ``message``; traceback in ``log.txt``) and the others continue; cells with an ``error.json`` are
-    retried. ``progress``: rich progress bars for cells and images (default: only on a terminal).
+    retried. ``progress``: rich progress bars for cells and images (default: only on a terminal). ``force``: cells
+    of another configuration at the same paths are moved aside and computed again (see :func:`check_existing`).
 
     Raises:
-        ConfigError: ``out_dir`` holds cells of another configuration, or the device is unavailable.
+        ConfigError: ``out_dir`` holds cells of another configuration (without ``force``), or the device is
+            unavailable.
         DiskFullError: the disk filled up (finished cells are kept).
     """
     from rich.console import Console
@@ -148,13 +163,13 @@ def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, pro
 
     out = Path(out_dir)
     device = resolve_device(device)
-    check_existing(plan, out, device)
+    moved = check_existing(plan, out, device, force)
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or ArtifactCache()
     commit = git_commit()
     console = console or Console(stderr=True)
     show = console.is_terminal if progress is None else progress
-    summary = RunSummary(out_dir=out)
+    summary = RunSummary(out_dir=out, replaced=moved)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not show, transient=True) as bars, _SigintFlag() as sigint:
         cells_bar = bars.add_task("cells", total=len(plan.cells))

@@ -53,6 +53,32 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def check_writable_dir(path: str | os.PathLike, what: str) -> Path:
+    """Check that ``path`` is, or can be created as, a folder this process can write into.
+
+    Walks up to the nearest existing ancestor: it must be a folder (not a file) and writable.
+
+    Raises:
+        HarnessError: one line naming the path at fault and what to do.
+    """
+    from .errors import HarnessError
+
+    path = Path(path).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is" if probe == path else f"is below {probe}, which is"
+        raise HarnessError(f"{what} {path} {where} a file, not a folder: choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == path else f" (its parent {probe} exists)"
+        raise HarnessError(f"{what} {path} is not writable{where}: choose a folder you can write to, or fix its "
+                           f"permissions")
+    return path
+
+
 def _json_default(obj: Any):
     if isinstance(obj, (np.integer,)):
         return int(obj)

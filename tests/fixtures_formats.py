@@ -31,13 +31,18 @@ def random_points(n: int, seed: int, h: int = H, w: int = W) -> np.ndarray:
     return np.column_stack([rng.uniform(0.5, w - 0.5, n), rng.uniform(0.5, h - 0.5, n)])
 
 
-def write_shanghaitech_mat(path: Path, points: np.ndarray) -> Path:
+def write_shanghaitech_mat(path: Path, points: np.ndarray, *, transposed: bool = False,
+                           number: int | None = -1) -> Path:
     """``GT_IMG_n.mat`` as distributed: ``image_info`` is a (1,1) object array holding a (1,1) struct with
-    fields ``location`` ((N, 2) double, x y) and ``number`` ((1,1) uint16)."""
+    fields ``location`` ((N, 2) double, x y) and ``number`` ((1,1) uint16). Defects for tests: ``transposed``
+    stores ``location`` as (2, N); ``number`` overrides the count field (None: no ``number`` field)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    struct = np.zeros((1, 1), dtype=[("location", "O"), ("number", "O")])
-    struct[0, 0]["location"] = np.asarray(points, np.float64).reshape(-1, 2)
-    struct[0, 0]["number"] = np.array([[len(points)]], dtype=np.uint16)
+    fields = [("location", "O")] + ([] if number is None else [("number", "O")])
+    struct = np.zeros((1, 1), dtype=fields)
+    loc = np.asarray(points, np.float64).reshape(-1, 2)
+    struct[0, 0]["location"] = loc.T if transposed else loc
+    if number is not None:
+        struct[0, 0]["number"] = np.array([[len(points) if number == -1 else number]], dtype=np.uint16)
     info = np.empty((1, 1), dtype=object)
     info[0, 0] = struct
     scipy.io.savemat(str(path), {"image_info": info})

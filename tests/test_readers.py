@@ -10,8 +10,9 @@ import pytest
 import scipy.io
 
 from fixtures_formats import (H, W, make_jhu, make_nwpu, make_qnrf, make_shanghaitech, make_ucf50,
-                              write_annpoints_mat, write_jpeg, write_shanghaitech_mat)
-from harness.data.readers import JHUCrowd, NWPUCrowd, ShanghaiTech, UCFCC50, UCFQNRF, natural_key
+                              random_points, write_annpoints_mat, write_jpeg, write_shanghaitech_mat)
+from harness.data.readers import ShanghaiTech, UCFCC50, UCFQNRF, natural_key
+from harness.data.readers_official_val import JHUCrowd, NWPUCrowd
 from harness.data.splits import n_val_for, split_train_val
 from harness.errors import ConfigError, DataError, DataRootError
 from harness.plugins import build_registries
@@ -123,6 +124,34 @@ def test_points_outside_image_dropped_and_counted(tmp_path, caplog):
     np.testing.assert_array_equal(s.points, inside)
     assert s.meta["n_points_dropped"] == 4 and s.meta["n_points_annotated"] == 7
     assert any("IMG_2" in r.getMessage() and "dropped 4" in r.getMessage() for r in caplog.records)
+
+
+def test_sht_transposed_location_is_read_by_its_own_count_or_refused(tmp_path):
+    """A location stored as (2, N) was read as 2 heads (GT 61 -> 2): now the file's number field decides."""
+    make_shanghaitech(tmp_path, "B", n_train=2, n_test=4)
+    gt = tmp_path / "ShanghaiTech/part_B/test_data/ground-truth"
+    pts = random_points(61, seed=3)
+    write_shanghaitech_mat(gt / "GT_IMG_1.mat", pts, transposed=True)  # number = 61 agrees with the transpose
+    write_shanghaitech_mat(gt / "GT_IMG_2.mat", pts, transposed=True, number=None)  # no count: ambiguous
+    write_shanghaitech_mat(gt / "GT_IMG_3.mat", pts, number=60)  # count contradicts the points
+    write_shanghaitech_mat(gt / "GT_IMG_4.mat", pts[:2], transposed=True)  # (2, 2): the stored layout is kept
+    refs = ShanghaiTech(tmp_path, "B").samples("test")
+    np.testing.assert_allclose(refs[0].load().points, pts)
+    with pytest.raises(DataError, match=r"GT_IMG_2.mat: .*shape \(2, 61\).*no head count") as exc:
+        refs[1].load()
+    assert "\n" not in str(exc.value)
+    with pytest.raises(DataError, match=r"GT_IMG_3.mat: .*shape \(61, 2\) but the file's head count is 60"):
+        refs[2].load()
+    assert refs[3].load().count == 2
+
+
+def test_two_image_files_with_one_id_are_an_error_naming_both(tmp_path):
+    """IMG_3.jpg plus a stray IMG_3.png: directory order used to pick one silently."""
+    make_shanghaitech(tmp_path, "B", n_train=2, n_test=4)
+    write_jpeg(tmp_path / "ShanghaiTech/part_B/test_data/images/IMG_3.png")
+    with pytest.raises(DataError, match=r"images: 1 id\(s\) with two files \(IMG_3.jpg and IMG_3.png\)") as exc:
+        ShanghaiTech(tmp_path, "B").samples("test")
+    assert "keep one file per image" in str(exc.value)
 
 
 def test_sht_mat_with_wrong_keys(tmp_path):

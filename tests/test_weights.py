@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +16,9 @@ from harness.io import file_sha256
 
 @pytest.fixture
 def no_defaults(monkeypatch, tmp_path):
-    """No ``HARNESS_WEIGHTS`` and no ``../shared/weights`` fallbacks: only what the test passes."""
+    """No ``HARNESS_WEIGHTS``: only what the test passes."""
     monkeypatch.delenv("HARNESS_WEIGHTS", raising=False)
     monkeypatch.delenv("HARNESS_CSRNET_WEIGHTS", raising=False)
-    monkeypatch.setattr(W, "_default_roots", lambda: [tmp_path / "nowhere"])
 
 
 def _fake_npz(path, n=W.CSRNET_N_ARRAYS):
@@ -49,7 +49,20 @@ def test_mcnn_weights_lookup_order(tmp_path, monkeypatch, no_defaults):
     assert W.mcnn_weights("sha", root=a) == a / "mcnn" / "mcnn_shtechA_660.h5"  # explicit root first
 
 
+def test_missing_weights_folder_is_one_line_naming_the_variable(tmp_path, monkeypatch, no_defaults):
+    """HARNESS_WEIGHTS at a missing folder used to fall back to <repo>/../shared/weights silently."""
+    with pytest.raises(WeightsError, match=r"^no weights folder: set HARNESS_WEIGHTS to the folder holding "
+                                           r"mcnn/mcnn_shtechA_660.h5$"):
+        W.mcnn_weights("SHA")
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "typo"))
+    with pytest.raises(WeightsError, match=r"^HARNESS_WEIGHTS points at .*typo, which is not a folder: set it to "
+                                           r"the folder holding mcnn/mcnn_shtechA_660.h5$"):
+        W.mcnn_weights("SHA")
+    assert "shared" not in Path(W.__file__).read_text()  # no hidden fallback to a folder users do not have
+
+
 def test_mcnn_weights_missing_message_lists_paths_and_fix(tmp_path, monkeypatch, no_defaults):
+    (tmp_path / "empty").mkdir()
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "empty"))
     with pytest.raises(WeightsError) as e:
         W.mcnn_weights("SHB")

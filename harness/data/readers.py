@@ -34,7 +34,6 @@ Common behaviour:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -50,8 +49,8 @@ from .images import read_image, read_image_with_meta
 from .splits import split_train_val
 
 __all__ = [
-    "SPLITS", "natural_key", "resolve_data_root", "ShanghaiTech", "UCFCC50", "UCFQNRF", "JHUCrowd",
-    "NWPUCrowd", "load_mat", "filter_points",
+    "SPLITS", "natural_key", "resolve_data_root", "ShanghaiTech", "UCFCC50", "UCFQNRF",
+    "load_mat", "filter_points",
 ]
 
 log = logging.getLogger("harness.data")
@@ -104,15 +103,26 @@ def _find_dataset_dir(label: str, root: Path, candidates: Sequence[Path],
 
 def _listing(folder: Path, pattern: str) -> dict[str, Path]:
     """``{id: path}`` for the files in ``folder`` whose name fully matches ``pattern`` (group 1 = id);
-    hidden files (e.g. macOS ``._IMG_1.jpg``) are ignored."""
+    hidden files (e.g. macOS ``._IMG_1.jpg``) are ignored.
+
+    Raises:
+        DataError: two files with one id (e.g. ``IMG_3.jpg`` and ``IMG_3.png``), naming both: which one is the
+            photo cannot be guessed (directory order would decide silently).
+    """
     rx = re.compile(pattern, re.IGNORECASE)
     out: dict[str, Path] = {}
-    for p in folder.iterdir():
+    clashes: list[str] = []
+    for p in sorted(folder.iterdir()):
         if p.name.startswith("."):
             continue
         m = rx.fullmatch(p.name)
         if m and p.is_file():
+            if m.group(1) in out:
+                clashes.append(f"{out[m.group(1)].name} and {p.name}")
             out[m.group(1)] = p
+    if clashes:
+        raise DataError(f"{folder}: {len(clashes)} id(s) with two files ({_few(clashes)}); keep one file per image "
+                        f"(move the stray copy out of the folder)")
     return out
 
 
@@ -158,7 +168,28 @@ def load_mat(path: Path) -> dict:
         raise DataError(f"cannot read annotation file {path}: {reason}; re-download it") from exc
 
 
-def _as_points(value, path: Path, where: str) -> np.ndarray:
+def _scalar(value) -> int | None:
+    """An integer stored in a MATLAB field (``[[61]]``), or None."""
+    while isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
+        value = value.flat[0]
+    try:
+        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return None
+    return int(arr[0]) if arr.size == 1 and np.isfinite(arr[0]) else None
+
+
+def _as_points(value, path: Path, where: str, expected: int | None = None) -> np.ndarray:
+    """``(N, 2)`` points from an annotation array, cross-checked against the file's own head count.
+
+    ``(N, 2)`` (or ``(N, k > 2)``: the first two columns) is the original layout. An array stored transposed,
+    ``(2, M)`` with ``M != 2``, is accepted only when that reading is unambiguous: the file's own count
+    ``expected`` (ShanghaiTech's ``number``) equals ``M``. Without a count such an array is refused (2 heads with
+    extra columns, or M heads transposed, cannot be told apart).
+
+    Raises:
+        DataError: not numeric, a bad shape, a count that contradicts the points, or an ambiguous orientation.
+    """
     while isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
         value = value.flat[0]
     try:
@@ -168,10 +199,22 @@ def _as_points(value, path: Path, where: str) -> np.ndarray:
                         f"re-download the annotations") from None
     if a.size == 0:
         return np.zeros((0, 2), np.float64)
-    if a.ndim != 2 or a.shape[1] < 2:
+    if a.ndim != 2 or max(a.shape) < 2:
         raise DataError(f"{path}: {where} has shape {a.shape}, expected (N, 2) x, y head points; "
                         f"re-download the annotations")
-    return np.ascontiguousarray(a[:, :2])
+    rows_ok = a.shape[1] >= 2 and (expected is None or expected == a.shape[0])
+    transposed_ok = a.shape[0] == 2 and a.shape[1] != 2 and (expected is None or expected == a.shape[1])
+    if a.shape[0] == 2 and a.shape[1] > 2 and expected is None:
+        raise DataError(f"{path}: {where} has shape {a.shape}: 2 heads with extra columns, or {a.shape[1]} heads "
+                        f"stored transposed? The file has no head count to decide; store it as (N, 2)")
+    if transposed_ok and not (rows_ok and a.shape[1] == 2):
+        log.warning("%s: %s is stored transposed %s; read as (%d, 2) (the file's count agrees)", path, where,
+                    a.shape, a.shape[1])
+        return np.ascontiguousarray(a.T[:, :2])
+    if rows_ok:
+        return np.ascontiguousarray(a[:, :2])
+    raise DataError(f"{path}: {where} has shape {a.shape} but the file's head count is {expected}; the annotation "
+                    f"is inconsistent: re-download it")
 
 
 def _dig(obj, key: str, depth: int = 0):
@@ -328,7 +371,8 @@ class ShanghaiTech(_FolderDataset):
             raise DataError(f"{path}: expected key path image_info[0,0][0,0]['location'] (an (N, 2) array of "
                             f"x, y head points) but found top-level keys: {keys}; re-download the "
                             f"ShanghaiTech ground truth")
-        return _Annotation(_as_points(loc, path, "image_info[0,0][0,0]['location']"))
+        number = _scalar(_dig(mat.get("image_info"), "number"))
+        return _Annotation(_as_points(loc, path, "image_info[0,0][0,0]['location']", expected=number))
 
 
 # --------------------------------------------------------------------------------------------- UCF
@@ -404,172 +448,3 @@ class UCFQNRF(_FolderDataset):
 
     def _read_annotation(self, ref: SampleRef) -> _Annotation:
         return _Annotation(_ann_points(ref.annotation_path, "UCF-QNRF"))
-
-
-# --------------------------------------------------------------------------------------------- JHU
-
-
-class JHUCrowd(_FolderDataset):
-    """JHU-Crowd++ v2.0 (Sindagi, Yasarla & Patel, TPAMI 2020): official train / val / test splits.
-
-    ``root`` may be the data root (holding ``jhu_crowd_v2.0/``) or that folder itself.
-    ``{split}/gt/nnnn.txt`` has one head per line, ``x y w h o b``: head centre ``(x, y)`` (the points),
-    box width/height, occlusion level (1 visible, 2 partial, 3 full) and blur (0/1); an empty file means no
-    heads. Per-head extras in ``meta``: ``boxes`` ``(N, 4)`` ``(x, y, w, h)``, ``occlusion`` ``(N,) int``,
-    ``blur`` ``(N,) int``. ``{split}/image_labels.txt`` (``name,count,scene,weather,distractor``) adds
-    ``meta["label_count"]``, ``scene``, ``weather`` (0 none, 1 fog/haze, 2 rain, 3 snow), ``distractor``.
-    """
-
-    official_val = True
-
-    def __init__(self, root: str | Path | None, *, name: str = "JHU"):
-        data_root = resolve_data_root(root)
-        folder = _find_dataset_dir(
-            "JHU-Crowd++", data_root,
-            [data_root / "jhu_crowd_v2.0", data_root / "jhu_crowd_plusplus", data_root / "JHU-Crowd++", data_root],
-            lambda p: any((p / s / "images").is_dir() for s in SPLITS),
-            "jhu_crowd_v2.0/{train,val,test}/images/nnnn.jpg + gt/nnnn.txt")
-        super().__init__(name, folder)
-        self._labels: dict[str, dict[str, dict]] = {}
-
-    def _official(self, split: str) -> list[tuple[str, Path, Path]]:
-        sub = self.root / split
-        img_dir, gt_dir = sub / "images", sub / "gt"
-        for d in (img_dir, gt_dir):
-            if not d.is_dir():
-                raise DataRootError(f"{self.name} {split}: folder {d} is missing; re-extract JHU-Crowd++ or "
-                                    f"{_ROOT_HINT}")
-        images = _listing(img_dir, r"(.+)" + _IMAGE_RE)
-        anns = _listing(gt_dir, r"(.+)\.txt")
-        return _pair(f"{self.name} {split} ({sub})", images, anns, ann_for=lambda i: f"gt/{i}.txt",
-                     image_for=lambda i: f"images/{i}.jpg")
-
-    def _image_labels(self, split: str) -> dict[str, dict]:
-        if split not in self._labels:
-            path = self.root / split / "image_labels.txt"
-            labels: dict[str, dict] = {}
-            if path.is_file():
-                for n, line in enumerate(path.read_text().splitlines(), 1):
-                    cols = [c.strip() for c in line.split(",")]
-                    if not line.strip():
-                        continue
-                    if len(cols) < 5:
-                        raise DataError(f"{path} line {n}: expected 'name,count,scene,weather,distractor', got "
-                                        f"{line.strip()!r}; re-download JHU-Crowd++")
-                    try:
-                        labels[Path(cols[0]).stem] = {"label_count": int(float(cols[1])), "scene": cols[2],
-                                                      "weather": int(float(cols[3])),
-                                                      "distractor": int(float(cols[4]))}
-                    except ValueError:
-                        raise DataError(f"{path} line {n}: non-numeric count/weather/distractor in "
-                                        f"{line.strip()!r}; re-download JHU-Crowd++") from None
-            self._labels[split] = labels
-        return self._labels[split]
-
-    def _read_annotation(self, ref: SampleRef) -> _Annotation:
-        path = ref.annotation_path
-        rows = []
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise DataError(f"cannot read annotation file {path}: {exc.strerror or exc}; re-download it") from None
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            cols = line.replace(",", " ").split()
-            try:
-                vals = [float(c) for c in cols]
-            except ValueError:
-                vals = []
-            if len(vals) < 2:
-                raise DataError(f"{path} line {n}: expected 'x y w h o b' numbers, got {line.strip()!r}; "
-                                f"re-download JHU-Crowd++")
-            rows.append((vals + [np.nan] * 6)[:6])
-        a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
-        meta = dict(self._image_labels(ref.split).get(ref.id, {}))
-        per_head = {"boxes": a[:, :4].copy(),
-                    "occlusion": np.nan_to_num(a[:, 4], nan=-1).astype(np.int64),
-                    "blur": np.nan_to_num(a[:, 5], nan=-1).astype(np.int64)}
-        return _Annotation(np.ascontiguousarray(a[:, :2]), meta, per_head)
-
-
-# --------------------------------------------------------------------------------------------- NWPU
-
-
-class NWPUCrowd(_FolderDataset):
-    """NWPU-Crowd (Wang, Gao, Gao, Li & Li, TPAMI 2020): 3109 train / 500 val / 1500 test images.
-
-    ``root`` may be the data root (holding ``NWPU-Crowd/``) or that folder itself; it holds
-    ``images/nnnn.jpg``, ``jsons/nnnn.json`` (``points``: list of ``[x, y]``; ``human_num``; extras kept
-    in ``meta["human_num"]``) and ``train.txt`` / ``val.txt`` / ``test.txt`` (first token = image id).
-
-    Test labels are withheld by the NWPU-Crowd authors (predictions are scored on their server). So
-    ``samples("test")`` lists the test images (``ref.load_image()`` works, e.g. to write a submission)
-    with ``annotation_path=None`` when no json exists, and ``ref.load()`` then raises a DataError saying
-    the labels are withheld: evaluate on ``val`` instead. A test json that *is* present is read normally.
-    """
-
-    official_val = True
-
-    def __init__(self, root: str | Path | None, *, name: str = "NWPU"):
-        data_root = resolve_data_root(root)
-        folder = _find_dataset_dir(
-            "NWPU-Crowd", data_root,
-            [data_root / "NWPU-Crowd", data_root / "NWPU_Crowd", data_root / "NWPU", data_root],
-            lambda p: (p / "images").is_dir() and any((p / f"{s}.txt").is_file() for s in SPLITS),
-            "NWPU-Crowd/images/nnnn.jpg + jsons/nnnn.json + train.txt, val.txt, test.txt")
-        super().__init__(name, folder)
-
-    def _official(self, split: str) -> list[tuple[str, Path, Path | None]]:
-        listfile = self.root / f"{split}.txt"
-        if not listfile.is_file():
-            raise DataRootError(f"{self.name} {split}: split list {listfile} is missing; re-extract NWPU-Crowd or "
-                                f"{_ROOT_HINT}")
-        ids = []
-        for line in listfile.read_text().splitlines():
-            tok = line.split()
-            if tok:
-                ids.append(Path(tok[0]).stem)
-        ids = sorted(dict.fromkeys(ids), key=natural_key)
-        img_dir, json_dir = self.root / "images", self.root / "jsons"
-        images = {i: p for i in ids for p in [img_dir / f"{i}.jpg", img_dir / f"{i}.png"] if p.is_file()}
-        anns = {i: json_dir / f"{i}.json" for i in ids if (json_dir / f"{i}.json").is_file()}
-        no_img = [i for i in ids if i not in images]
-        no_ann = [] if split == "test" else [i for i in ids if i not in anns]
-        if no_img or no_ann:
-            parts = []
-            if no_img:
-                parts.append(f"{len(no_img)} listed image(s) missing: "
-                             + _few(f"images/{i}.jpg" for i in no_img))
-            if no_ann:
-                parts.append(f"{len(no_ann)} image(s) without annotation: "
-                             + _few(f"{i}.jpg (missing jsons/{i}.json)" for i in no_ann))
-            raise DataError(f"{self.name} {split} ({listfile}): {'; '.join(parts)}; restore the missing files "
-                            f"from the original archive")
-        return [(i, images[i], anns.get(i)) for i in ids]
-
-    def _read_annotation(self, ref: SampleRef) -> _Annotation:
-        path = ref.annotation_path
-        if path is None:
-            raise DataError(f"{self.name} test labels are withheld by the NWPU-Crowd authors (no "
-                            f"jsons/{ref.id}.json for {ref.image_path}); evaluate on the 'val' split, or "
-                            f"submit test predictions to the NWPU-Crowd benchmark server")
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise DataError(f"annotation file {path} does not exist; re-download NWPU-Crowd") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot parse annotation file {path}: {' '.join(str(exc).split())}; "
-                            f"re-download it") from None
-        if not isinstance(data, dict) or "points" not in data:
-            keys = ", ".join(map(str, data)) if isinstance(data, dict) else type(data).__name__
-            raise DataError(f"{path}: expected key 'points' (a list of [x, y] head points) but found: "
-                            f"{keys or '(none)'}; re-download NWPU-Crowd")
-        points = _as_points(data["points"] if data["points"] else np.zeros((0, 2)), path, "'points'")
-        meta = {}
-        if "human_num" in data:
-            meta["human_num"] = int(data["human_num"])
-            if meta["human_num"] != len(points):
-                log.warning("%s: human_num=%d but %d points; the points are used", path, meta["human_num"],
-                            len(points))
-        return _Annotation(points, meta)

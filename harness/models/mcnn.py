@@ -28,6 +28,8 @@ from ..io import file_sha256
 from ..types import Provenance
 from .base import TorchDensityCounter, check_image
 
+#: receptive-field radius in input pixels (measured: the input support of one output cell's gradient)
+RECEPTIVE_FIELD = 40
 STRIDE = 4
 
 #: (in, out, kernel) of the four convs of each column (Zhang et al. 2016, Fig. 2).
@@ -132,7 +134,7 @@ def mcnn_counter(dataset: str = "SHA", *, weights: str | os.PathLike | None = No
         dataset: which weights (part A: ``mcnn_shtechA_660.h5``; part B: ``mcnn_shtechB_110.h5``).
         weights: explicit ``.h5`` path (overrides the lookup of :func:`harness.weights.mcnn_weights`), or
             ``"random"``: the architecture with a seeded random init (tests; provenance ``random-init``).
-        weights_root: folder holding ``mcnn/`` (else ``$HARNESS_WEIGHTS`` or ``../shared/weights``).
+        weights_root: folder holding ``mcnn/`` (else ``$HARNESS_WEIGHTS``).
         device: torch device.
 
     Raises:
@@ -147,10 +149,12 @@ def mcnn_counter(dataset: str = "SHA", *, weights: str | os.PathLike | None = No
             model = MCNN()
         return TorchDensityCounter(model, name=name or f"mcnn-{key.lower()}", stride=STRIDE,
                                    provenance=Provenance("random-init"), preprocess=mcnn_preprocess,
-                                   output_rounding="floor", device=device)
+                                   output_rounding="floor", device=device,
+                               receptive_field=RECEPTIVE_FIELD)
     path = Path(weights) if weights is not None else mcnn_weights(key, root=weights_root)
     model = load_mcnn_h5(MCNN(), path)
     prov = Provenance(weights=f"mcnn/{path.name}", trained_on=frozenset({key}), licence="MIT",
                       sha256=file_sha256(path))
     return TorchDensityCounter(model, name=name or f"mcnn-{key.lower()}", stride=STRIDE, provenance=prov,
-                               preprocess=mcnn_preprocess, output_rounding="floor", device=device)
+                               preprocess=mcnn_preprocess, output_rounding="floor", device=device,
+                               receptive_field=RECEPTIVE_FIELD)

@@ -25,6 +25,8 @@ from torch import nn
 from ..types import Provenance
 from .base import TorchDensityCounter, imagenet_preprocess, make_vgg_layers
 
+#: receptive-field radius in input pixels (measured: the input support of one output cell's gradient)
+RECEPTIVE_FIELD = 152
 STRIDE = 8
 BACKEND_CFG = (512, 512, 512, 256, 128, 64)
 
@@ -76,4 +78,5 @@ def rescsrnet_counter(*, width: float = 1.0, seed: int | None = None, device: st
             model = ResCSRNet(width=width)
     prov = Provenance(weights="random-init", trained_on=frozenset(), licence="")
     return TorchDensityCounter(model, name=name, stride=STRIDE, provenance=prov, preprocess=imagenet_preprocess,
-                               output_rounding="ceil", device=device)
+                               output_rounding="ceil", device=device,
+                               receptive_field=RECEPTIVE_FIELD)

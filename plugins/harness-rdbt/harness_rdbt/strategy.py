@@ -277,9 +277,16 @@ class RDBT:
         for t in range(cfg.cycles, 0, -1):
             p = ckdir / f"rdbt-cycle-{t}.pt"
             if p.exists():
-                st = torch.load(p, map_location="cpu", weights_only=True)
-                R.load_state_dict(st["R"])
-                D.load_state_dict(st["D"])
+                try:
+                    st = torch.load(p, map_location="cpu", weights_only=True)
+                    R.load_state_dict(st["R"])
+                    D.load_state_dict(st["D"])
+                except Exception as exc:  # a torn or corrupt file: set it aside, resume from the cycle before
+                    dest = p.with_name(f"{p.name}.corrupt-{int(time.time())}")
+                    p.rename(dest)
+                    ctx.log.warning("rdbt: checkpoint %s cannot be loaded (%s); moved to %s, resuming from the cycle "
+                                    "before", p, type(exc).__name__, dest.name)
+                    continue
                 report["cycles"] = st["report"]
                 start = t
                 ctx.log.info("rdbt: resuming after cycle %d from %s", t, p)

@@ -164,3 +164,12 @@ def test_iterations_report_scores_every_cycle_and_matches_the_run(domains, tmp_p
     assert rows[-1]["mae:regression"] == pytest.approx(metrics["mae:regression"], rel=1e-5)
     assert rows[-1]["mae:detection"] == pytest.approx(metrics["mae:detection"], rel=1e-5)
     assert "| iteration |" in (cell / "iterations-eval.md").read_text()
+
+
+def test_a_corrupt_cycle_checkpoint_is_set_aside_and_the_cycle_recomputed(rdbt_run):
+    ctx, counter, _ = rdbt_run
+    last = ctx.workdir / "checkpoints" / "rdbt-cycle-2.pt"
+    last.write_bytes(b"torn")
+    again = RDBT(**TINY).fit(ctx)  # resumes after cycle 1 and recomputes cycle 2 (deterministic)
+    assert any(p.name.startswith("rdbt-cycle-2.pt.corrupt-") for p in last.parent.iterdir())
+    assert last.exists() and torch.equal(again.R.output.weight, counter.R.output.weight)
