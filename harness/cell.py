@@ -9,6 +9,7 @@ A cell (method, source→target, seed) lives in ``<out>/<method>/<source>→<tar
     metrics.json         MAE, MSE (root), NAE, mAP, AP@δ, flags, provenance; written last: marks the cell done
     error.json           written instead of metrics.json when the cell failed (retried next run)
     log.txt              the cell's log (tracebacks of failures included)
+    overlays/            best-<r>-<id>.png / worst-<r>-<id>.png: the predicted density of the 2 best and 2 worst images
     checkpoints/         the strategy's (``ctx.workdir / "checkpoints"``)
 
 :class:`CellEnvironment` seeds every RNG with the cell seed before ``fit`` and restores torch's thread count, RNG
@@ -24,6 +25,7 @@ import random
 import subprocess
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +37,8 @@ from .io import ArtifactCache, atomic_write_json, atomic_write_text
 from .planning import Cell, Plan
 
 PARTIAL_FILE = "predictions.partial.jsonl"
+#: the folder of a cell's best / worst image overlays (for its report page)
+OVERLAYS = "overlays"
 #: config keys that must match for an existing cell directory to be resumed
 IDENTITY_KEYS = ("method", "strategy", "options", "profile", "source", "target", "seed", "limit_test", "precision",
                  "data_root", "data")
@@ -87,7 +91,7 @@ def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None) 
         "limit_test": cell.limit_test, "device": device, "precision": plan.precision,
         "harness_version": __version__, "git_commit": commit,
         "data_root": str(plan.data_root) if plan.data_root else None, "python": platform.python_version(),
-        "data": plan_fingerprints(plan, cell),
+        "data": plan_fingerprints(plan, cell), "command": plan.command,
     }
 
 
@@ -173,15 +177,69 @@ def close_logger(logger: logging.Logger) -> None:
         logger.removeHandler(h)
 
 
+@dataclass
+class Fit:
+    """One fit of a cell: the source it trains on, the target dataset whose unlabelled images it sees, the images
+    it is scored on, its work folder and its progress file (a folded target has one per fold)."""
+
+    tag: str
+    source: Any
+    target: Any
+    refs: list
+    workdir: Path
+    partial: Path
+
+
+def plan_fits(plan: Plan, cell: Cell, cell_dir: Path, uses_target_images: bool) -> list[Fit]:
+    """The fits of a cell (docs/design.md §8).
+
+    - A target that declares ``folds`` (UCF_CC_50) is scored on all its images, pooled over the folds: when the
+      method trains on it (``source == target``: k-fold cross-validation) or looks at its unlabelled images, there is
+      one fit per fold (train and target images of fold k, scored on fold k's test images); otherwise one fit,
+      scored on every image.
+    - A source that is also the target scored on its ``val`` split (NWPU-Crowd) selects its model on a held-out part
+      of its train split instead, so the evaluation images never choose the weights.
+    """
+    from .data.splits import HeldOutVal
+
+    source, target = plan.datasets[cell.source], plan.datasets[cell.target]
+    split = eval_split(target)
+    refs = target.samples(split)
+    refs = refs[:cell.limit_test] if cell.limit_test else refs
+    folds = getattr(target, "folds", None)
+    if not folds or not (cell.source == cell.target or uses_target_images):
+        if cell.source == cell.target and split == "val":
+            source = HeldOutVal(source)
+        return [Fit("", source, target, refs, cell_dir, cell_dir / PARTIAL_FILE)]
+    keep = {r.id for r in refs}
+    out = []
+    for k, fold in enumerate(folds, 1):
+        fold_refs = [r for r in fold.samples("test") if r.id in keep]
+        if fold_refs:
+            out.append(Fit(f"fold-{k}", fold if cell.source == cell.target else source, fold, fold_refs,
+                           cell_dir / f"fold-{k}", cell_dir / f"predictions.fold-{k}.partial.jsonl"))
+    return out
+
+
+def make_context(plan: Plan, cell: Cell, fit: Fit, device: str, cache: ArtifactCache, options: Any,
+                 log: logging.Logger) -> CellContext:
+    """The :class:`~harness.context.CellContext` of one fit of a cell (the target's train images unlabelled)."""
+    return CellContext(source=fit.source, source_name=cell.source, target_name=cell.target,
+                       target_images=[ref.unlabelled() for ref in fit.target.samples("train")], profile=plan.profile,
+                       seed=cell.seed, device=device, precision=plan.precision, workdir=fit.workdir, cache=cache,
+                       registries=plan.registries, options=options, log=log)
+
+
 def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: ArtifactCache,
              commit: str | None, on_image: Callable[[int, int], None] | None = None) -> dict:
     """Fit and evaluate one cell in ``cell_dir`` (see the module notes); returns the metrics written.
 
     Exceptions propagate (the caller records them); an interruption leaves the progress files for resume.
     """
-    registries = plan.registries
-    method = registries.methods.get(cell.method)
-    strategy_spec = registries.strategies.get(method.strategy)
+    from .evaluation import metrics_from_records
+
+    method = plan.registries.methods.get(cell.method)
+    strategy_spec = plan.registries.strategies.get(method.strategy)
     options = copy.deepcopy(plan.strategy_options[cell.method])
     atomic_write_json(cell_dir / "config.json", cell_config(plan, cell, device, commit))
     (cell_dir / "checkpoints").mkdir(exist_ok=True)
@@ -190,30 +248,54 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
         t0 = time.perf_counter()
         log.info("cell %s: strategy %s options %s profile %s device %s precision %s", cell, method.strategy,
                  plan.options(cell.method), plan.profile, device, plan.precision)
-        source, target = plan.datasets[cell.source], plan.datasets[cell.target]
-        ctx = CellContext(source=source, source_name=cell.source, target_name=cell.target,
-                          target_images=[ref.unlabelled() for ref in target.samples("train")],
-                          profile=plan.profile, seed=cell.seed, device=device, precision=plan.precision,
-                          workdir=cell_dir, cache=cache, registries=registries, options=options, log=log)
+        strategy = strategy_spec.factory(options)
+        uses_target = bool(getattr(strategy, "uses_target_images", strategy_spec.uses_target_images))
+        fits = plan_fits(plan, cell, cell_dir, uses_target)
+        records, ctxs, counters, fit_s, eval_s, predictors = [], [], [], 0.0, 0.0, {}
+        total = sum(len(f.refs) for f in fits)
+        for f in fits:
+            if f.tag:
+                log.info("%s: train on %s, score %d images of %s", f.tag, f.source.name, len(f.refs), f.target.name)
+                (f.workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            ctx = make_context(plan, cell, f, device, cache, options, log)
+            done = len(records)
+            with CellEnvironment(cell.seed, device):
+                t1 = time.perf_counter()
+                counter = strategy.fit(ctx)
+                fit_s += time.perf_counter() - t1
+                log.info("fit done in %.1f s; counter %s, provenance %s", time.perf_counter() - t1,
+                         getattr(counter, "name", "?"), counter.provenance.to_dict())
+                result = evaluate_counter(counter, f.refs, seed=cell.seed, partial_path=f.partial, log=log,
+                                          on_image=None if on_image is None else
+                                          (lambda i, n, d=done: on_image(d + i, total)))
+            records += result.records
+            predictors.update({ref.id: (counter, ref) for ref in f.refs})
+            eval_s += result.seconds
+            ctxs.append(ctx)
+            counters.append(counter)
+            if len(fits) > 1:
+                strategy = strategy_spec.factory(copy.deepcopy(plan.strategy_options[cell.method]))
+        order = {r.id: i for i, r in enumerate(r for f in fits for r in f.refs)}
+        records.sort(key=lambda r: order[r["image_id"]])
+        atomic_write_text(cell_dir / "predictions.csv", predictions_csv(records))
         with CellEnvironment(cell.seed, device):
-            counter = strategy_spec.factory(options).fit(ctx)
-            fit_s = time.perf_counter() - t0
-            log.info("fit done in %.1f s; counter %s, provenance %s", fit_s, getattr(counter, "name", "?"),
-                     counter.provenance.to_dict())
-            split = eval_split(target)
-            refs = target.samples(split)[:cell.limit_test] if cell.limit_test else target.samples(split)
-            result = evaluate_counter(counter, refs, seed=cell.seed, partial_path=cell_dir / PARTIAL_FILE,
-                                      on_image=on_image, log=log)
-        atomic_write_text(cell_dir / "predictions.csv", predictions_csv(result.records))
-        metrics = dict(result.metrics)
+            from .visualize import save_cell_overlays
+
+            save_cell_overlays(records, predictors, cell_dir / OVERLAYS, cell.seed)
+        counter = counters[-1]
+        metrics = metrics_from_records(records, localises=getattr(counter, "localises", True))
         if metrics.get("map") is None:
             log.info("no localisation metrics: the counter %s", "does not localise"
                      if not getattr(counter, "localises", True) else "gave neither points nor a density map")
-        metrics.update(cell_flags(cell, strategy_spec, counter, ctx, split))
-        n_dropped = int(sum(r.get("n_points_dropped", 0) for r in result.records))
+        split = eval_split(plan.datasets[cell.target])
+        metrics.update(cell_flags(cell, strategy_spec, counters, ctxs, split))
+        protocol = getattr(plan.datasets[cell.target], "protocol", None)
+        if protocol:
+            metrics.update({"protocol": protocol, "fits": [f.tag or "all" for f in fits]})
+        n_dropped = int(sum(r.get("n_points_dropped", 0) for r in records))
         if n_dropped:
             log.info("%d annotated points outside their images were dropped from the %s split", n_dropped, split)
-        metrics.update({"n_points_dropped": n_dropped, "fit_s": round(fit_s, 3), "eval_s": round(result.seconds, 3),
+        metrics.update({"n_points_dropped": n_dropped, "fit_s": round(fit_s, 3), "eval_s": round(eval_s, 3),
                         "duration_s": round(time.perf_counter() - t0, 3)})
         atomic_write_json(cell_dir / "metrics.json", metrics)  # last: marks the cell finished
         log.info("done: MAE %.3f MSE %.3f NAE %s mAP %s (%d images, %.1f s)", metrics["mae"], metrics["mse"],
@@ -229,21 +311,26 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
         close_logger(log)
 
 
-def cell_flags(cell: Cell, strategy_spec: Any, counter: Any, ctx: CellContext, split: str) -> dict:
-    """Provenance and leakage flags of a finished fit (what the leaderboard shows beside the numbers)."""
+def cell_flags(cell: Cell, strategy_spec: Any, counters: list, ctxs: list[CellContext], split: str) -> dict:
+    """Provenance and leakage flags of a cell's fits (what the leaderboard shows beside the numbers); several fits
+    (folds) contribute the union of their labels, the last one its notes."""
+    ctx, provenance = ctxs[-1], counters[-1].provenance
     notes = dict(ctx.provenance_notes)
-    provenance = counter.provenance
-    labels = frozenset(provenance.trained_on) | ctx.labels_seen()
+    if len(ctxs) > 1:
+        notes["folds"] = [dict(c.provenance_notes) for c in ctxs]
+    labels = frozenset().union(*(frozenset(c.provenance.trained_on) for c in counters),
+                               *(c.labels_seen() for c in ctxs))
     return {
         "method": cell.method, "strategy": strategy_spec.name, "source": cell.source, "target": cell.target,
         "seed": cell.seed, "profile": ctx.profile, "limit_test": cell.limit_test, "eval_split": split,
-        "target_labels_seen": bool(provenance.saw_labels_of(cell.target) or cell.target.upper() in
-                                   {d.upper() for d in labels}),
+        "target_labels_seen": cell.target.upper() in {d.upper() for d in labels},
         "labels_used": sorted(labels),
-        "uses_target_images": bool(strategy_spec.uses_target_images or notes.get("uses_target_images")),
-        "selection_split": str(notes.get("selection_split", "none")), "localises": bool(getattr(counter, "localises",
-                                                                                                True)),
-        "provenance": provenance.to_dict(), "provenance_notes": notes, "components": ctx.components,
+        "uses_target_images": bool(strategy_spec.uses_target_images
+                                   or any(c.provenance_notes.get("uses_target_images") for c in ctxs)),
+        "selection_split": str(notes.get("selection_split", "none")),
+        "localises": bool(getattr(counters[-1], "localises", True)),
+        "provenance": provenance.to_dict(), "provenance_notes": notes,
+        "components": [c for x in ctxs for c in x.components],
     }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -119,6 +120,12 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
         methods = SYNTHETIC_METHODS
     out_dir = out_dir or Path("runs") / profile
     plan = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test, precision)
+    plan.command = shlex.join(["harness", "run", "--matrix", ",".join(f"{a}→{b}" for a, b in plan.matrix),
+                               "--methods", ",".join(plan.methods), "--seeds", ",".join(map(str, plan.seeds)),
+                               "--profile", profile, "--device", device, "--precision", precision,
+                               "--out", str(out_dir)]
+                              + (["--data-root", str(data_root)] if data_root else [])
+                              + (["--limit-test", str(limit_test)] if limit_test else []))
     if any(not (Path(out_dir) / c.relpath / "metrics.json").exists() for c in plan.cells):
         check_writable_dir(out_dir, "--out")  # a finished run in a read-only folder is only printed
     err_console.print(f"[bold]harness run[/bold]: {len(plan.cells)} cell(s) "
@@ -210,6 +217,59 @@ def leaderboard_cmd(run_dir, fmt, output):
         err_console.print(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default RUN_DIR/report).")
+def report_cmd(run_dir, out_dir):
+    """A static HTML report of RUN_DIR that works offline: the sortable leaderboard (index.html) and a page per
+    cell (command, configuration, provenance, count scatter, error histogram, best/worst density overlays)."""
+    from .io import check_writable_dir
+    from .report import write_report
+
+    out_dir = out_dir or Path(run_dir) / "report"
+    check_writable_dir(out_dir, "-o")
+    click.echo(str(write_report(run_dir, out_dir)))
+
+
+@main.command("compare")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("method_a")
+@click.argument("method_b")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
+def compare_cmd(run_dir, method_a, method_b, fmt):
+    """Per cell of RUN_DIR: METHOD_A's MAE minus METHOD_B's, its 95 % paired bootstrap interval over the test
+    images, and the fraction of resamples in which A beats B."""
+    from .leaderboard import collect, compare
+
+    table = compare(collect(run_dir), method_a, method_b)
+    if fmt == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(table.to_json(orient="records", force_ascii=False, indent=2))
+    else:
+        click.echo(table.to_markdown(index=False, tablefmt="github", disable_numparse=True))
+        click.echo(f"\nA = {method_a}, B = {method_b}; A − B < 0: A has the lower MAE. Paired bootstrap over the test "
+                   f"images (2000 resamples, seed 0; seeds averaged on the same resampled images).")
+
+
+@main.command("submit")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--dataset", default="NWPU", show_default=True, help="Benchmark whose test labels are withheld.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default RUN_DIR/submission).")
+@click.option("--data-root", type=click.Path(path_type=Path), envvar="HARNESS_DATA", default=None)
+@click.option("--device", default="auto", show_default=True)
+def submit_cmd(run_dir, dataset, out_dir, data_root, device):
+    """Test-set predictions of RUN_DIR's cells targeting DATASET in its online-evaluation formats (NWPU-Crowd:
+    count.txt = `id count` lines, loc.txt = `id n x1 y1 ...` lines), for methods scored on its val split."""
+    from .execution import resolve_device
+    from .submit import submit
+
+    for folder in submit(run_dir, dataset, out=out_dir, device=resolve_device(device), data_root=data_root):
+        click.echo(str(folder))
 
 
 # --------------------------------------------------------------------------------------------- count

@@ -200,7 +200,8 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
                        "n_points_dropped": int(sample.meta.get("n_points_dropped", 0)),
                        "extras": {k: float(v) for k, v in (pred.extras or {}).items()
                                   if isinstance(v, (int, float, np.number)) and math.isfinite(float(v))},
-                       "pred_points": _round(pts), "scores": _round(scores, 6), "gt_points": _round(sample.points)}
+                       "pred_points": _round(pts), "scores": _round(scores, 6), "gt_points": _round(sample.points),
+                       "has_density": pred.density is not None}
                 if fh is not None:
                     fh.write(json.dumps(rec) + "\n")
                     fh.flush()
@@ -235,15 +236,22 @@ def output_metrics(records: list[dict]) -> dict:
 
 
 def metrics_from_records(records: list[dict], *, localises: bool = True) -> dict:
-    """MAE, MSE (root), NAE (:func:`harness.metrics.count_metrics`), per-output MAE/MSE, and — for counters that
-    localise, when every record has points — mAP over δ = 1..100 with AP@5/10/20 (``None`` otherwise)."""
+    """MAE, MSE (root), NAE (:func:`harness.metrics.count_metrics`) with their 95 % bootstrap intervals over the
+    images (``mae_ci``, ``mse_ci``; :mod:`harness.stats`), per-output MAE/MSE, and — for counters that localise,
+    when every record has points — mAP over δ = 1..100 with AP@5/10/20 (``None`` otherwise)."""
     from .metrics import count_metrics, localisation_map
 
     if not records:
         return {"n_images": 0, "mae": None, "mse": None, "nae": None, "map": None, "ap": {},
                 **{f"ap@{d}": None for d in AP_DELTAS_REPORTED}}
-    metrics = dict(count_metrics(np.array([r["pred_count"] for r in records]),
-                                 np.array([r["gt_count"] for r in records])))
+    pred, gt = np.array([r["pred_count"] for r in records]), np.array([r["gt_count"] for r in records])
+    metrics = dict(count_metrics(pred, gt))
+    from .stats import bootstrap_mae_mse
+
+    mae_ci, mse_ci = bootstrap_mae_mse(pred - gt)
+    metrics.update({"mae_ci": mae_ci.to_list(), "mse_ci": mse_ci.to_list(),
+                    "bootstrap": {"resamples": mae_ci.resamples, "level": mae_ci.level, "seed": mae_ci.seed,
+                                  "unit": "test images"}})
     metrics.update(output_metrics(records))
     if localises and all(r["pred_points"] is not None for r in records):
         items = [(np.asarray(r["pred_points"], dtype=np.float64).reshape(-1, 2),

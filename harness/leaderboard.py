@@ -5,12 +5,14 @@
 - :func:`leaderboard` pivots to rows = methods, columns = cells × (MAE↓, MSE↓, NAE↓, mAP↑), each
   ``"mean ± std"`` over seeds (plus ``MAE↓ <output>`` / ``MSE↓ <output>`` per named output when cells
   report ``mae:<output>``, e.g. RDBT's regression and detection heads). The std is the *sample* standard
-  deviation (``ddof=1``); with a single seed
-  there is no spread to report, so the cell shows the value alone (no ``± 0.00``, which would claim a
-  measured zero spread). Flag columns follow: *seeds*, *uses target images*, *selection split*.
-  A cell whose weights saw the target's labels (``target_labels_seen`` in any seed) gets a dagger ``†`` on
-  its MAE; a cell evaluated on the first N test images only (``--limit-test N``) is labelled ``[n=N]``
-  in its column names.
+  deviation (``ddof=1``); with a single seed there is no spread to report, so the cell shows the value alone.
+  Next to MAE and MSE, ``[low, high]`` is the 95 % paired bootstrap interval over the test images
+  (:mod:`harness.stats`; the seeds' mean, the same resampled images for every seed) where the cells' per-image
+  predictions are present. Flag columns follow: *seeds*, *labels used*, *uses target images*, *selection split*,
+  and *eval split* where a target is not scored on its test split.
+  Marks on MAE: ``†`` the weights saw the target's labels; ``‡`` the method does not beat the ``source-mean``
+  baseline of that cell (when the run has it). A cell evaluated on the first N images only (``--limit-test N``)
+  is labelled ``[n=N]``, a target scored by a protocol (e.g. UCF_CC_50's pooled 5-fold) carries it in brackets.
 - :func:`render` formats that table; Markdown gets legend lines (dagger, limited cells, and "MSE is the
   root mean squared error (the field's convention)", i.e. sqrt(mean (ĉ − c)²), MCNN, Zhang et al. 2016).
 """
@@ -30,11 +32,18 @@ METRICS = (("mae", "MAE↓", 2), ("mse", "MSE↓", 2), ("nae", "NAE↓", 3), ("m
 DAGGER = "†"
 LEGEND_DAGGER = (f"{DAGGER} target labels seen: the weights were trained on the target dataset's labels "
                  "(not a cross-domain result).")
+DDAGGER = "‡"
+BASELINE = "source-mean"
+LEGEND_DDAGGER = (f"{DDAGGER} does not beat the {BASELINE} baseline (the source train split's mean count) on this "
+                  "cell: not a result.")
+LEGEND_CI = ("[low, high]: 95 % paired bootstrap interval of MAE / MSE over the test images (2000 resamples, "
+             "seed 0; over seeds, the mean of the seeds on the same resampled images).")
 LEGEND_MSE = "MSE is the root mean squared error (the field's convention)."
 FORMATS = ("md", "csv", "json", "latex", "html")
 
 _COLUMNS = ["method", "source", "target", "cell", "seed", "limit_test", "profile", "mae", "mse", "nae", "map",
-            "n_images", "target_labels_seen", "uses_target_images", "selection_split", "duration_s", "path"]
+            "n_images", "target_labels_seen", "uses_target_images", "selection_split", "eval_split", "protocol",
+            "labels_used", "duration_s", "path"]
 
 
 def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -57,6 +66,8 @@ def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"{path} is not valid JSON ({exc}); delete it to recompute the cell") from None
         row = {k: m.get(k) for k in _COLUMNS}
+        row["eval_split"] = m.get("eval_split") or "test"
+        row["labels_used"] = tuple(m["labels_used"]) if m.get("labels_used") is not None else None
         row.update({k: m[k] for k in m if _is_output_metric(k)})
         row["cell"] = f"{m.get('source')}→{m.get('target')}"
         row["path"] = str(path.parent)
@@ -99,8 +110,37 @@ def _mean_std(values: pd.Series, decimals: int) -> str:
     return f"{v.mean():.{decimals}f} ± {v.std(ddof=1):.{decimals}f}"
 
 
-def _cell_label(cell: str, limit) -> str:
-    return cell if limit is None or (isinstance(limit, float) and math.isnan(limit)) else f"{cell} [n={int(limit)}]"
+def _cell_label(cell: str, limit, protocol=None) -> str:
+    label = cell if protocol is None or (isinstance(protocol, float) and math.isnan(protocol)) else f"{cell} ({protocol})"
+    return label if limit is None or (isinstance(limit, float) and math.isnan(limit)) else f"{label} [n={int(limit)}]"
+
+
+def _interval_text(paths: list[str], decimals: int) -> tuple[str, str]:
+    """`` [low, high]`` of MAE and MSE from the cells' ``predictions.csv`` (paired over seeds), or ``("", "")``."""
+    from .stats import bootstrap_mae_mse
+
+    frames = []
+    for p in paths:
+        f = Path(p) / "predictions.csv"
+        if not f.exists():
+            return "", ""
+        frames.append(pd.read_csv(f, usecols=["image_id", "gt_count", "pred_count"]))
+    if not frames or any(list(fr["image_id"]) != list(frames[0]["image_id"]) for fr in frames) or frames[0].empty:
+        return "", ""
+    errors = [(fr["pred_count"] - fr["gt_count"]).to_numpy(float) for fr in frames]
+    mae, mse = bootstrap_mae_mse(errors)
+    return (f" [{mae.low:.{decimals}f}, {mae.high:.{decimals}f}]", f" [{mse.low:.{decimals}f}, {mse.high:.{decimals}f}]")
+
+
+def _labels_text(row: pd.Series) -> str:
+    """What a cell's ``labels_used`` says, relative to its cell: ``none``, ``source``, ``target``, other names."""
+    labels = row["labels_used"]
+    if labels is None or (isinstance(labels, float) and math.isnan(labels)):
+        return "?"
+    if not labels:
+        return "none"
+    parts = ["source" if d == row["source"] else "target" if d == row["target"] else d for d in labels]
+    return "+".join(sorted(set(parts), key=lambda p: (p != "source", p != "target", p)))
 
 
 def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
@@ -113,32 +153,88 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["method"])
     df = df.copy()
     df["limit_key"] = df["limit_test"].where(df["limit_test"].notna(), None)
-    df["label"] = [_cell_label(c, lim) for c, lim in zip(df["cell"], df["limit_key"])]
+    df["label"] = [_cell_label(c, lim, pr) for c, lim, pr in zip(df["cell"], df["limit_key"], df["protocol"])]
     labels = list(dict.fromkeys(df["label"]))
     extra = output_metrics(df)
+    baseline = {label: g["mae"].mean() for label, g in df[df["method"] == BASELINE].groupby("label")}
     rows = []
     for method, mdf in df.groupby("method", sort=True):
         row: dict[str, str] = {"method": method}
         for label in labels:
             cdf = mdf[mdf["label"] == label]
+            ci = _interval_text(list(cdf["path"]), 2) if not cdf.empty else ("", "")
             for key, name, dec in list(METRICS) + extra:
                 text = _mean_std(cdf[key], dec) if not cdf.empty else "–"
+                if key in ("mae", "mse") and text != "–":
+                    text += ci[key == "mse"]
                 if key == "mae" and not cdf.empty and cdf["target_labels_seen"].fillna(False).astype(bool).any():
                     text += f" {DAGGER}"
+                if (key == "mae" and method != BASELINE and label in baseline and not cdf.empty
+                        and cdf["mae"].mean() >= baseline[label]):
+                    text += f" {DDAGGER}"
                 row[f"{label} {name}"] = text
         seeds = sorted({int(s) for s in mdf["seed"].dropna()})
         row["seeds"] = ",".join(map(str, seeds))
+        row["labels used"] = "; ".join(sorted({_labels_text(r) for _, r in mdf.iterrows()}))
         row["uses target images"] = "yes" if mdf["uses_target_images"].fillna(False).astype(bool).any() else "no"
         row["selection split"] = ",".join(sorted({str(s) for s in mdf["selection_split"].fillna("none")}))
+        other = sorted({f"{c}: {e}" for c, e in zip(mdf["cell"], mdf["eval_split"]) if e != "test"})
+        if other or (df["eval_split"] != "test").any():
+            row["eval split"] = ", ".join(other) or "test"
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare(df: pd.DataFrame, method_a: str, method_b: str) -> pd.DataFrame:
+    """Per cell, method A against method B on the same test images and seeds (:func:`harness.stats.compare_mae`):
+    columns ``cell``, ``seeds``, ``images``, ``MAE A``, ``MAE B``, ``A − B`` (negative: A is better), ``95 % CI``
+    (paired bootstrap over the images), ``P(A better)`` (fraction of resamples in which A's MAE is lower).
+
+    Raises:
+        ConfigError: a method has no finished cell in the run, or the two share none.
+    """
+    from .stats import compare_mae
+
+    for m in (method_a, method_b):
+        if m not in set(df["method"]):
+            raise ConfigError(f"method {m!r} has no finished cell in this run; it has: "
+                              f"{', '.join(sorted(set(df['method']))) or '(none)'}")
+    rows = []
+    for cell in dict.fromkeys(df["cell"]):
+        a, b = (df[(df["method"] == m) & (df["cell"] == cell) & df["limit_test"].isna()] for m in (method_a, method_b))
+        seeds = sorted(set(a["seed"]) & set(b["seed"]))
+        if not seeds:
+            continue
+        errs = []
+        for part in (a, b):
+            frames = [pd.read_csv(Path(part[part["seed"] == s]["path"].iloc[0]) / "predictions.csv") for s in seeds]
+            errs.append(frames)
+        if any(list(f["image_id"]) != list(errs[0][0]["image_id"]) for fr in errs for f in fr):
+            continue  # not the same images: nothing paired to compare
+        c = compare_mae([f["abs_error"].to_numpy(float) for f in errs[0]],
+                        [f["abs_error"].to_numpy(float) for f in errs[1]])
+        rows.append({"cell": cell, "seeds": ",".join(str(int(s)) for s in seeds), "images": c.n_images,
+                     f"MAE {method_a}": f"{c.mae_a:.2f}", f"MAE {method_b}": f"{c.mae_b:.2f}",
+                     "A − B": f"{c.diff:+.2f}", "95 % CI": f"[{c.interval.low:+.2f}, {c.interval.high:+.2f}]",
+                     "P(A better)": f"{c.p_a_better:.3f}"})
+    if not rows:
+        raise ConfigError(f"{method_a} and {method_b} share no finished cell (same pair, seed and images) in this run")
     return pd.DataFrame(rows)
 
 
 def notes(board: pd.DataFrame) -> list[str]:
     """Legend lines for ``board``: the dagger (when used), limited test splits, and the MSE convention."""
     out = []
-    if board.astype(str).apply(lambda col: col.str.contains(DAGGER, regex=False)).to_numpy().any():
+    text = board.astype(str)
+    if text.apply(lambda col: col.str.contains(DAGGER, regex=False)).to_numpy().any():
         out.append(LEGEND_DAGGER)
+    if text.apply(lambda col: col.str.contains(DDAGGER, regex=False)).to_numpy().any():
+        out.append(LEGEND_DDAGGER)
+    if text.apply(lambda col: col.str.contains(r"\[\d", regex=True)).to_numpy().any():
+        out.append(LEGEND_CI)
+    if "labels used" in board.columns:
+        out.append("labels used: whose labels reached the counter (source, target, other datasets; none: "
+                   "label-free).")
     if any("[n=" in c for c in board.columns):
         out.append("[n=N]: evaluated on the first N test images only (--limit-test); not comparable to full runs.")
     out.append(LEGEND_MSE)
@@ -148,7 +244,7 @@ def notes(board: pd.DataFrame) -> list[str]:
 _LATEX_SUBS = [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
                ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")]
 _LATEX_UNICODE = [("±", r"$\pm$"), ("→", r"$\to$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"),
-                  ("†", r"$^\dagger$"), ("–", "--")]
+                  ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("–", "--")]
 
 
 def _latex(text: str) -> str:
@@ -200,4 +296,5 @@ def _html_escape(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-__all__ = ["collect", "leaderboard", "render", "notes", "FORMATS", "METRICS", "LEGEND_MSE", "LEGEND_DAGGER"]
+__all__ = ["collect", "leaderboard", "compare", "render", "notes", "FORMATS", "METRICS", "LEGEND_MSE", "LEGEND_DAGGER",
+           "LEGEND_DDAGGER", "BASELINE"]

@@ -155,6 +155,7 @@ class Plan:
     datasets: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
+    command: str | None = None  # the command line that made the plan (recorded in each cell's config.json)
 
     def options(self, method: str) -> dict:
         """The method's raw options for the profile (as registered; recorded in ``config.json``)."""

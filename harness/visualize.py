@@ -80,3 +80,41 @@ def save_density_overlay(image: np.ndarray, density: np.ndarray, count: float | 
     """
     arr = density_overlay(image, density, count, alpha=alpha, label=label)
     return atomic_save(Path(path), lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+
+
+def save_cell_overlays(records: list[dict], predictors: dict, folder: str | os.PathLike, seed: int, k: int = 2
+                       ) -> list[Path]:
+    """Overlays of a cell's ``k`` best and ``k`` worst images (by absolute count error) for its report page:
+    ``<folder>/{best,worst}-<rank>-<image id>.png`` with the predicted density and "pred / gt" written on it. Each
+    image is predicted again with its evaluation seed, so the overlay shows exactly the evaluated prediction.
+    Counters that gave no density map (records without ``has_density``) get none.
+
+    Args:
+        records: the evaluation records (``image_id``, ``gt_count``, ``pred_count``, ``abs_error``).
+        predictors: ``image_id -> (counter, ref)``.
+        folder: where to write (replaced). seed: the cell seed.
+
+    Returns:
+        the PNGs written.
+    """
+    import shutil
+
+    from .evaluation import image_seed, predict_image
+
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    if not any(r.get("has_density") for r in records):
+        return []
+    ranked = sorted(records, key=lambda r: r["abs_error"])
+    chosen = [("best", i, r) for i, r in enumerate(ranked[:k], 1)]
+    chosen += [("worst", i, r) for i, r in enumerate(reversed(ranked[-k:]), 1) if r not in ranked[:k]]
+    out = []
+    for kind, rank, rec in chosen:
+        counter, ref = predictors[rec["image_id"]]
+        image = ref.load_image()
+        pred = predict_image(counter, image, image_seed(seed, ref.key), f"counter on image {ref.key}")
+        label = f"pred {pred.count:.1f} / gt {rec['gt_count']:.0f}"
+        path = folder / f"{kind}-{rank}-{rec['image_id']}.png"
+        if pred.density is not None:
+            out.append(save_density_overlay(image, pred.density, None, path, label=label))
+    return out

@@ -111,7 +111,8 @@ def test_run_failures_exit_code_and_resume(regs, tmp_path):
     mean = np.mean([ref.load().count for ref in src.samples("train")[:5]])
     mae = np.mean([abs(mean - ref.load().count) for ref in tgt.samples("test")[:3]])
     row = next(line for line in r.stdout.splitlines() if line.startswith("| example-mean"))
-    assert row.split("|")[2].strip() == f"{mae:.2f} ± 0.00"  # two seeds, deterministic: zero spread
+    # two seeds, deterministic: zero spread; then the images' bootstrap interval
+    assert row.split("|")[2].strip().startswith(f"{mae:.2f} ± 0.00 [")
 
     r2 = invoke("run", "--matrix", MATRIX, "--methods", "example-mean", "--seeds", "0,1", "--limit-test", 3,
                 "--device", "cpu", "--out", out)
@@ -191,7 +192,7 @@ def test_end_to_end_builtin_pretrained_counter(data_root, weights_root, tmp_path
     assert shb["map"] is not None and 0 <= shb["map"] <= 1  # points from the density map's local maxima
     assert (out / "source-only-mcnn-shb/SHA→SHB/seed-0-n2/config.json").exists()
     row = next(line for line in r.stdout.splitlines() if line.startswith("| source-only-mcnn-shb"))
-    assert f"{shb['mae']:.2f} †" in row and "none (pretrained)" in row
+    assert f"{shb['mae']:.2f} [" in row and "] †" in row and "none (pretrained)" in row and "SHB; target" in row
 
 
 def test_plugin_commands_join_the_cli(regs):

@@ -259,6 +259,19 @@ def test_ucf50_five_fold_protocol(tmp_path, fold):
     np.testing.assert_allclose(s.points, written[("all", test[0].id)])
 
 
+def test_ucf50_pooled_protocol_lists_all_50_and_its_folds(tmp_path):
+    from harness.data.readers import UCFCC50Pooled
+
+    make_ucf50(tmp_path)
+    ds = UCFCC50Pooled(tmp_path)
+    assert ds.name == "UCF50" and ds.protocol == "5-fold pooled"
+    assert _ids(ds.samples("test")) == [str(i) for i in range(1, 51)]
+    assert [f.name for f in ds.folds] == [f"UCF50-F{k}" for k in range(1, 6)]
+    assert sorted(i for f in ds.folds for i in _ids(f.samples("test"))) == sorted(_ids(ds.samples("test")))
+    train, val = ds.samples("train"), ds.samples("val")  # as a source for another target: all 50, 5 held out
+    assert len(train) == 45 and len(val) == 5
+
+
 def test_ucf50_wrong_key_and_zero_heads(tmp_path):
     make_ucf50(tmp_path)
     write_annpoints_mat(tmp_path / "UCF_CC_50/2_ann.mat", np.zeros((0, 2)))
@@ -409,8 +422,8 @@ def test_registered_datasets(tmp_path):
     reg = build_registries().datasets
     for alias in ("SHA", "sha", "shanghaitech-a", "part_a", "Part-A"):
         assert reg.resolve(alias) == "SHA"
-    assert reg.resolve("UCF50-F1") == "UCF50" and reg.resolve("ucf_cc_50") == "UCF50"
-    for name in ("SHB", "UCF50-F2", "UCF50-F5", "QNRF", "JHU", "NWPU"):
+    assert reg.resolve("ucf_cc_50") == "UCF50"
+    for name in ("SHB", "UCF50-F1", "UCF50-F2", "UCF50-F5", "QNRF", "JHU", "NWPU"):
         assert reg.resolve(name) == name
     sha = reg.get("part_a").factory(tmp_path)
     assert sha.name == "SHA" and len(sha.samples("test")) == 3

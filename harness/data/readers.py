@@ -49,7 +49,7 @@ from .images import read_image, read_image_with_meta
 from .splits import split_train_val
 
 __all__ = [
-    "SPLITS", "natural_key", "resolve_data_root", "ShanghaiTech", "UCFCC50", "UCFQNRF",
+    "SPLITS", "natural_key", "resolve_data_root", "ShanghaiTech", "UCFCC50", "UCFCC50Pooled", "UCFQNRF",
     "load_mat", "filter_points",
 ]
 
@@ -403,7 +403,7 @@ class UCFCC50(_FolderDataset):
         folder = _find_dataset_dir(
             "UCF_CC_50", data_root, [data_root / "UCF_CC_50", data_root / "UCF-CC-50", data_root],
             lambda p: any(p.glob("*_ann.mat")), "UCF_CC_50/{1..50}.jpg + {1..50}_ann.mat")
-        super().__init__(name or ("UCF50" if fold == 1 else f"UCF50-F{fold}"), folder,
+        super().__init__(name or f"UCF50-F{fold}", folder,
                          val_fraction=val_fraction, seed=seed)
         self.fold = fold
 
@@ -415,6 +415,29 @@ class UCFCC50(_FolderDataset):
         lo, hi = 10 * (self.fold - 1) + 1, 10 * self.fold
         in_fold = [t for t in pairs if lo <= int(t[0]) <= hi]
         return in_fold if split == "test" else [t for t in pairs if not lo <= int(t[0]) <= hi]
+
+    def _read_annotation(self, ref: SampleRef) -> _Annotation:
+        return _Annotation(_ann_points(ref.annotation_path, "UCF_CC_50"))
+
+
+class UCFCC50Pooled(_FolderDataset):
+    """UCF_CC_50 scored by its standard protocol: all 50 images, pooled over the 5 folds (Idrees et al., CVPR 2013).
+
+    ``samples("test")`` lists all 50 images and ``folds`` holds the 5 :class:`UCFCC50` folds: a method that trains on
+    UCF_CC_50 (``UCF50→UCF50``) or looks at its unlabelled images is fitted once per fold and scored on that fold's
+    10 test images; a method that does neither (e.g. ``SHA→UCF50``) is fitted once and scored on all 50 — the same
+    numbers, pooled (see :func:`harness.cell.plan_fits`). As a *source* for another target, ``train``/``val`` are
+    all 50 images with a seeded ``val_fraction`` held out.
+    """
+
+    protocol = "5-fold pooled"
+
+    def __init__(self, root: str | Path | None, *, name: str = "UCF50", val_fraction: float = 0.1, seed: int = 0):
+        self.folds = [UCFCC50(root, k, val_fraction=val_fraction, seed=seed) for k in range(1, 6)]
+        super().__init__(name, self.folds[0].root, val_fraction=val_fraction, seed=seed)
+
+    def _official(self, split: str) -> list[tuple[str, Path, Path]]:
+        return sorted((t for f in self.folds for t in f._official("test")), key=lambda t: natural_key(t[0]))
 
     def _read_annotation(self, ref: SampleRef) -> _Annotation:
         return _Annotation(_ann_points(ref.annotation_path, "UCF_CC_50"))

@@ -116,6 +116,12 @@ class NWPUCrowd(_FolderDataset):
     """
 
     official_val = True
+    protocol = None
+
+    @property
+    def eval_split(self) -> str:
+        """``val`` (the test labels are withheld), or ``test`` when every test image has its json."""
+        return "test" if all(r.annotation_path is not None for r in self.samples("test")) else "val"
 
     def __init__(self, root: str | Path | None, *, name: str = "NWPU"):
         data_root = resolve_data_root(root)

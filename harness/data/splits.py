@@ -11,7 +11,7 @@ import numpy as np
 
 from ..types import SampleRef
 
-__all__ = ["split_train_val", "n_val_for"]
+__all__ = ["split_train_val", "n_val_for", "HeldOutVal"]
 
 
 def n_val_for(n: int, fraction: float) -> int:
@@ -54,3 +54,28 @@ def split_train_val(refs: Sequence[SampleRef], fraction: float = 0.1,
     train = [r for i, r in enumerate(refs) if i not in held]
     val = [dataclasses.replace(r, split="val") for i, r in enumerate(refs) if i in held]
     return train, val
+
+
+class HeldOutVal:
+    """A view of a dataset whose ``val`` is a seeded fraction held out of its ``train`` split (and ``train`` the
+    rest), for training on a dataset whose official ``val`` split is the one it is scored on (NWPU-Crowd, whose test
+    labels are withheld): the images that score the model never select it. Other splits and attributes pass
+    through.
+
+    Args:
+        dataset: the wrapped dataset. fraction, seed: see :func:`split_train_val`.
+    """
+
+    def __init__(self, dataset, fraction: float = 0.1, seed: int = 0):
+        self._dataset, self._fraction, self._seed = dataset, fraction, seed
+        self._split = None
+
+    def __getattr__(self, name):
+        return getattr(self._dataset, name)
+
+    def samples(self, split: str) -> list[SampleRef]:
+        if split not in ("train", "val"):
+            return self._dataset.samples(split)
+        if self._split is None:
+            self._split = split_train_val(self._dataset.samples("train"), self._fraction, self._seed)
+        return list(self._split[0 if split == "train" else 1])

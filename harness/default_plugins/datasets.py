@@ -3,7 +3,8 @@
 Registered names (lookups are case-insensitive, ``_`` and ``-`` alike):
 
 - ``SHA`` (aliases ``shanghaitech-a``, ``part_a``), ``SHB`` (``shanghaitech-b``, ``part_b``): ShanghaiTech.
-- ``UCF50`` (``UCF_CC_50``, ``UCF50-F1``: fold 1), ``UCF50-F2`` .. ``UCF50-F5``: UCF_CC_50 5-fold protocol.
+- ``UCF50`` (``UCF_CC_50``): UCF_CC_50 scored by the 5-fold protocol, pooled over all 50 images;
+  ``UCF50-F1`` .. ``UCF50-F5``: the single folds.
 - ``QNRF`` (``UCF-QNRF``), ``JHU`` (``JHU-Crowd++``, ``jhu-crowd``), ``NWPU`` (``NWPU-Crowd``).
 
 Each factory takes the data root (``None``: the ``HARNESS_DATA`` environment variable).
@@ -25,9 +26,10 @@ def harness_register_datasets(register) -> None:
         "SHB", factory=lambda root: readers.ShanghaiTech(root, "B"), aliases=("shanghaitech-b", "part_b"),
         description="ShanghaiTech part B (sparse, street views): 400 train (10% held out as val) / 316 test"))
     register(DatasetSpec(
-        "UCF50", factory=lambda root: readers.UCFCC50(root, 1), aliases=("UCF_CC_50", "UCF50-F1"),
-        description="UCF_CC_50, 50 grayscale images, fold 1 of 5 (test on images 1-10, train on 11-50)"))
-    for k in range(2, 6):
+        "UCF50", factory=lambda root: readers.UCFCC50Pooled(root), aliases=("UCF_CC_50",),
+        description="UCF_CC_50, 50 grayscale images, 5-fold protocol pooled over all 50 (UCF50→UCF50: "
+                    "cross-validation in one cell)"))
+    for k in range(1, 6):
         register(DatasetSpec(
             f"UCF50-F{k}", factory=lambda root, k=k: readers.UCFCC50(root, k),
             description=f"UCF_CC_50 fold {k} of 5 (test on images {10 * k - 9}-{10 * k}, train on the rest)"))
@@ -39,4 +41,4 @@ def harness_register_datasets(register) -> None:
         description="JHU-Crowd++ v2.0: official 2272 train / 500 val / 1600 test, weather labels"))
     register(DatasetSpec(
         "NWPU", factory=lambda root: readers_official_val.NWPUCrowd(root), aliases=("NWPU-Crowd",),
-        description="NWPU-Crowd: official 3109 train / 500 val; 1500 test images with withheld labels"))
+        description="NWPU-Crowd: official 3109 train / 500 val / 1500 test (labels withheld): scored on val"))

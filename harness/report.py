@@ -1,0 +1,185 @@
+"""``harness report RUN_DIR -o DIR``: a static HTML report that works offline (docs/design.md §12).
+
+- ``DIR/index.html``: the leaderboard (:func:`harness.leaderboard.leaderboard`) — a rank by the first MAE column,
+  every header sortable by a click (numbers by value, missing cells "—" last; the metric's direction ↓/↑ gives the
+  first click's order), the best value of each metric column in bold, the flags explained below, and every method's
+  cell linked to its page.
+- ``DIR/cells/<method>__<source>-<target>__seed-<k>.html``: one page per finished cell — the exact command and the
+  resolved configuration, provenance (weights, labels used, components), the metrics with their bootstrap intervals,
+  a predicted-vs-true count scatter, an error histogram, and the density-map overlays of the best and worst images.
+
+Everything is inlined (CSS, a few lines of script, PNGs as data URIs): no CDN, no network, one folder to copy.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from .io import atomic_write_text
+from .leaderboard import collect, leaderboard, notes
+
+_NUM = re.compile(r"^-?\d+(?:\.\d+)?")
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5rem;color:#1b1b1b}
+table{border-collapse:collapse;font-size:.85rem}th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right}
+th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}td:first-child,td:nth-child(2),th:nth-child(2){text-align:left}
+th.sorted-asc::after{content:" ▲"}th.sorted-desc::after{content:" ▼"}tr:hover td{background:#fafae6}
+.notes li{margin:.15rem 0}.small{color:#555;font-size:.85rem}img{max-width:100%;border:1px solid #ddd}
+pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.8rem;white-space:pre-wrap}.grid{display:flex;flex-wrap:wrap;gap:1rem}
+.grid figure{margin:0;max-width:32rem}
+"""
+
+SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
+  const table = th.closest('table'), body = table.tBodies[0], rows = Array.from(body.rows);
+  const first = th.dataset.dir === 'desc' ? 'desc' : 'asc';
+  const dir = th.classList.contains('sorted-' + first) ? (first === 'asc' ? 'desc' : 'asc') : first;
+  table.querySelectorAll('th').forEach(h => h.classList.remove('sorted-asc', 'sorted-desc'));
+  th.classList.add('sorted-' + dir);
+  const key = r => r.cells[col].dataset.sort;
+  rows.sort((a, b) => {
+    const x = key(a), y = key(b);
+    if (x === '' || x === undefined) return 1; if (y === '' || y === undefined) return -1;
+    const nx = Number(x), ny = Number(y);
+    const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
+    return dir === 'asc' ? c : -c;
+  });
+  rows.forEach(r => body.appendChild(r));
+}));
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{body}<script>{SORT_JS}</script></body></html>\n")
+
+
+def _number(text: str) -> float | None:
+    m = _NUM.match(str(text).strip())
+    return float(m.group()) if m else None
+
+
+def _png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def cell_slug(method: str, cell: str, seed: int, limit=None) -> str:
+    """File name of a cell's page: ``<method>__<source>-<target>__seed-<k>[-n<N>].html`` (ASCII, no arrows)."""
+    tail = "" if limit is None or pd.isna(limit) else f"-n{int(limit)}"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{method}__{cell.replace('→', '-')}__seed-{int(seed)}{tail}")
+    return f"{safe}.html"
+
+
+def _index(df: pd.DataFrame, board: pd.DataFrame, run_dir: Path) -> str:
+    from .leaderboard import _cell_label
+
+    pages: dict[tuple[str, str], str] = {}  # (method, column label) -> the page of its first seed
+    for _, r in df.sort_values("seed").iterrows():
+        label = _cell_label(r["cell"], r["limit_test"], r["protocol"])
+        pages.setdefault((r["method"], label), cell_slug(r["method"], r["cell"], r["seed"], r["limit_test"]))
+    labels = sorted({label for _, label in pages}, key=len, reverse=True)
+    cols = list(board.columns)
+    metric_cols = [c for c in cols if c.endswith(("↓", "↑")) or "↓ " in c or "↑ " in c]
+    first_mae = next((c for c in cols if c.endswith("MAE↓")), None)
+    values = {c: [_number(v) for v in board[c]] for c in metric_cols}
+    best = {}
+    for c, vals in values.items():
+        nums = [v for v in vals if v is not None]
+        if nums:
+            best[c] = (max if "↑" in c else min)(nums)
+    order = sorted(range(len(board)), key=lambda i: (values[first_mae][i] is None, values[first_mae][i] or 0)) \
+        if first_mae else list(range(len(board)))
+    rank = {i: n + 1 for n, i in enumerate(order)}
+    head = "<tr><th data-dir='asc'>rank</th>" + "".join(
+        f"<th data-dir='{'desc' if '↑' in c else 'asc'}'>{html.escape(c)}</th>" for c in cols) + "</tr>"
+    rows = []
+    for i in order:
+        row = board.iloc[i]
+        method = row["method"]
+        tds = [f"<td data-sort='{rank[i]}'>{rank[i]}</td>"]
+        for c in cols:
+            text = "—" if str(row[c]) in ("–", "", "nan") else str(row[c])
+            sort = "" if c in metric_cols and values[c][i] is None else (values[c][i] if c in metric_cols else text)
+            cell_html = html.escape(text)
+            if c in best and values[c][i] == best[c]:
+                cell_html = f"<b>{cell_html}</b>"
+            label = next((lb for lb in labels if c.startswith(lb + " ")), None)
+            if c in metric_cols and (method, label) in pages and values[c][i] is not None:
+                cell_html = f"<a href='cells/{pages[(method, label)]}'>{cell_html}</a>"
+            tds.append(f"<td data-sort='{html.escape(str(sort), quote=True)}'>{cell_html}</td>")
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    legend = "".join(f"<li>{html.escape(n)}</li>" for n in notes(board))
+    legend += ("<li>↓ lower is better, ↑ higher is better; bold: the best value of the column; rank: by the first "
+               "MAE column; click a header to sort (missing cells, —, stay last).</li>")
+    return _page(f"crowd-harness: {run_dir.name}",
+                 f"<h1>Leaderboard: {html.escape(run_dir.name)}</h1><p class='small'>{html.escape(str(run_dir))} · "
+                 f"{len(df)} finished cell(s)</p><table class='sortable'><thead>{head}</thead><tbody>"
+                 + "".join(rows) + f"</tbody></table><ul class='notes'>{legend}</ul>")
+
+
+def _cell_page(row: pd.Series, tmp: Path) -> str:
+    from .figures import histograms, scatter
+
+    folder = Path(row["path"])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    command = config.get("command") or (
+        f"harness run --matrix '{row['cell']}' --methods {row['method']} --seeds {int(row['seed'])} --profile "
+        f"{config.get('profile', 'smoke')}" + (f" --limit-test {int(row['limit_test'])}"
+                                              if not pd.isna(row["limit_test"]) else ""))
+    figs = ""
+    preds = folder / "predictions.csv"
+    if preds.exists():
+        p = pd.read_csv(preds)
+        sc = scatter(p["gt_count"], p["pred_count"], tmp / "scatter.png", xlabel="true count",
+                     ylabel="predicted count", title=f"{row['method']} {row['cell']}", diagonal=True)
+        hi = histograms({"predicted − true": list(p["pred_count"] - p["gt_count"])}, tmp / "errors.png",
+                        xlabel="count error (predicted − true)")
+        figs = (f"<div class='grid'><figure><img alt='predicted vs true counts' src='{_png(sc)}'></figure>"
+                f"<figure><img alt='error histogram' src='{_png(hi)}'></figure></div>")
+    overlays = sorted((folder / "overlays").glob("*.png")) if (folder / "overlays").is_dir() else []
+    ov = "".join(f"<figure><img alt='{html.escape(o.stem)}' src='{_png(o)}'><figcaption>{html.escape(o.stem)}"
+                 f"</figcaption></figure>" for o in overlays)
+    keys = ("mae", "mae_ci", "mse", "mse_ci", "nae", "map", "ap@5", "ap@10", "ap@20", "n_images", "eval_split",
+            "protocol", "target_labels_seen", "labels_used", "uses_target_images", "selection_split", "fit_s",
+            "eval_s")
+    mrows = "".join(f"<tr><td>{k}</td><td>{html.escape(json.dumps(metrics.get(k)))}</td></tr>" for k in keys
+                    if k in metrics or k in ("map",))
+    prov = {k: metrics.get(k) for k in ("provenance", "provenance_notes", "components")}
+    return _page(f"{row['method']} {row['cell']} seed {int(row['seed'])}",
+                 f"<p><a href='../index.html'>← leaderboard</a></p><h1>{html.escape(row['method'])} · "
+                 f"{html.escape(row['cell'])} · seed {int(row['seed'])}</h1><h2>Command</h2>"
+                 f"<pre>{html.escape(command)}</pre><h2>Metrics</h2><table>{mrows}</table>"
+                 f"<p class='small'>MSE is the root mean squared error; intervals: 95 % bootstrap over the test "
+                 f"images.</p><h2>Counts</h2>{figs}<h2>Best and worst images</h2>"
+                 f"<div class='grid'>{ov or '<p>no overlays in this cell</p>'}</div><h2>Provenance</h2>"
+                 f"<pre>{html.escape(json.dumps(prov, indent=2))}</pre><h2>Configuration</h2>"
+                 f"<pre>{html.escape(json.dumps(config, indent=2, ensure_ascii=False))}</pre>")
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the report of ``run_dir`` into ``out_dir`` (see the module notes); returns ``out_dir / "index.html"``.
+
+    Raises:
+        DataError: ``run_dir`` is not a run folder.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    df = collect(run_dir)
+    board = leaderboard(df)
+    with tempfile.TemporaryDirectory() as tmp:
+        for _, row in df.iterrows():
+            atomic_write_text(out_dir / "cells" / cell_slug(row["method"], row["cell"], row["seed"], row["limit_test"]),
+                              _cell_page(row, Path(tmp)))
+    index = out_dir / "index.html"
+    atomic_write_text(index, _index(df, board, run_dir))
+    return index
+
+
+__all__ = ["write_report", "cell_slug"]
