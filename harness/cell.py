@@ -37,8 +37,9 @@ from .io import ArtifactCache, atomic_write_json, atomic_write_text
 from .planning import Cell, Plan
 
 PARTIAL_FILE = "predictions.partial.jsonl"
-#: the folder of a cell's best / worst image overlays (for its report page)
+#: the folder of a cell's best / worst image overlays (for its report page), and how many of each
 OVERLAYS = "overlays"
+OVERLAY_IMAGES = 2
 #: config keys that must match for an existing cell directory to be resumed
 IDENTITY_KEYS = ("method", "strategy", "options", "profile", "source", "target", "seed", "limit_test", "precision",
                  "data_root", "data")
@@ -227,7 +228,7 @@ def make_context(plan: Plan, cell: Cell, fit: Fit, device: str, cache: ArtifactC
     return CellContext(source=fit.source, source_name=cell.source, target_name=cell.target,
                        target_images=[ref.unlabelled() for ref in fit.target.samples("train")], profile=plan.profile,
                        seed=cell.seed, device=device, precision=plan.precision, workdir=fit.workdir, cache=cache,
-                       registries=plan.registries, options=options, log=log)
+                       registries=plan.registries, options=options, log=log, workers=plan.workers)
 
 
 def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: ArtifactCache,
@@ -251,7 +252,7 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
         strategy = strategy_spec.factory(options)
         uses_target = bool(getattr(strategy, "uses_target_images", strategy_spec.uses_target_images))
         fits = plan_fits(plan, cell, cell_dir, uses_target)
-        records, ctxs, counters, fit_s, eval_s, predictors = [], [], [], 0.0, 0.0, {}
+        records, ctxs, counters, fit_s, eval_s, predictors, densities = [], [], [], 0.0, 0.0, {}, {}
         total = sum(len(f.refs) for f in fits)
         for f in fits:
             if f.tag:
@@ -266,10 +267,12 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
                 log.info("fit done in %.1f s; counter %s, provenance %s", time.perf_counter() - t1,
                          getattr(counter, "name", "?"), counter.provenance.to_dict())
                 result = evaluate_counter(counter, f.refs, seed=cell.seed, partial_path=f.partial, log=log,
+                                          workers=plan.workers, keep_extremes=OVERLAY_IMAGES,
                                           on_image=None if on_image is None else
                                           (lambda i, n, d=done: on_image(d + i, total)))
             records += result.records
             predictors.update({ref.id: (counter, ref) for ref in f.refs})
+            densities.update(result.extra.get("densities", {}))
             eval_s += result.seconds
             ctxs.append(ctx)
             counters.append(counter)
@@ -281,7 +284,7 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
         with CellEnvironment(cell.seed, device):
             from .visualize import save_cell_overlays
 
-            save_cell_overlays(records, predictors, cell_dir / OVERLAYS, cell.seed)
+            save_cell_overlays(records, predictors, cell_dir / OVERLAYS, cell.seed, OVERLAY_IMAGES, densities)
         counter = counters[-1]
         metrics = metrics_from_records(records, localises=getattr(counter, "localises", True))
         if metrics.get("map") is None:

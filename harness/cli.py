@@ -103,8 +103,30 @@ def main() -> None:
               help="Autocast precision of training and inference (parameters stay fp32).")
 @click.option("--force", is_flag=True, help="Move aside cells of --out made with other options or other dataset "
                                             "files (another data root) and compute them again.")
+@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Image-decoding worker processes per cell (training and evaluation).")
+@click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True,
+              help="Where the cells run: here, one after another; a Ray cluster; a Slurm job array (submitit).")
+@click.option("--address", default="auto", show_default=True,
+              help="Ray: 'auto' (a running cluster), 'ray://HOST:10001', or 'local' (start one here).")
+@click.option("--gpus-per-cell", type=float, default=0, show_default=True, help="Ray: GPUs per cell.")
+@click.option("--cpus-per-cell", type=float, default=1, show_default=True, help="Ray: CPUs per cell.")
+@click.option("--max-retries", type=int, default=3, show_default=True, help="Ray: retries of a cell whose worker died.")
+@click.option("--slurm-partition", default=None, help="Slurm: partition.")
+@click.option("--slurm-time", type=int, default=240, show_default=True, help="Slurm: minutes per cell (requeued when "
+                                                                             "preempted or timed out).")
+@click.option("--slurm-gpus-per-task", type=int, default=1, show_default=True, help="Slurm: GPUs per cell.")
+@click.option("--slurm-cpus-per-task", type=int, default=4, show_default=True, help="Slurm: CPUs per cell.")
+@click.option("--slurm-array-parallelism", type=int, default=16, show_default=True,
+              help="Slurm: cells running at once.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait for cells another driver is computing (else leave them to it).")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Also load this plugin module (not installed as a distribution); repeatable. Workers import it too.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
-def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, force, progress):
+def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, force, workers, executor,
+        address, gpus_per_cell, cpus_per_cell, max_retries, slurm_partition, slurm_time, slurm_gpus_per_task,
+        slurm_cpus_per_task, slurm_array_parallelism, wait, plugins, progress):
     """Run METHODS on every SRC→TGT cell of MATRIX for each seed, then print the leaderboard.
 
     Finished cells are never recomputed; failed cells are retried on the next run. Exits 1 when any cell
@@ -113,7 +135,12 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
     from . import runner
     from .io import check_writable_dir
 
-    regs = _registries()
+    if plugins:
+        from .plugins import build_registries, plugin_modules
+
+        regs = build_registries(plugin_modules(plugins))
+    else:
+        regs = _registries()
     if matrix is None:
         matrix = REAL_MATRIX if data_root else SYNTHETIC_MATRIX
     if methods is None:
@@ -125,18 +152,30 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
                                "--profile", profile, "--device", device, "--precision", precision,
                                "--out", str(out_dir)]
                               + (["--data-root", str(data_root)] if data_root else [])
-                              + (["--limit-test", str(limit_test)] if limit_test else []))
+                              + (["--limit-test", str(limit_test)] if limit_test else [])
+                              + [a for m in plugins for a in ("--plugin", m)])
     if any(not (Path(out_dir) / c.relpath / "metrics.json").exists() for c in plan.cells):
         check_writable_dir(out_dir, "--out")  # a finished run in a read-only folder is only printed
     err_console.print(f"[bold]harness run[/bold]: {len(plan.cells)} cell(s) "
                       f"({len(plan.methods)} method(s) × {len(plan.matrix)} pair(s) × {len(plan.seeds)} seed(s)) "
                       f"→ {out_dir}")
-    summary = runner.execute(plan, out_dir, device, progress=progress, console=err_console, force=force)
+    plan.workers, plan.plugins = workers, tuple(plugins)
+    from .executors import make_executor
+
+    options = {"ray": {"address": None if address == "local" else address, "gpus_per_cell": gpus_per_cell,
+                       "cpus_per_cell": cpus_per_cell, "max_retries": max_retries},
+               "slurm": {"partition": slurm_partition, "time_min": slurm_time, "gpus_per_task": slurm_gpus_per_task,
+                         "cpus_per_task": slurm_cpus_per_task, "array_parallelism": slurm_array_parallelism},
+               "local": {}}[executor]
+    summary = runner.execute(plan, out_dir, device, progress=progress, console=err_console, force=force,
+                             executor=make_executor(executor, **options), wait=wait)
     for path in summary.replaced:
         err_console.print(f"moved a cell of another configuration aside: {path}")
     err_console.print(f"finished {len(summary.finished)}, already done {len(summary.skipped)}, "
                       f"failed {len(summary.failed)}" + (", interrupted (run again to resume)"
-                                                         if summary.interrupted else ""))
+                                                         if summary.interrupted else "")
+                      + (f", {len(summary.held)} being computed by another driver (run again later to collect them)"
+                         if summary.held else ""))
     click.echo(_write_board(Path(out_dir)))
     if summary.failed:
         click.echo(f"Error: {len(summary.failed)} cell(s) failed (see error.json and log.txt in each; "
@@ -217,6 +256,22 @@ def leaderboard_cmd(run_dir, fmt, output):
         err_console.print(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+
+
+@main.command("status")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def status_cmd(run_dir):
+    """The state of every cell of RUN_DIR from its files alone: done, running (its lock is held), failed (with the
+    error line), pending."""
+    from .jobs import cell_states
+
+    if not Path(run_dir).is_dir():
+        raise HarnessError(f"{run_dir} is not a folder: pass the --out folder of a `harness run`")
+    states = cell_states(run_dir)
+    counts = {k: sum(s["state"] == k for s in states) for k in ("done", "running", "failed", "pending")}
+    click.echo(f"{run_dir}: {len(states)} cell(s): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for s in states:
+        click.echo(f"  {s['state']:8s} {s['cell']}" + (f"  {s['message']}" if s["message"] else ""))
 
 
 @main.command("report")

@@ -25,6 +25,7 @@ class CellContext:
         seed: the cell seed (``0 <= seed < 2**32``; the runner seeds every RNG with it before ``fit``).
         device: ``"cpu"`` or ``"cuda[:n]"``.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (training and inference autocast).
+        workers: image-decoding worker processes for data loading (``--workers``; 0: in this process).
         workdir: this cell's directory (checkpoints go in ``workdir / "checkpoints"``).
         cache: content-addressed artefact cache (:class:`harness.io.ArtifactCache`) shared across cells and runs.
         registries: the loaded component registries.
@@ -47,6 +48,7 @@ class CellContext:
     options: Any
     log: Any
     precision: str = "fp32"
+    workers: int = 0
     provenance_notes: dict = field(default_factory=dict)
     components: list = field(default_factory=list)
 

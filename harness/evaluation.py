@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -155,8 +156,54 @@ def predict_image(counter: Any, image: np.ndarray, seed: int, where: str):
     return pred
 
 
+class _Loading:
+    """A map-style dataset of refs -> loaded samples, for :func:`load_samples` worker processes."""
+
+    def __init__(self, refs):
+        self.refs = list(refs)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int):
+        return self.refs[i].load()
+
+
+def load_samples(refs: Sequence[Any], workers: int = 0):
+    """Yield ``ref.load()`` for each ref, in order; with ``workers > 0`` the images are decoded in that many
+    ``torch.utils.data.DataLoader`` worker processes (``--workers``), so decoding overlaps with the model."""
+    if workers <= 0 or len(refs) < 2:
+        for ref in refs:
+            yield ref.load()
+        return
+    from torch.utils.data import DataLoader
+
+    yield from DataLoader(_Loading(refs), batch_size=None, num_workers=int(workers), collate_fn=lambda x: x,
+                          prefetch_factor=2)
+
+
+class _Extremes:
+    """The density maps of the ``k`` best and ``k`` worst images seen so far (by absolute count error): what a
+    cell's report overlays, kept without predicting those images again."""
+
+    def __init__(self, k: int):
+        self.k, self.items = k, []  # (abs_error, image_id, density)
+
+    def offer(self, err: float, image_id: str, density) -> None:
+        if self.k <= 0 or density is None:
+            return
+        self.items.append((err, image_id, density))
+        if len(self.items) > 2 * self.k:
+            self.items.sort(key=lambda t: t[0])
+            self.items = self.items[:self.k] + self.items[-self.k:]
+
+    def maps(self) -> dict:
+        return {image_id: d for _, image_id, d in self.items}
+
+
 def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partial_path: str | Path | None = None,
-                     on_image: Callable[[int, int], None] | None = None, log: Any = None) -> EvalResult:
+                     on_image: Callable[[int, int], None] | None = None, log: Any = None,
+                     workers: int = 0, keep_extremes: int = 0) -> EvalResult:
     """Predict every labelled image of ``refs`` and score the predictions.
 
     Args:
@@ -166,6 +213,9 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
         partial_path: JSON-lines progress file (resume; see the module notes), or None.
         on_image: ``on_image(done, total)`` after each image.
         log: logger for the resume line.
+        workers: image-decoding worker processes (:func:`load_samples`; 0: in this process).
+        keep_extremes: keep the density maps of this many best and worst images of this call in
+            ``EvalResult.extra["densities"]`` (``{image_id: map}``; for report overlays).
 
     Returns:
         :class:`EvalResult`; ``records`` hold ``image_id``, ``gt_count``, ``pred_count``, ``abs_error``,
@@ -175,8 +225,6 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
         PluginError: an invalid prediction (non-finite count, bad shapes), naming counter and image.
         DataError: unreadable images or annotations.
     """
-    import time
-
     t0 = time.perf_counter()
     localises = getattr(counter, "localises", True)
     stride = getattr(counter, "stride", None)
@@ -187,35 +235,41 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
     if resumed and log is not None:
         log.info("resuming evaluation: %d of %d images already predicted", resumed, len(refs))
     fh = open(partial_path, "a", encoding="utf-8") if partial_path is not None else None
+    todo = [ref for ref in refs if ref.id not in done]
+    last_sync = time.monotonic()
+    extremes = _Extremes(keep_extremes)
     try:
-        for i, ref in enumerate(refs):
-            if ref.id not in done:
-                sample = ref.load()
-                where = f"counter {name!r} on image {ref.key}"
-                pred = predict_image(counter, sample.image, image_seed(seed, ref.key), where)
-                pts, scores = (points_and_scores(pred, sample.image.shape, stride) if localises else (None, None))
-                gt = float(sample.count)
-                rec = {"image_id": sample.id, "gt_count": gt, "pred_count": float(pred.count),
-                       "abs_error": abs(float(pred.count) - gt),
-                       "n_points_dropped": int(sample.meta.get("n_points_dropped", 0)),
-                       "extras": {k: float(v) for k, v in (pred.extras or {}).items()
-                                  if isinstance(v, (int, float, np.number)) and math.isfinite(float(v))},
-                       "pred_points": _round(pts), "scores": _round(scores, 6), "gt_points": _round(sample.points),
-                       "has_density": pred.density is not None}
-                if fh is not None:
-                    fh.write(json.dumps(rec) + "\n")
-                    fh.flush()
+        if on_image and resumed:
+            on_image(resumed, len(refs))
+        for i, (ref, sample) in enumerate(zip(todo, load_samples(todo, workers)), resumed + 1):
+            where = f"counter {name!r} on image {ref.key}"
+            pred = predict_image(counter, sample.image, image_seed(seed, ref.key), where)
+            pts, scores = (points_and_scores(pred, sample.image.shape, stride) if localises else (None, None))
+            gt = float(sample.count)
+            rec = {"image_id": sample.id, "gt_count": gt, "pred_count": float(pred.count),
+                   "abs_error": abs(float(pred.count) - gt),
+                   "n_points_dropped": int(sample.meta.get("n_points_dropped", 0)),
+                   "extras": {k: float(v) for k, v in (pred.extras or {}).items()
+                              if isinstance(v, (int, float, np.number)) and math.isfinite(float(v))},
+                   "pred_points": _round(pts), "scores": _round(scores, 6), "gt_points": _round(sample.points),
+                   "has_density": pred.density is not None}
+            if fh is not None:
+                fh.write(json.dumps(rec) + "\n")
+                fh.flush()  # a killed process loses nothing flushed; fsync (power loss) at most once a second
+                if time.monotonic() - last_sync > 1.0:
                     os.fsync(fh.fileno())
-                records.append(rec)
+                    last_sync = time.monotonic()
+            records.append(rec)
+            extremes.offer(rec["abs_error"], rec["image_id"], pred.density)
             if on_image:
-                on_image(i + 1, len(refs))
+                on_image(i, len(refs))
     finally:
         if fh is not None:
             fh.close()
     by_id = {r["image_id"]: r for r in records}
     ordered = [by_id[r.id] for r in refs if r.id in by_id]
     return EvalResult(records=ordered, metrics=metrics_from_records(ordered, localises=localises), resumed=resumed,
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0, extra={"densities": extremes.maps()})
 
 
 def output_metrics(records: list[dict]) -> dict:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cell import cell_config, git_commit, identity, run_cell
+from .cell import cell_config, identity
 from .errors import ConfigError, HarnessError
 from .io import ArtifactCache, atomic_write_json
 from .planning import Cell, Plan
@@ -30,8 +30,8 @@ from .planning import Cell, Plan
 
 @dataclass
 class RunSummary:
-    """What :func:`execute` did: cells computed now, skipped (already finished), failed, and whether a Ctrl-C
-    stopped the run early."""
+    """What :func:`execute` did: cells computed now, skipped (already finished, or finished by another driver),
+    failed, held by another driver, and whether a Ctrl-C stopped the run early."""
 
     out_dir: Path
     finished: list[Cell] = field(default_factory=list)
@@ -39,10 +39,11 @@ class RunSummary:
     failed: list[tuple[Cell, str]] = field(default_factory=list)  # (cell, "Type: one-line message")
     interrupted: bool = False
     replaced: list[Path] = field(default_factory=list)  # cells of another configuration moved aside (--force)
+    held: list[Cell] = field(default_factory=list)  # cells another driver was computing (with wait=False)
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.interrupted
+        return not self.failed and not self.interrupted and not self.held
 
 
 class DiskFullError(HarnessError):
@@ -109,7 +110,8 @@ def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False) 
     return moved
 
 
-def _disk_full_message(exc: OSError, cell_dir: Path) -> str:
+def disk_full_message(exc: OSError, cell_dir: Path) -> str:
+    """One line: the path being written, the free space left on its file system, what to do."""
     where = exc.filename or cell_dir
     try:
         free = shutil.disk_usage(Path(where).parent if Path(where).is_file() else cell_dir).free
@@ -118,6 +120,25 @@ def _disk_full_message(exc: OSError, cell_dir: Path) -> str:
     return (f"disk full while writing {where} ({free / 2**20:.0f} MiB free on that file system): free some space "
             f"(a cell needs its checkpoints and predictions, typically tens of MiB) and run the same command again; "
             f"finished cells are kept and the run resumes")
+
+
+def record_failure(cell: Cell, cell_dir: Path, exc: BaseException) -> dict:
+    """Write the cell's ``error.json`` (type, one-line message; the traceback is in its log.txt) and return the
+    failure ``{"state": "failed", "message": "Type: message"}``."""
+    detail = " ".join(str(exc).split())
+    if isinstance(exc, SystemExit):
+        detail = f"plugin code called sys.exit({exc.code!r})"
+    elif isinstance(exc, KeyboardInterrupt):
+        detail = "plugin code raised KeyboardInterrupt"
+    try:
+        atomic_write_json(cell_dir / "error.json", {"type": type(exc).__name__, "message": detail, "cell": str(cell),
+                                                    "traceback": "see log.txt",
+                                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    except OSError as write_exc:
+        if write_exc.errno == errno.ENOSPC:
+            raise DiskFullError(disk_full_message(write_exc, cell_dir)) from None
+        raise
+    return {"state": "failed", "message": f"{type(exc).__name__}: {detail}"}
 
 
 class _SigintFlag:
@@ -145,13 +166,16 @@ class _SigintFlag:
 
 
 def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, progress: bool | None = None,
-            console: Any = None, cache: ArtifactCache | None = None, force: bool = False) -> RunSummary:
+            console: Any = None, cache: ArtifactCache | None = None, force: bool = False, executor: Any = None,
+            wait: bool = True) -> RunSummary:
     """Run every cell of ``plan`` under ``out_dir`` (layout: :mod:`harness.cell`) and return a summary.
 
-    Finished cells (``metrics.json`` present) are skipped; a failing cell writes ``error.json`` (``type``,
-    one-line ``message``; traceback in ``log.txt``) and the others continue; cells with an ``error.json`` are
-    retried. ``progress``: rich progress bars for cells and images (default: only on a terminal). ``force``: cells
-    of another configuration at the same paths are moved aside and computed again (see :func:`check_existing`).
+    Finished cells (``metrics.json`` present) are skipped, without importing torch. The others go to ``executor``
+    (default :class:`harness.executors.LocalExecutor`; also Ray and Slurm), each through
+    :func:`harness.jobs.run_cell_job`; a failing cell writes ``error.json`` and the others continue; failed cells are
+    retried next run. Cells another driver holds are skipped, then (``wait``) waited for and computed if that driver
+    did not finish them. ``progress``: a rich progress bar over cells (done / running / failed / pending) and, locally,
+    over images (default: only on a terminal); ``progress.json`` in ``out_dir`` keeps the same states.
 
     Raises:
         ConfigError: ``out_dir`` holds cells of another configuration (without ``force``), or the device is
@@ -161,70 +185,70 @@ def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, pro
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .executors import LocalExecutor
+    from .jobs import JobArgs, write_progress
+
     out = Path(out_dir)
-    device = resolve_device(device)
     moved = check_existing(plan, out, device, force)
+    summary = RunSummary(out_dir=out, replaced=moved)
+    states = {str(c.relpath): ("done" if (out / c.relpath / "metrics.json").exists() else "pending")
+              for c in plan.cells}
+    summary.skipped = [c for c in plan.cells if states[str(c.relpath)] == "done"]
+    pending = [c for c in plan.cells if states[str(c.relpath)] == "pending"]
+    if not pending:
+        return summary  # nothing to compute: no device check, no torch import
+    executor = executor or LocalExecutor()
+    if executor.resolves_device_in_driver:
+        device = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or ArtifactCache()
-    commit = git_commit()
+    args = JobArgs.from_plan(plan, out, device, cache.root, getattr(executor, "threads", None))
     console = console or Console(stderr=True)
     show = console.is_terminal if progress is None else progress
-    summary = RunSummary(out_dir=out, replaced=moved)
+    messages: dict[str, str] = {}
+    by_rel = {str(c.relpath): c for c in plan.cells}
+    write_progress(out, states)
+
+    def label() -> str:
+        n = {k: sum(v == k for v in states.values()) for k in ("done", "running", "failed", "pending", "held")}
+        return (f"cells: {n['done']} done, {n['running']} running, {n['failed']} failed, {n['pending']} pending"
+                + (f", {n['held']} held elsewhere" if n["held"] else ""))
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not show, transient=True) as bars, _SigintFlag() as sigint:
-        cells_bar = bars.add_task("cells", total=len(plan.cells))
-        for cell in plan.cells:
-            cell_dir = out / cell.relpath
-            if (cell_dir / "metrics.json").exists():
-                summary.skipped.append(cell)
-                bars.advance(cells_bar)
-                continue
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            (cell_dir / "error.json").unlink(missing_ok=True)
-            img_bar = bars.add_task(f"  {cell}", total=None)
+        cells_bar = bars.add_task(label(), total=len(plan.cells), completed=len(summary.skipped))
 
-            def on_image(i: int, n: int, _task=img_bar) -> None:
-                bars.update(_task, completed=i, total=n)
+        def on_state(rel: str, state: str, message: str = "") -> None:
+            states[rel] = state
+            if message:
+                messages[rel] = message
+            write_progress(out, states, messages)
+            bars.update(cells_bar, description=label(),
+                        completed=sum(v in ("done", "failed", "skipped") for v in states.values()))
+            if state == "failed" and show:
+                console.print(f"[red]cell {by_rel[rel]} failed:[/red] {message}")
 
-            try:
-                run_cell(plan, cell, cell_dir, device, cache=cache, commit=commit, on_image=on_image)
-                summary.finished.append(cell)
-            except KeyboardInterrupt as exc:
-                if sigint.hit:  # a real Ctrl-C: stop here, the cell resumes next run
-                    summary.interrupted = True
-                    break
-                _record_failure(summary, cell, cell_dir, exc, show, console)
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise DiskFullError(_disk_full_message(exc, cell_dir)) from None
-                _record_failure(summary, cell, cell_dir, exc, show, console)
-            except (Exception, SystemExit) as exc:
-                _record_failure(summary, cell, cell_dir, exc, show, console)
-            finally:
-                bars.remove_task(img_bar)
-            bars.advance(cells_bar)
+        try:
+            executor.run(args, [str(c.relpath) for c in pending], on_state, plan=plan, sigint=sigint, bars=bars)
+            held = [rel for rel in states if states[rel] == "held"]
+            if held and wait:
+                executor.wait_for_held(args, held, on_state, plan=plan, sigint=sigint, bars=bars)
+        except KeyboardInterrupt:
+            if not sigint.hit:
+                raise
+            summary.interrupted = True
+    for rel, state in states.items():
+        cell = by_rel[rel]
+        if state == "done" and cell not in summary.skipped:
+            summary.finished.append(cell)
+        elif state == "skipped" and cell not in summary.skipped:
+            summary.skipped.append(cell)
+        elif state == "failed":
+            summary.failed.append((cell, messages.get(rel, "")))
+        elif state == "held":
+            summary.held.append(cell)
     return summary
 
 
-def _record_failure(summary: RunSummary, cell: Cell, cell_dir: Path, exc: BaseException, show: bool,
-                    console: Any) -> None:
-    detail = " ".join(str(exc).split())
-    if isinstance(exc, SystemExit):
-        detail = f"plugin code called sys.exit({exc.code!r})"
-    elif isinstance(exc, KeyboardInterrupt):
-        detail = "plugin code raised KeyboardInterrupt"
-    message = f"{type(exc).__name__}: {detail}"
-    try:
-        atomic_write_json(cell_dir / "error.json", {"type": type(exc).__name__, "message": detail, "cell": str(cell),
-                                                    "traceback": "see log.txt",
-                                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    except OSError as write_exc:
-        if write_exc.errno == errno.ENOSPC:
-            raise DiskFullError(_disk_full_message(write_exc, cell_dir)) from None
-        raise
-    summary.failed.append((cell, message))
-    if show:
-        console.print(f"[red]cell {cell} failed:[/red] {message}")
-
-
-__all__ = ["execute", "RunSummary", "resolve_device", "check_existing", "DiskFullError"]
+__all__ = ["execute", "RunSummary", "resolve_device", "check_existing", "DiskFullError", "record_failure",
+           "disk_full_message"]

@@ -156,6 +156,8 @@ class Plan:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
     command: str | None = None  # the command line that made the plan (recorded in each cell's config.json)
+    workers: int = 0  # image-decoding worker processes for training and evaluation (--workers)
+    plugins: tuple[str, ...] = ()  # extra plugin modules (--plugin), loaded by every worker too
 
     def options(self, method: str) -> dict:
         """The method's raw options for the profile (as registered; recorded in ``config.json``)."""

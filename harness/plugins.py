@@ -160,6 +160,22 @@ def build_registries(extra_plugins: Sequence[Any] = ()) -> Registries:
     return Registries(regs, infos)
 
 
+def plugin_modules(names) -> list:
+    """Import extra plugin modules by name (``harness run --plugin MODULE``: a plugin used without installing it
+    as a distribution; it must be importable, on every worker too).
+
+    Raises:
+        HarnessError: a module that cannot be imported (one line naming it)."""
+    out = []
+    for name in names or ():
+        try:
+            out.append(importlib.import_module(name))
+        except Exception as exc:
+            raise HarnessError(f"--plugin {name}: cannot import it ({type(exc).__name__}: {exc}); put its folder on "
+                               f"PYTHONPATH or pip-install it") from None
+    return out
+
+
 _REGISTRIES: Registries | None = None
 
 

@@ -79,14 +79,15 @@ def save_density_overlay(image: np.ndarray, density: np.ndarray, count: float | 
         DataError: wrong image or density shapes.
     """
     arr = density_overlay(image, density, count, alpha=alpha, label=label)
-    return atomic_save(Path(path), lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+    return atomic_save(Path(path), lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", compress_level=1))
 
 
-def save_cell_overlays(records: list[dict], predictors: dict, folder: str | os.PathLike, seed: int, k: int = 2
-                       ) -> list[Path]:
+def save_cell_overlays(records: list[dict], predictors: dict, folder: str | os.PathLike, seed: int, k: int = 2,
+                       densities: dict | None = None) -> list[Path]:
     """Overlays of a cell's ``k`` best and ``k`` worst images (by absolute count error) for its report page:
     ``<folder>/{best,worst}-<rank>-<image id>.png`` with the predicted density and "pred / gt" written on it. Each
-    image is predicted again with its evaluation seed, so the overlay shows exactly the evaluated prediction.
+    density is the one the evaluation kept (``densities``: ``{image_id: map}``), or, for images evaluated before a
+    resume, the image predicted again with its evaluation seed — either way exactly the evaluated prediction.
     Counters that gave no density map (records without ``has_density``) get none.
 
     Args:
@@ -112,9 +113,11 @@ def save_cell_overlays(records: list[dict], predictors: dict, folder: str | os.P
     for kind, rank, rec in chosen:
         counter, ref = predictors[rec["image_id"]]
         image = ref.load_image()
-        pred = predict_image(counter, image, image_seed(seed, ref.key), f"counter on image {ref.key}")
-        label = f"pred {pred.count:.1f} / gt {rec['gt_count']:.0f}"
+        density = (densities or {}).get(rec["image_id"])
+        if density is None:
+            density = predict_image(counter, image, image_seed(seed, ref.key), f"counter on image {ref.key}").density
+        label = f"pred {rec['pred_count']:.1f} / gt {rec['gt_count']:.0f}"
         path = folder / f"{kind}-{rank}-{rec['image_id']}.png"
-        if pred.density is not None:
-            out.append(save_density_overlay(image, pred.density, None, path, label=label))
+        if density is not None:
+            out.append(save_density_overlay(image, density, None, path, label=label))
     return out

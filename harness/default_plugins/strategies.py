@@ -94,7 +94,8 @@ def fit_density_counter(ctx: Any, counter: str, counter_options: dict, train: De
     init = getattr(model, "provenance", None) or Provenance("random-init")
     result = train_density_counter(model, ctx.source.samples("train"), ctx.source.samples("val"), train,
                                    seed=ctx.seed, device=ctx.device, precision=ctx.precision,
-                                   checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log, extras=extras)
+                                   checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log, extras=extras,
+                                   workers=getattr(ctx, "workers", 0))
     trained = result.counter
     trained.provenance = Provenance("trained-in-run", trained_on=frozenset({ctx.source_name}) | init.trained_on,
                                     licence=init.licence)

@@ -269,8 +269,8 @@ class DensityTask:
         import torch
 
         if len({img.shape for img, _ in batch}) == 1:
-            x = torch.cat([self.counter.preprocess(img) for img, _ in batch]).to(self.device)
-            y = torch.from_numpy(np.stack([tgt for _, tgt in batch]))[:, None].to(self.device)
+            x = _to_device(torch.cat([self.counter.preprocess(img) for img, _ in batch]), self.device)
+            y = _to_device(torch.from_numpy(np.stack([tgt for _, tgt in batch]))[:, None], self.device)
             out, y = _match_shapes(self.counter.model(x), y)
             return self._mse(out.float(), y)
         total = 0.0
@@ -284,6 +284,13 @@ class DensityTask:
     def evaluate(self) -> float:
         ds = self.opts.density_scale
         return float(np.mean([abs(self.counter.predict(img).count / ds - gt) for img, gt in self.val_items]))
+
+
+def _to_device(t, device: str):
+    """Move a batch to ``device``; to a GPU through pinned memory, without blocking (the host prepares the next)."""
+    if str(device).startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _crop_flip(item: tuple[np.ndarray, np.ndarray], crop: int | None, stride: int, rng: np.random.Generator):
@@ -329,7 +336,7 @@ def train_density_counter(counter: Any, train_refs: Sequence[SampleRef], val_ref
                           options: DensityTrainOptions, *, seed: int = 0, device: str = "cpu",
                           precision: str = "fp32", checkpoint_dir: str | Path | None = None,
                           log: logging.Logger | None = None, extras: EpochExtras | None = None,
-                          on_checkpoint: Callable[[int], None] | None = None) -> TrainResult:
+                          on_checkpoint: Callable[[int], None] | None = None, workers: int = 0) -> TrainResult:
     """Train a density counter on labelled source images; keep the weights with the lowest val MAE.
 
     Args:
@@ -343,6 +350,7 @@ def train_density_counter(counter: Any, train_refs: Sequence[SampleRef], val_ref
         log: logger for per-epoch lines.
         extras: samples added every epoch (:class:`EpochExtras`).
         on_checkpoint: called with the step after every checkpoint (tests interrupt here).
+        workers: image-decoding worker processes while the training images are prepared.
 
     Returns:
         :class:`TrainResult` with the best-val-MAE weights loaded into ``counter`` (wrapped in a
@@ -368,13 +376,11 @@ def train_density_counter(counter: Any, train_refs: Sequence[SampleRef], val_ref
     def make_item(image, points):
         return density_item(image, points, options, stride)
 
-    train_items = []
-    for ref in train_refs:
-        s = ref.load()
-        train_items.append(make_item(s.image, s.points))
+    from ..evaluation import load_samples
+
+    train_items = [make_item(s.image, s.points) for s in load_samples(train_refs, workers)]
     val_items = []
-    for ref in val_refs:
-        s = ref.load()
+    for s in load_samples(val_refs, workers):
         f = scale_factor(s.image.shape[0], s.image.shape[1], options.scale, options.max_side)
         val_items.append((resize_sample(s.image, None, f, min_side=stride)[0], s.count))
     from ..options import to_dict

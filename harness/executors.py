@@ -1,0 +1,232 @@
+"""Where the cells run: in the driver (``local``), on a Ray cluster (one core task per cell), or as a Slurm job
+array (submitit) — existing engines, not a home-made scheduler (docs/design.md §8).
+
+Every executor sends each pending cell through the same idempotent :func:`harness.jobs.run_cell_job` and reports
+its state back (``on_state(relpath, state, message)``): ``running``, then ``done``, ``failed``, ``skipped`` or
+``held`` (another driver has it). Ray and submitit are optional extras (``pip install 'crowd-harness[ray]'`` /
+``'[slurm]'``), imported only when chosen. The run directory and the cache must be on a file system every node
+shares; Ray and Slurm runs check that a worker sees the run directory before dispatching anything.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+OnState = Callable[[str, str, str], None]
+
+
+class LocalExecutor:
+    """Cells one after another in this process (the default): Ctrl-C stops cleanly, a per-image progress bar."""
+
+    resolves_device_in_driver = True
+    threads = None
+
+    def run(self, args, rels: list[str], on_state: OnState, *, plan=None, sigint=None, bars=None) -> None:
+        from .jobs import run_cell_job
+
+        for rel in rels:
+            on_state(rel, "running", "")
+            task = bars.add_task(f"  {rel}", total=None) if bars is not None else None
+
+            def on_image(i: int, n: int, _t=task) -> None:
+                if bars is not None:
+                    bars.update(_t, completed=i, total=n)
+
+            try:
+                result = run_cell_job(args, rel, plan=plan, sigint=sigint, on_image=on_image)
+            except KeyboardInterrupt:
+                on_state(rel, "pending", "interrupted: run again to resume")
+                raise
+            finally:
+                if bars is not None:
+                    bars.remove_task(task)
+            on_state(rel, result["state"], result["message"])
+
+    def wait_for_held(self, args, rels: list[str], on_state: OnState, *, plan=None, sigint=None, bars=None,
+                      poll: float = 2.0) -> None:
+        """Wait until another driver releases each held cell, then compute it unless that driver finished it."""
+        from .jobs import is_locked
+
+        for rel in rels:
+            while is_locked(args.out_dir, rel):
+                time.sleep(poll)
+            self.run(args, [rel], on_state, plan=plan, sigint=sigint, bars=bars)
+
+
+def check_shared(run_dir: str | Path, probe: Callable[[str, str], bool], what: str) -> None:
+    """Write a marker in ``run_dir`` and ask ``probe(run_dir, marker)`` (run on a worker) whether it sees it.
+
+    Raises:
+        ConfigError: the worker does not see the run directory (one line: it must be on a shared file system)."""
+    marker = f".probe-{uuid.uuid4().hex}"
+    path = Path(run_dir) / marker
+    path.write_text("harness")
+    try:
+        ok = probe(str(Path(run_dir).resolve()), marker)
+    finally:
+        path.unlink(missing_ok=True)
+    if not ok:
+        raise ConfigError(f"{what} workers cannot see the run directory {run_dir}: put --out (and HARNESS_CACHE) on "
+                          f"a file system every node shares")
+
+
+def _sees(run_dir: str, marker: str) -> bool:
+    return os.path.isfile(os.path.join(run_dir, marker))
+
+
+class RayExecutor:
+    """Every cell a Ray core task (``num_gpus=gpus_per_cell``, ``num_cpus=cpus_per_cell``; Ray sets
+    ``CUDA_VISIBLE_DEVICES`` per task). A worker or node lost mid-cell is retried up to ``max_retries`` times (the
+    cell resumes from its checkpoints and progress file); a Python exception is the cell's recorded failure and is
+    not retried.
+
+    Args:
+        address: ``"auto"`` (a running cluster), a ``ray://host:10001`` address, or None (start a local Ray).
+        gpus_per_cell, cpus_per_cell: resources of one task. max_retries: retries after a lost worker.
+        num_cpus: CPUs of a local Ray started here (None: all).
+
+    Raises (from :meth:`run`):
+        ConfigError: Ray is not installed, the cluster has fewer GPUs than a cell asks for (Ray would leave the task
+            pending forever), or the workers do not see the run directory.
+    """
+
+    resolves_device_in_driver = False
+
+    def __init__(self, address: str | None = "auto", gpus_per_cell: float = 0, cpus_per_cell: float = 1,
+                 max_retries: int = 3, num_cpus: int | None = None):
+        self.address, self.gpus, self.cpus = address, float(gpus_per_cell), float(cpus_per_cell)
+        self.max_retries, self.num_cpus = int(max_retries), num_cpus
+        self.threads = max(1, int(cpus_per_cell))
+
+    def _init(self):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'crowd-harness[ray]'") from None
+        if not ray.is_initialized():
+            kw = {"num_cpus": self.num_cpus} if self.address is None and self.num_cpus else {}
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **kw)
+        have = float(ray.cluster_resources().get("GPU", 0))
+        if self.gpus > have:
+            raise ConfigError(f"a cell asks for {self.gpus:g} GPU(s) but the Ray cluster has {have:g}: lower "
+                              f"--gpus-per-cell or add GPU nodes (Ray would keep the tasks pending forever)")
+        return ray
+
+    def run(self, args, rels: list[str], on_state: OnState, *, plan=None, sigint=None, bars=None) -> None:
+        ray = self._init()
+        probe = ray.remote(num_cpus=0)(_sees)
+        check_shared(args.out_dir, lambda d, m: ray.get(probe.remote(d, m)), "Ray")
+        task = ray.remote(_ray_cell).options(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=self.max_retries,
+                                             retry_exceptions=False)
+        refs = {task.remote(args, rel): rel for rel in rels}
+        for rel in rels:
+            on_state(rel, "running", "")
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            rel = refs[done[0]]
+            try:
+                result = ray.get(done[0])
+            except Exception as exc:  # the task died more than max_retries times
+                result = {"state": "failed", "message": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+            on_state(rel, result["state"], result["message"])
+
+    def wait_for_held(self, args, rels, on_state, **kw) -> None:
+        LocalExecutor().wait_for_held(args, rels, on_state, **kw)
+
+
+def _ray_cell(args, rel: str) -> dict:
+    from .jobs import run_cell_job
+
+    return run_cell_job(args, rel)
+
+
+class SlurmExecutor:
+    """One submitit job array per run (``slurm_array_parallelism`` tasks at a time), each task one cell; a task
+    preempted or timed out is requeued (submitit checkpointing) and resumes its cell. submitit's own logs go to
+    ``<run>/.slurm/``; each cell keeps its ``log.txt``. ``cluster="local"`` runs the same array as local processes
+    (tests, a workstation).
+
+    Args:
+        partition, time_min, gpus_per_task, cpus_per_task, array_parallelism, mem_gb: the Slurm parameters.
+        cluster: None (Slurm, or whatever submitit detects), ``"slurm"`` or ``"local"``.
+    """
+
+    resolves_device_in_driver = False
+
+    def __init__(self, partition: str | None = None, time_min: int = 240, gpus_per_task: int = 0,
+                 cpus_per_task: int = 2, array_parallelism: int = 16, mem_gb: float | None = None,
+                 cluster: str | None = None):
+        self.partition, self.time_min, self.gpus, self.cpus = partition, int(time_min), int(gpus_per_task), int(
+            cpus_per_task)
+        self.parallelism, self.mem_gb, self.cluster = int(array_parallelism), mem_gb, cluster
+        self.threads = max(1, int(cpus_per_task))
+
+    def executor(self, folder: Path):
+        try:
+            import submitit
+        except ImportError:
+            raise ConfigError("--executor slurm needs submitit: pip install 'crowd-harness[slurm]'") from None
+        ex = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=self.cluster)
+        params = {"timeout_min": self.time_min, "cpus_per_task": self.cpus, "slurm_array_parallelism": self.parallelism}
+        if self.gpus:
+            params["gpus_per_node"] = self.gpus
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.mem_gb:
+            params["mem_gb"] = self.mem_gb
+        ex.update_parameters(**{k: v for k, v in params.items() if ex.cluster == "slurm" or not k.startswith("slurm")})
+        return ex
+
+    def run(self, args, rels: list[str], on_state: OnState, *, plan=None, sigint=None, bars=None) -> None:
+        ex = self.executor(Path(args.out_dir) / ".slurm")
+        check_shared(args.out_dir, lambda d, m: ex.submit(_sees, d, m).result(), "Slurm")
+        jobs = ex.map_array(SlurmCell(), [args] * len(rels), rels)
+        for rel in rels:
+            on_state(rel, "running", "")
+        for job, rel in zip(jobs, rels):
+            try:
+                result = job.result()
+            except Exception as exc:  # the job failed outside the cell function (node failure, out of memory)
+                result = {"state": "failed", "message": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+            on_state(rel, result["state"], result["message"])
+
+    def wait_for_held(self, args, rels, on_state, **kw) -> None:
+        LocalExecutor().wait_for_held(args, rels, on_state, **kw)
+
+
+class SlurmCell:
+    """The submitit callable of one cell; requeued with the same arguments when preempted or timed out (the cell
+    resumes from its checkpoints)."""
+
+    def __call__(self, args, rel: str) -> dict:
+        from .jobs import run_cell_job
+
+        return run_cell_job(args, rel)
+
+    def checkpoint(self, args, rel: str):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SlurmCell(), args, rel)
+
+
+def make_executor(name: str, **options: Any):
+    """``local`` | ``ray`` | ``slurm`` with their options (see the classes).
+
+    Raises:
+        ConfigError: an unknown executor name."""
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(**options)
+    if name == "slurm":
+        return SlurmExecutor(**options)
+    raise ConfigError(f"unknown executor {name!r}; use local, ray or slurm")
+
+
+__all__ = ["LocalExecutor", "RayExecutor", "SlurmExecutor", "SlurmCell", "make_executor", "check_shared"]

@@ -1,0 +1,212 @@
+"""The one idempotent cell function every executor calls, the per-cell locks, and the run's state from its files
+(docs/design.md §8).
+
+:func:`run_cell_job` can run anywhere that sees the run directory and the data: in the driver (``local``), in a Ray
+worker or in a Slurm array task. It rebuilds the plan from :class:`JobArgs` (cheap: names and paths), takes the
+cell's lock, skips a finished cell, runs :func:`harness.cell.run_cell` and records a failure in ``error.json``.
+Results exist only as atomically renamed files, so retries, a dead driver and resume are all harmless.
+
+Locks: ``<run>/.locks/<hash>.lock``, an OS file lock (``filelock.FileLock``: ``fcntl.flock``). The operating system
+drops it when its process dies, so a crashed driver or worker never leaves a stale lock behind; a second driver
+skips the cells another one holds. On a cluster the run directory and the cache must be on a file system every node
+shares (with working POSIX locks, e.g. NFSv4 or Lustre).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_json
+
+LOCKS = ".locks"
+WORKER_FILE = "worker.json"
+
+
+@dataclass(frozen=True)
+class JobArgs:
+    """Everything a worker needs to rebuild the plan (picklable: names, numbers and paths only)."""
+
+    matrix: tuple[tuple[str, str], ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    profile: str
+    data_root: str | None
+    limit_test: int | None
+    precision: str
+    out_dir: str
+    device: str
+    cache_root: str
+    command: str | None = None
+    threads: int | None = None
+    workers: int = 0
+    plugins: tuple[str, ...] = ()
+
+    @classmethod
+    def from_plan(cls, plan: Any, out_dir: str | Path, device: str, cache_root: str | Path,
+                  threads: int | None = None) -> "JobArgs":
+        return cls(tuple(plan.matrix), tuple(plan.methods), tuple(plan.seeds), plan.profile,
+                   str(plan.data_root) if plan.data_root else None, plan.limit_test, plan.precision,
+                   str(Path(out_dir).resolve()), device, str(cache_root), plan.command, threads, plan.workers,
+                   tuple(getattr(plan, "plugins", ())))
+
+
+_PLANS: dict = {}
+
+
+def _plan(args: JobArgs) -> Any:
+    """The plan of ``args`` (built once per process)."""
+    key = (args.matrix, args.methods, args.seeds, args.profile, args.data_root, args.limit_test, args.precision,
+           args.plugins)
+    if key not in _PLANS:
+        from .planning import plan_run
+        from .plugins import build_registries, get_registries, plugin_modules
+
+        regs = build_registries(plugin_modules(args.plugins)) if args.plugins else get_registries()
+        plan = plan_run(list(args.matrix), list(args.methods), list(args.seeds), args.profile, regs, args.data_root,
+                        args.limit_test, args.precision)
+        plan.plugins = args.plugins
+        plan.command, plan.workers = args.command, args.workers
+        _PLANS[key] = plan
+    return _PLANS[key]
+
+
+def cell_lock(out_dir: str | Path, relpath: str | Path):
+    """The OS file lock of one cell (see the module notes)."""
+    from filelock import FileLock
+
+    digest = hashlib.sha256(str(relpath).encode()).hexdigest()[:24]
+    folder = Path(out_dir) / LOCKS
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f"{digest}.lock"))
+
+
+def is_locked(out_dir: str | Path, relpath: str | Path) -> bool:
+    """Whether a live process holds the cell's lock."""
+    from filelock import Timeout
+
+    lock = cell_lock(out_dir, relpath)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def run_cell_job(args: JobArgs, relpath: str, *, plan: Any = None, sigint: Any = None,
+                 on_image: Any = None) -> dict:
+    """Compute one cell unless it is finished or held; returns ``{"state": done|skipped|held|failed, "message"}``.
+
+    ``sigint``: the driver's Ctrl-C flag; a ``KeyboardInterrupt`` is re-raised only when it came from a real SIGINT,
+    otherwise (plugin code) it is the cell's failure, like any exception or ``SystemExit``.
+
+    Raises:
+        KeyboardInterrupt: a real Ctrl-C in the driver (the cell resumes next run).
+        DiskFullError: the disk filled up (one line naming the path and the free space).
+    """
+    from filelock import Timeout
+
+    from .cell import run_cell
+    from .execution import DiskFullError, disk_full_message, record_failure
+    from .io import ArtifactCache
+
+    plan = plan or _plan(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+    cell = next(c for c in plan.cells if str(c.relpath) == str(relpath))
+    out = Path(args.out_dir)
+    cell_dir = out / cell.relpath
+    lock = cell_lock(out, cell.relpath)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return {"state": "held", "message": "being computed by another driver or worker"}
+    try:
+        if (cell_dir / "metrics.json").exists():
+            return {"state": "skipped", "message": ""}
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "error.json").unlink(missing_ok=True)
+        atomic_write_json(cell_dir / WORKER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
+                                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        device = args.device
+        if device == "auto":
+            from .execution import resolve_device
+            device = resolve_device(device)
+        try:
+            run_cell(plan, cell, cell_dir, device, cache=ArtifactCache(args.cache_root), commit=_commit(),
+                     on_image=on_image)
+            return {"state": "done", "message": ""}
+        except KeyboardInterrupt as exc:
+            if sigint is not None and sigint.hit:
+                raise
+            return record_failure(cell, cell_dir, exc)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(disk_full_message(exc, cell_dir)) from None
+            return record_failure(cell, cell_dir, exc)
+        except (Exception, SystemExit) as exc:
+            return record_failure(cell, cell_dir, exc)
+    finally:
+        lock.release()
+
+
+def _commit() -> str | None:
+    from .cell import git_commit
+
+    if "commit" not in _PLANS:
+        _PLANS["commit"] = git_commit()
+    return _PLANS["commit"]
+
+
+def cell_states(out_dir: str | Path) -> list[dict]:
+    """Every cell of a run and its state from the files alone: ``done`` (metrics.json), ``failed`` (error.json, with
+    its one-line message), ``running`` (its lock is held), ``pending`` (listed in progress.json or begun, not held)."""
+    out = Path(out_dir)
+    listed = {}
+    progress = out / "progress.json"
+    if progress.exists():
+        try:
+            listed = {c["cell"]: c for c in json.loads(progress.read_text()).get("cells", [])}
+        except (OSError, ValueError):
+            listed = {}
+    found = {str(p.parent.relative_to(out)) for p in out.glob("*/*/seed-*/config.json")}
+    states = []
+    for rel in sorted(set(listed) | found):
+        d = out / rel
+        if (d / "metrics.json").exists():
+            state, msg = "done", ""
+        elif is_locked(out, rel):
+            state, msg = "running", ""
+        elif (d / "error.json").exists():
+            try:
+                err = json.loads((d / "error.json").read_text())
+                state, msg = "failed", f"{err.get('type')}: {err.get('message')}"
+            except (OSError, ValueError):
+                state, msg = "failed", "error.json unreadable"
+        else:
+            state, msg = "pending", ""
+        states.append({"cell": rel, "state": state, "message": msg})
+    return states
+
+
+def write_progress(out_dir: str | Path, states: dict[str, str], messages: dict[str, str] | None = None) -> None:
+    """``<run>/progress.json``: every cell's state as the driver sees it, and the counts."""
+    messages = messages or {}
+    counts: dict[str, int] = {}
+    for s in states.values():
+        counts[s] = counts.get(s, 0) + 1
+    atomic_write_json(Path(out_dir) / "progress.json", {
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "counts": counts,
+        "cells": [{"cell": c, "state": s, "message": messages.get(c, "")} for c, s in states.items()]})
+
+
+__all__ = ["JobArgs", "run_cell_job", "cell_lock", "is_locked", "cell_states", "write_progress"]
