@@ -356,3 +356,25 @@ def test_plugin_sys_exit_or_keyboard_interrupt_fails_only_its_cell(regs, tmp_pat
     assert failed == {"fake-exit": "SystemExit: plugin code called sys.exit(0)",
                       "fake-raises-interrupt": "KeyboardInterrupt: plugin code raised KeyboardInterrupt"}
     assert json.loads((tmp_path / "fake-exit/FAKE-A→FAKE-B/seed-0/error.json").read_text())["type"] == "SystemExit"
+
+
+def test_a_cell_never_leaves_thread_or_rng_settings_behind(regs, tmp_path, monkeypatch):
+    """A strategy that changes torch's thread count, determinism flag and global RNG affects only its cell."""
+    import torch
+
+    def meddling_fit(self, ctx):
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(False)
+        torch.manual_seed(1234)
+        return FakeCounter(0.0)
+
+    monkeypatch.setattr(FakeStrategy, "fit", meddling_fit)
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    rng = torch.get_rng_state()
+    torch.set_num_threads(2)
+    try:
+        assert _run(regs, tmp_path).ok
+        assert torch.get_num_threads() == 2
+        assert torch.are_deterministic_algorithms_enabled() == det and torch.equal(torch.get_rng_state(), rng)
+    finally:
+        torch.set_num_threads(threads)
