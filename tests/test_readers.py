@@ -389,6 +389,11 @@ def test_nwpu_bad_json_and_missing(tmp_path):
     (tmp_path / "NWPU-Crowd/jsons/0004.json").unlink()
     with pytest.raises(DataError, match="0004.jpg \\(missing jsons/0004.json\\)"):
         NWPUCrowd(tmp_path).samples("val")
+    from fixtures_formats import write_jpeg
+
+    write_jpeg(tmp_path / "NWPU-Crowd/images/0001.png")  # a stray second file for one id
+    with pytest.raises(DataError, match="1 id\\(s\\) with two image files: 0001.jpg and 0001.png"):
+        NWPUCrowd(tmp_path).samples("train")
 
 
 # --------------------------------------------------------------------------------------------- splits, registry

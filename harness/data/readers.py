@@ -137,17 +137,21 @@ def _pair(label: str, images: dict[str, Path], anns: dict[str, Path], ann_for: C
     """Match images and annotations by id; raise one DataError listing every unmatched file."""
     no_ann = sorted(set(images) - set(anns), key=natural_key)
     no_img = sorted(set(anns) - set(images), key=natural_key)
-    if no_ann or no_img:
-        parts = []
-        if no_ann:
-            parts.append(f"{len(no_ann)} image(s) without annotation: "
-                         + _few(f"{images[i].name} (missing {ann_for(i)})" for i in no_ann))
-        if no_img:
-            parts.append(f"{len(no_img)} annotation(s) without image: "
-                         + _few(f"{anns[i].name} (missing {image_for(i)})" for i in no_img))
-        raise DataError(f"{label}: {'; '.join(parts)}; restore the missing files from the original "
-                        f"archive or remove the unmatched ones")
+    unmatched_error(label, {"image(s) without annotation": [f"{images[i].name} (missing {ann_for(i)})" for i in no_ann],
+                            "annotation(s) without image": [f"{anns[i].name} (missing {image_for(i)})"
+                                                            for i in no_img]},
+                    "restore the missing files from the original archive or remove the unmatched ones")
     return [(i, images[i], anns[i]) for i in sorted(images, key=natural_key)]
+
+
+def unmatched_error(label: str, groups: dict[str, list[str]], fix: str) -> None:
+    """Raise one DataError listing every non-empty group of unmatched files (``"<n> <group>: a, b and 3 more"``).
+
+    Raises:
+        DataError: when any group is non-empty."""
+    parts = [f"{len(items)} {group}: {_few(items)}" for group, items in groups.items() if items]
+    if parts:
+        raise DataError(f"{label}: {'; '.join(parts)}; {fix}")
 
 
 def load_mat(path: Path) -> dict:

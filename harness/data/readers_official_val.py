@@ -9,8 +9,8 @@ import numpy as np
 
 from ..errors import DataError, DataRootError
 from ..types import SampleRef
-from .readers import (_IMAGE_RE, _ROOT_HINT, SPLITS, _Annotation, _as_points, _few, _find_dataset_dir,
-                      _FolderDataset, _listing, _pair, log, natural_key, resolve_data_root)
+from .readers import (_IMAGE_RE, _ROOT_HINT, SPLITS, _Annotation, _as_points, _find_dataset_dir,
+                      _FolderDataset, _listing, _pair, log, natural_key, resolve_data_root, unmatched_error)
 
 # --------------------------------------------------------------------------------------------- JHU
 
@@ -144,21 +144,15 @@ class NWPUCrowd(_FolderDataset):
                 ids.append(Path(tok[0]).stem)
         ids = sorted(dict.fromkeys(ids), key=natural_key)
         img_dir, json_dir = self.root / "images", self.root / "jsons"
-        images = {i: p for i in ids for p in [img_dir / f"{i}.jpg", img_dir / f"{i}.png"] if p.is_file()}
+        found = {i: [p for p in (img_dir / f"{i}.jpg", img_dir / f"{i}.png") if p.is_file()] for i in ids}
         anns = {i: json_dir / f"{i}.json" for i in ids if (json_dir / f"{i}.json").is_file()}
-        no_img = [i for i in ids if i not in images]
-        no_ann = [] if split == "test" else [i for i in ids if i not in anns]
-        if no_img or no_ann:
-            parts = []
-            if no_img:
-                parts.append(f"{len(no_img)} listed image(s) missing: "
-                             + _few(f"images/{i}.jpg" for i in no_img))
-            if no_ann:
-                parts.append(f"{len(no_ann)} image(s) without annotation: "
-                             + _few(f"{i}.jpg (missing jsons/{i}.json)" for i in no_ann))
-            raise DataError(f"{self.name} {split} ({listfile}): {'; '.join(parts)}; restore the missing files "
-                            f"from the original archive")
-        return [(i, images[i], anns.get(i)) for i in ids]
+        unmatched_error(f"{self.name} {split} ({listfile})", {
+            "listed image(s) missing": [f"images/{i}.jpg" for i in ids if not found[i]],
+            "id(s) with two image files": [f"{i}.jpg and {i}.png" for i in ids if len(found[i]) > 1],
+            "image(s) without annotation": [] if split == "test" else [f"{i}.jpg (missing jsons/{i}.json)"
+                                                                        for i in ids if i not in anns]},
+            "restore the missing files from the original archive and keep one image file per id")
+        return [(i, found[i][0], anns.get(i)) for i in ids]
 
     def _read_annotation(self, ref: SampleRef) -> _Annotation:
         path = ref.annotation_path
