@@ -7,8 +7,14 @@ synthetic-data pipeline load on first use (``harness.train`` imports torch, ``im
 from __future__ import annotations
 
 import importlib
+import os
 
-from .context import CellContext
+# OpenMP threads that spin while they wait collapse when another process shares the cores (measured: 6x slower
+# training steps on 2 shared cores); sleeping waits cost little when the machine is idle. Set before torch loads;
+# an explicit OMP_WAIT_POLICY wins. (docs/design.md §14)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .context import CellContext  # noqa: E402
 from .errors import ConfigError, DataError, HarnessError, PluginError, WeightsError
 from .hookspecs import hookimpl
 from .options import component, component_refs, parse_or_raise
