@@ -79,6 +79,8 @@ def test_tiny_generator_img2img(tiny_generator):
     assert req(3, init_image=init, strength=0.5).key() != req(3, init_image=255 - init, strength=0.5).key()
     with pytest.raises(ConfigError, match="strength"):
         g.generate([req(3, init_image=init)])
+    with pytest.raises(ConfigError, match=r"int\(steps × strength\) = 0 denoising steps"):
+        g.generate([req(3, init_image=init, strength=0.2)])  # 2 steps x 0.2
     with pytest.raises(ConfigError, match="label masks"):
         g.generate([req(3, label_mask=np.zeros((8, 8), np.int32))])
 

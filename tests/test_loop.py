@@ -110,6 +110,8 @@ def test_schedulers_and_warmup():
     cos = lrs(OptimConfig(scheduler="cosine"), total=4, n=4)
     assert cos[0] == 1 and cos[2] == pytest.approx(0.5) and cos[3] < 0.2
     assert lrs(OptimConfig(warmup_steps=2), n=4) == [0.5, 1, 1, 1]
+    # constant, then linear decay (GauGAN's niter + niter_decay)
+    assert lrs(OptimConfig(scheduler="linear", decay_start=2), total=6, n=6) == pytest.approx([1, 1, 1, 0.75, 0.5, 0.25])
     del opt
 
 

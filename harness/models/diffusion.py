@@ -136,6 +136,9 @@ class StableDiffusionGenerator:
             if req.init_image is not None:
                 if req.strength is None or not 0 < req.strength <= 1:
                     raise ConfigError(f"img2img strength must lie in (0, 1], got {req.strength!r}")
+                if int(self.steps * req.strength) < 1:
+                    raise ConfigError(f"img2img with {self.steps} steps and strength {req.strength} runs "
+                                      f"int(steps × strength) = 0 denoising steps: raise steps or strength")
                 init = Image.fromarray(np.asarray(req.init_image, np.uint8)).resize((w, h), Image.BICUBIC)
                 result = self.pipe("image")(image=init, strength=float(req.strength), **common)
             else:

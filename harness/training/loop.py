@@ -59,7 +59,8 @@ class OptimConfig:
         momentum: SGD momentum.
         scheduler: ``constant``; ``step`` (× ``gamma`` every ``step_size`` steps, torch ``StepLR``);
             ``cosine`` (to 0 over the run); ``linear`` (to 0 over the run). Any of them after ``warmup_steps``
-            of linear warm-up.
+            of linear warm-up; ``cosine`` and ``linear`` hold the rate until ``decay_start`` (GauGAN's ``niter``
+            constant then ``niter_decay`` linear).
         step_size, gamma: the ``step`` scheduler's period (optimiser steps) and factor.
         warmup_steps: linear warm-up from 0.
         grad_clip: clip the global gradient norm of this objective's parameters (None: no clipping).
@@ -74,6 +75,7 @@ class OptimConfig:
     step_size: int = 1
     gamma: float = 1.0
     warmup_steps: int = 0
+    decay_start: int = 0
     grad_clip: float | None = None
 
     def validate(self) -> list[str]:
@@ -88,8 +90,8 @@ class OptimConfig:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             problems.append(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.step_size < 1 or self.warmup_steps < 0:
-            problems.append("step_size must be >= 1 and warmup_steps >= 0")
+        if self.step_size < 1 or self.warmup_steps < 0 or self.decay_start < 0:
+            problems.append("step_size must be >= 1, warmup_steps and decay_start >= 0")
         if self.grad_clip is not None and not self.grad_clip > 0:
             problems.append(f"grad_clip must be > 0 or null, got {self.grad_clip!r}")
         return problems
@@ -273,12 +275,15 @@ def _scheduler(opt, cfg: OptimConfig, total: int):
     import torch
 
     warm = int(cfg.warmup_steps)
+    start = max(warm, int(cfg.decay_start)) if cfg.scheduler in ("cosine", "linear") else warm
 
     def factor(step: int) -> float:
         if warm and step < warm:
             return (step + 1) / warm
-        s = step - warm
-        span = max(1, total - warm)
+        if step < start:
+            return 1.0
+        s = step - start
+        span = max(1, total - start)
         if cfg.scheduler == "step":
             return cfg.gamma ** (s // cfg.step_size)
         if cfg.scheduler == "cosine":
