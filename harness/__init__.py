@@ -18,6 +18,7 @@ from .context import CellContext  # noqa: E402
 from .errors import ConfigError, DataError, HarnessError, PluginError, WeightsError
 from .hookspecs import hookimpl
 from .options import component, component_refs, parse_or_raise
+from .options import to_dict as options_to_dict
 from .specs import (AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
                     StrategySpec)
 from .types import (Annotator, Counter, Dataset, GenerationRequest, Generator, Prediction, Provenance, PseudoLabel,
@@ -75,7 +76,7 @@ def __dir__():
 
 
 __all__ = ["hookimpl", "CellContext", "ConfigError", "DataError", "HarnessError", "PluginError", "WeightsError",
-           "component", "component_refs", "parse_or_raise",
+           "component", "component_refs", "parse_or_raise", "options_to_dict",
            "AnnotatorSpec", "CommandSpec", "CounterSpec", "DatasetSpec", "GeneratorSpec", "MethodSpec",
            "SegmenterSpec", "StrategySpec", "Annotator", "Counter", "Dataset", "GenerationRequest", "Generator",
            "Prediction", "Provenance", "PseudoLabel", "Sample", "SampleRef", "Segmentation", "Segmenter", "Strategy",
