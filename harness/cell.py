@@ -42,7 +42,7 @@ OVERLAYS = "overlays"
 OVERLAY_IMAGES = 2
 #: config keys that must match for an existing cell directory to be resumed
 IDENTITY_KEYS = ("method", "strategy", "options", "profile", "source", "target", "seed", "limit_test", "precision",
-                 "data_root", "data")
+                 "data_root", "data_content")
 
 
 def git_commit() -> str | None:
@@ -61,21 +61,32 @@ def eval_split(dataset: Any) -> str:
 
 
 def data_fingerprint(dataset: Any, splits: tuple[str, ...]) -> str:
-    """A cheap fingerprint of a dataset's files: per split the image ids and, for files on disk, the sizes and
-    modification times of image and annotation (a stat call each, no reading)."""
+    """A fingerprint of a dataset's files that survives copying (``cp``, ``rsync`` without ``-t``, a fresh mount
+    on a cluster node): per split the image ids, each image file's size (a stat call, no reading) and the SHA-256 of
+    each annotation file's bytes (annotations are small: a few KiB each). Modification times are not used: copying
+    changes them and would make every finished cell look stale."""
+    import hashlib
+
     from .io import content_key
 
-    def stat(path):
+    def size(path):
         if path is None:
             return None
         try:
-            st = Path(path).stat()
+            return Path(path).stat().st_size
         except OSError:
             return "missing"
-        return [st.st_size, st.st_mtime_ns]
 
-    return content_key({split: [[r.id, stat(r.image_path), stat(r.annotation_path)] for r in dataset.samples(split)]
-                        for split in splits})
+    def digest(path):
+        if path is None:
+            return None
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            return "missing"
+
+    return content_key({split: [[r.id, size(r.image_path), digest(r.annotation_path)]
+                                for r in dataset.samples(split)] for split in splits})
 
 
 def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None) -> dict:
@@ -92,7 +103,7 @@ def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None) 
         "limit_test": cell.limit_test, "device": device, "precision": plan.precision,
         "harness_version": __version__, "git_commit": commit,
         "data_root": str(plan.data_root) if plan.data_root else None, "python": platform.python_version(),
-        "data": plan_fingerprints(plan, cell), "command": plan.command,
+        "data_content": plan_fingerprints(plan, cell), "command": plan.command,
     }
 
 

@@ -75,7 +75,7 @@ def resolve_device(device: str) -> str:
 
 def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False) -> list[Path]:
     """Refuse an output folder holding cells of the same path but another configuration — other options, another
-    data root, or other dataset files (the data fingerprint: ids, sizes, modification times). With ``force`` such
+    data root, or other dataset files (the data fingerprint: ids, image sizes, annotation bytes). With ``force`` such
     cells are moved aside (``<cell>.replaced-<time>``, nothing is deleted) and computed again.
 
     Returns:

@@ -132,13 +132,23 @@ def test_a_run_made_from_another_data_root_is_refused_or_recomputed_with_force(t
     args = ["run", "--matrix", "SHB→SHB", "--methods", "zero", "--device", "cpu", "--out", tmp_path / "run"]
     assert invoke(*args, "--data-root", a).exit_code == 0
     r = invoke(*args, "--data-root", b)
-    one_line_error(r, "was run with a different data_root, data", "--force")
+    one_line_error(r, "was run with a different data_root, data_content", "--force")
     cell = tmp_path / "run/zero/SHB→SHB/seed-0"
     first = json.loads((cell / "metrics.json").read_text())
-    # the same root with a changed file is caught too (sizes / mtimes fingerprint)
+    # copying the data (new modification times, same bytes) keeps the finished cells
+    for f in a.rglob("*"):
+        os.utime(f, (f.stat().st_atime + 3600, f.stat().st_mtime + 3600))
+    r = invoke(*args, "--data-root", a)
+    assert r.exit_code == 0 and "already done 1" in r.stderr
+    # the same root with a changed file is caught (image sizes, annotation bytes)
     (a / "ShanghaiTech/part_B/test_data/images/IMG_2.jpg").write_bytes(
         (b / "ShanghaiTech/part_B/test_data/images/IMG_1.jpg").read_bytes())
-    one_line_error(invoke(*args, "--data-root", a), "a different data")
+    one_line_error(invoke(*args, "--data-root", a), "a different data_content")
+    (a / "ShanghaiTech/part_B/test_data/images/IMG_2.jpg").write_bytes(
+        (b / "ShanghaiTech/part_B/test_data/images/IMG_2.jpg").read_bytes())
+    mat = a / "ShanghaiTech/part_B/test_data/ground-truth/GT_IMG_1.mat"
+    mat.write_bytes((b / "ShanghaiTech/part_B/test_data/ground-truth/GT_IMG_1.mat").read_bytes())
+    one_line_error(invoke(*args, "--data-root", a), "a different data_content")  # an edited annotation
     r = invoke(*args, "--data-root", b, "--force")
     assert r.exit_code == 0 and "moved a cell of another configuration aside" in r.stderr
     assert json.loads((cell / "metrics.json").read_text())["mae"] != first["mae"]
