@@ -129,8 +129,9 @@ def identity(config: dict) -> dict:
 
 
 class CellEnvironment:
-    """Seed ``random``, numpy and torch with the cell seed (deterministic algorithms on CPU, warn-only) on entry;
-    restore torch's thread count, the RNG states and the determinism flags on exit."""
+    """Seed ``random``, numpy and torch with the cell seed on entry; restore torch's thread count, the RNG states and
+    the determinism flags on exit. (Deterministic algorithms are switched on by the training loop, :func:`train`,
+    for the span of a training: an evaluation-only cell does not pay for the switch.)"""
 
     def __init__(self, seed: int, device: str = "cpu"):
         self.seed, self.device = int(seed), device
@@ -144,8 +145,6 @@ class CellEnvironment:
         random.seed(self.seed)
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
-        if self.device == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -156,7 +155,9 @@ class CellEnvironment:
         np.random.set_state(npy)
         torch.set_rng_state(trng)
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(det, warn_only=warn)
+        if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) \
+                != (det, warn):  # the setter imports torch._inductor (1.6 s): only when a plugin changed the flags
+            torch.use_deterministic_algorithms(det, warn_only=warn)
         if str(self.device).startswith("cuda") and torch.cuda.is_available():
             torch.cuda.empty_cache()
         return False
@@ -297,7 +298,9 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
 
             save_cell_overlays(records, predictors, cell_dir / OVERLAYS, cell.seed, OVERLAY_IMAGES, densities)
         counter = counters[-1]
-        metrics = metrics_from_records(records, localises=getattr(counter, "localises", True))
+        # one fit: its evaluation already scored these records in this order; several (folds): pool them
+        metrics = dict(result.metrics) if len(fits) == 1 else \
+            metrics_from_records(records, localises=getattr(counter, "localises", True))
         if metrics.get("map") is None:
             log.info("no localisation metrics: the counter %s", "does not localise"
                      if not getattr(counter, "localises", True) else "gave neither points nor a density map")

@@ -26,6 +26,10 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return np.round(rgb).astype(np.uint8)
 
 
+#: :func:`colormap` sampled at 1024 levels (overlays index it instead of interpolating per pixel)
+_CMAP_LUT = colormap(np.linspace(0.0, 1.0, 1024)).astype(np.float32)
+
+
 def density_overlay(image: np.ndarray, density: np.ndarray, count: float | None = None, *,
                     alpha: float = 0.6, label: str | None = None) -> np.ndarray:
     """The overlay as an ``(H, W, 3) uint8`` array (see :func:`save_density_overlay`)."""
@@ -36,12 +40,13 @@ def density_overlay(image: np.ndarray, density: np.ndarray, count: float | None 
         raise DataError(f"overlay density must be a non-empty (h, w) array, got shape {density.shape}")
     h, w = image.shape[:2]
     # bilinear upsampling to the image size; values are only used for colour, so no mass rescaling is needed
-    up = np.asarray(Image.fromarray(np.clip(density, 0, None)).resize((w, h), Image.BILINEAR), dtype=np.float64)
-    peak = up.max()
+    up = np.asarray(Image.fromarray(np.clip(density, 0, None)).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    peak = float(up.max())
     norm = up / peak if peak > 0 else np.zeros_like(up)
-    weight = (alpha * np.sqrt(norm))[..., None]  # sqrt: sparse heads stay visible next to dense blobs
-    out = (1.0 - weight) * image.astype(np.float64) + weight * colormap(norm).astype(np.float64)
-    out = np.round(out).clip(0, 255).astype(np.uint8)
+    weight = (np.float32(alpha) * np.sqrt(norm))[..., None]  # sqrt: sparse heads stay visible next to dense blobs
+    colours = _CMAP_LUT[np.rint(norm * (len(_CMAP_LUT) - 1)).astype(np.intp)]
+    out = image.astype(np.float32) + weight * (colours - image)
+    out = np.rint(out).clip(0, 255).astype(np.uint8)
     text = label if label is not None else (f"count {count:.1f}" if count is not None else None)
     if text:
         pil = Image.fromarray(out)

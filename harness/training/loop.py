@@ -28,6 +28,7 @@ optimiser, scheduler and registered objects in one call.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -321,6 +322,29 @@ def train(task: Any, cfg: LoopConfig, *, seed: int = 0, device: str = "cpu", che
     Raises:
         ConfigError: invalid :class:`LoopConfig` / :class:`OptimConfig`, or a checkpoint of other options.
     """
+    with _deterministic_algorithms(device):
+        return _train(task, cfg, seed=seed, device=device, checkpoint_dir=checkpoint_dir, log=log, name=name,
+                      on_checkpoint=on_checkpoint)
+
+
+@contextlib.contextmanager
+def _deterministic_algorithms(device: str):
+    """Deterministic algorithms (warn-only) on CPU for the span of a training; the previous flags restored after."""
+    import torch
+
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    wanted = (True, True) if str(device) == "cpu" else saved
+    if wanted != saved:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        if wanted != saved:
+            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+
+
+def _train(task: Any, cfg: LoopConfig, *, seed: int, device: str, checkpoint_dir: str | Path | None,
+           log: logging.Logger | None, name: str, on_checkpoint: Callable[[int], None] | None) -> LoopResult:
     import torch
 
     log = log or _log
