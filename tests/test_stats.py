@@ -63,15 +63,23 @@ def run_dir(tmp_path):
     _cell(tmp_path, "good", "A→B", 0, [12.0, 18.0, 33.0, 41.0, 48.0, 63.0], gts)
     _cell(tmp_path, "good", "A→B", 1, [11.0, 21.0, 29.0, 44.0, 52.0, 57.0], gts)
     _cell(tmp_path, "label-free", "A→B", 0, [60.0, 10.0, 70.0, 0.0, 90.0, 5.0], gts)
+    # source-mean MAE 15.0 beats zero's 35.0 here; on B→A zero (MAE 5.0) is the better trivial baseline
+    gts_b = [5.0] * 6
+    _cell(tmp_path, "source-mean", "B→A", 0, [35.0] * 6, gts_b)
+    _cell(tmp_path, "zero", "B→A", 0, [0.0] * 6, gts_b)
+    _cell(tmp_path, "good", "B→A", 0, [9.0] * 6, gts_b)  # MAE 4.0: beats both
+    _cell(tmp_path, "label-free", "B→A", 0, [15.0] * 6, gts_b)  # MAE 10.0: beats source-mean (30.0), not zero
     return tmp_path
 
 
-def test_leaderboard_marks_rows_that_do_not_beat_source_mean_and_shows_intervals(run_dir):
+def test_leaderboard_marks_rows_that_do_not_beat_both_trivial_baselines_and_shows_intervals(run_dir):
     board = leaderboard(collect(run_dir)).set_index("method")
     good = board.loc["good", "A→B MAE↓"]
     assert good.startswith("2.08 ± 0.12 [") and "‡" not in good  # MAE 13/6 and 12/6 over seeds 0, 1
     assert board.loc["label-free", "A→B MAE↓"].endswith("‡")  # MAE 36.7 >= source-mean's 15.0
-    assert board.loc["zero", "A→B MAE↓"].endswith("‡") and "‡" not in board.loc["source-mean", "A→B MAE↓"]
+    assert board.loc["label-free", "B→A MAE↓"].endswith("‡")  # MAE 10.0 < source-mean's 30.0 but >= zero's 5.0
+    assert "‡" not in board.loc["good", "B→A MAE↓"]
+    assert not any("‡" in board.loc[b, c] for b in ("zero", "source-mean") for c in ("A→B MAE↓", "B→A MAE↓"))
     lo, hi = (float(x) for x in board.loc["good", "A→B MSE↓"].split("[")[1].rstrip("]").split(","))
     assert lo <= (np.sqrt(31 / 6) + np.sqrt(32 / 6)) / 2 <= hi
     assert board.loc["label-free", "labels used"] == "none" and board.loc["good", "labels used"] == "source"

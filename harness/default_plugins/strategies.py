@@ -7,7 +7,7 @@ training inputs (PromptMix's and SPADE's synthetic images) compose it instead of
 
 ``constant`` gives every cell its trivial baselines: ``zero`` (predicts 0) and ``source-mean`` (predicts the mean
 count of the source's official train split, train and held-out val together). A number is a result only if it
-beats them (the leaderboard marks every cell that does not beat ``source-mean``).
+beats them (the leaderboard marks ‡ every cell whose MAE is not below the better of the two).
 
 Methods:
 
