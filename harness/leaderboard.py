@@ -28,7 +28,7 @@ import pandas as pd
 from .errors import ConfigError, DataError
 
 #: (metrics.json key, column label, decimals)
-METRICS = (("mae", "MAE↓", 2), ("mse", "MSE↓", 2), ("nae", "NAE↓", 3), ("map", "mAP↑", 3))
+METRICS = (("mae", "MAE↓", 2), ("mse", "MSE↓", 2), ("nae", "NAE↓", 3), ("r", "r↑", 3), ("map", "mAP↑", 3))
 DAGGER = "†"
 LEGEND_DAGGER = (f"{DAGGER} target labels seen: the weights were trained on the target dataset's labels "
                  "(not a cross-domain result).")
@@ -40,9 +40,11 @@ LEGEND_DDAGGER = (f"{DDAGGER} does not beat the trivial baselines of this cell (
 LEGEND_CI = ("[low, high]: 95 % paired bootstrap interval of MAE / MSE over the test images (2000 resamples, "
              "seed 0; over seeds, the mean of the seeds on the same resampled images).")
 LEGEND_MSE = "MSE is the root mean squared error (the field's convention)."
+LEGEND_R = ("r: Pearson correlation of predicted and true counts over the test images (– where a side is constant); "
+            "near 0, the counter does not track the count whatever its MAE (a near-constant predictor).")
 FORMATS = ("md", "csv", "json", "latex", "html")
 
-_COLUMNS = ["method", "source", "target", "cell", "seed", "limit_test", "profile", "mae", "mse", "nae", "map",
+_COLUMNS = ["method", "source", "target", "cell", "seed", "limit_test", "profile", "mae", "mse", "nae", "r", "map",
             "n_images", "target_labels_seen", "uses_target_images", "selection_split", "eval_split", "protocol",
             "labels_used", "duration_s", "path"]
 
@@ -72,6 +74,8 @@ def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
         row.update({k: m[k] for k in m if _is_output_metric(k)})
         row["cell"] = f"{m.get('source')}→{m.get('target')}"
         row["path"] = str(path.parent)
+        if "r" not in m:  # cells finished before r was recorded: from their per-image predictions
+            row["r"] = _r_from_predictions(path.parent)
         rows.append(row)
     outputs = sorted({k for r in rows for k in r if ":" in k}, key=_output_order)
     df = pd.DataFrame(rows, columns=_COLUMNS + outputs)
@@ -114,6 +118,17 @@ def _mean_std(values: pd.Series, decimals: int) -> str:
 def _cell_label(cell: str, limit, protocol=None) -> str:
     label = cell if protocol is None or (isinstance(protocol, float) and math.isnan(protocol)) else f"{cell} ({protocol})"
     return label if limit is None or (isinstance(limit, float) and math.isnan(limit)) else f"{label} [n={int(limit)}]"
+
+
+def _r_from_predictions(cell_dir: Path) -> float | None:
+    """Pearson r of a cell's ``predictions.csv`` (None without the file)."""
+    from .metrics import count_correlation
+
+    f = cell_dir / "predictions.csv"
+    if not f.is_file():
+        return None
+    p = pd.read_csv(f)
+    return count_correlation(p["pred_count"].to_numpy(), p["gt_count"].to_numpy())
 
 
 def _interval_text(paths: list[str], decimals: int) -> tuple[str, str]:
@@ -240,6 +255,8 @@ def notes(board: pd.DataFrame) -> list[str]:
                    "label-free).")
     if any("[n=" in c for c in board.columns):
         out.append("[n=N]: evaluated on the first N test images only (--limit-test); not comparable to full runs.")
+    if any(c.endswith(" r↑") for c in board.columns):
+        out.append(LEGEND_R)
     out.append(LEGEND_MSE)
     return out
 
@@ -299,5 +316,5 @@ def _html_escape(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-__all__ = ["collect", "leaderboard", "compare", "render", "notes", "FORMATS", "METRICS", "LEGEND_MSE", "LEGEND_DAGGER",
+__all__ = ["collect", "leaderboard", "compare", "render", "notes", "FORMATS", "METRICS", "LEGEND_MSE", "LEGEND_R", "LEGEND_DAGGER",
            "LEGEND_DDAGGER", "BASELINES"]

@@ -75,15 +75,16 @@ def count_metrics(pred_counts, gt_counts) -> dict:
 
     MAE = mean |ĉ − c|; MSE = sqrt(mean (ĉ − c)²), the field's (root) MSE since MCNN (Zhang et al.,
     CVPR 2016, eq. 6); NAE = mean |ĉ − c| / c over the images with c > 0 (NWPU-Crowd, Wang et al.,
-    TPAMI 2020), NaN when no image has c > 0.
+    TPAMI 2020), NaN when no image has c > 0; r = Pearson's correlation of ĉ and c over the images
+    (:func:`count_correlation`): a counter whose r is near 0 does not track the count, whatever its MAE.
 
     Args:
         pred_counts: ``(n,)`` predicted counts ĉ (float).
         gt_counts: ``(n,)`` ground-truth counts c (number of annotated heads).
 
     Returns:
-        ``{"mae": float, "mse": float, "nae": float, "n_images": n, "n_nae": n⁺}`` where ``n_nae`` is the
-        number of images (c > 0) that NAE averages over.
+        ``{"mae": float, "mse": float, "nae": float, "r": float, "n_images": n, "n_nae": n⁺}`` where
+        ``n_nae`` is the number of images (c > 0) that NAE averages over; r is NaN where undefined.
 
     Raises:
         DataError: empty input, lengths differ, non-finite values, or a negative ground-truth count.
@@ -103,9 +104,28 @@ def count_metrics(pred_counts, gt_counts) -> dict:
         "mae": float(np.mean(np.abs(err))),
         "mse": float(np.sqrt(np.mean(err**2))),
         "nae": nae,
+        "r": count_correlation(pred, gt),
         "n_images": int(len(gt)),
         "n_nae": int(pos.sum()),
     }
+
+
+def count_correlation(pred_counts, gt_counts) -> float:
+    """Pearson's r of predicted and true counts over the test images, in [-1, 1].
+
+    A near-constant predictor (a counter that learnt the mean count) can have an MAE below the trivial baselines
+    while r ≈ 0; r exposes it. NaN when undefined: fewer than 3 images, or either side constant (the ``zero`` and
+    ``source-mean`` baselines).
+
+    Args:
+        pred_counts, gt_counts: ``(n,)`` float counts.
+    """
+    pred = np.asarray(pred_counts, dtype=np.float64).reshape(-1)
+    gt = np.asarray(gt_counts, dtype=np.float64).reshape(-1)
+    if len(gt) < 3 or len(pred) != len(gt) or np.ptp(pred) <= 1e-9 * max(1.0, float(np.abs(pred).max())) \
+            or np.ptp(gt) == 0:
+        return float("nan")
+    return float(np.clip(np.corrcoef(pred, gt)[0, 1], -1.0, 1.0))
 
 
 # ------------------------------------------------------------------------------------------ AP@δ

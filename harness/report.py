@@ -147,7 +147,7 @@ def _cell_page(row: pd.Series, tmp: Path) -> str:
     overlays = sorted((folder / "overlays").glob("*.png")) if (folder / "overlays").is_dir() else []
     ov = "".join(f"<figure><img alt='{html.escape(o.stem)}' src='{_png(o)}'><figcaption>{html.escape(o.stem)}"
                  f"</figcaption></figure>" for o in overlays)
-    keys = ("mae", "mae_ci", "mse", "mse_ci", "nae", "map", "ap@5", "ap@10", "ap@20", "n_images", "eval_split",
+    keys = ("mae", "mae_ci", "mse", "mse_ci", "nae", "r", "map", "ap@5", "ap@10", "ap@20", "n_images", "eval_split",
             "protocol", "target_labels_seen", "labels_used", "uses_target_images", "selection_split", "fit_s",
             "eval_s")
     mrows = "".join(f"<tr><td>{k}</td><td>{html.escape(json.dumps(metrics.get(k)))}</td></tr>" for k in keys

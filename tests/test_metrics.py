@@ -289,3 +289,17 @@ def test_points_from_density_bad_input():
         points_from_density(np.zeros((2, 2)), stride=0)
     with pytest.raises(ConfigError):
         points_from_density(np.zeros((2, 2)), min_distance=0)
+
+
+def test_count_correlation_exposes_a_near_constant_predictor():
+    from harness.metrics import count_correlation
+
+    gt = np.array([10.0, 50.0, 100.0, 200.0])
+    assert count_correlation(gt * 0.5 + 3, gt) == pytest.approx(1.0)
+    assert count_correlation(-gt, gt) == pytest.approx(-1.0)
+    assert math.isnan(count_correlation(np.full(4, 90.0), gt))  # the trivial baselines: undefined
+    assert math.isnan(count_correlation(gt[:2], gt[:2]))  # fewer than 3 images
+    # a predictor near the mean count with noise unrelated to the truth: r ≈ 0 although its MAE is moderate
+    noise = np.array([1.0, -2.0, 1.0, 0.0])
+    assert abs(count_correlation(90.0 + noise, gt)) < 0.2
+    assert count_metrics(gt * 0.5 + 3, gt)["r"] == pytest.approx(1.0)
