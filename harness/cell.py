@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .conditions import CONDITION_KEYS
 from .context import CellContext
 from .evaluation import evaluate_counter, predictions_csv
 from .io import ArtifactCache, atomic_write_json, atomic_write_text
@@ -89,9 +90,11 @@ def data_fingerprint(dataset: Any, splits: tuple[str, ...]) -> str:
                                 for r in dataset.samples(split)] for split in splits})
 
 
-def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None) -> dict:
-    """The resolved configuration recorded in ``config.json`` (with the data fingerprints of source and target)."""
+def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None, threads: int | None = None) -> dict:
+    """The resolved configuration recorded in ``config.json`` (with the data fingerprints of source and target and
+    the conditions of :mod:`harness.conditions`: device kind and, on a CPU, the pinned thread count)."""
     from . import __version__
+    from .conditions import conditions
     from .options import to_dict
 
     spec = plan.registries.methods.get(cell.method)
@@ -103,7 +106,7 @@ def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None) 
         "limit_test": cell.limit_test, "device": device, "precision": plan.precision,
         "harness_version": __version__, "git_commit": commit,
         "data_root": str(plan.data_root) if plan.data_root else None, "python": platform.python_version(),
-        "data_content": plan_fingerprints(plan, cell), "command": plan.command,
+        "data_content": plan_fingerprints(plan, cell), "command": plan.command, **conditions(device, threads),
     }
 
 
@@ -123,9 +126,23 @@ def plan_fingerprints(plan: Plan, cell: Cell) -> dict:
 def identity(config: dict) -> dict:
     """The part of a ``config.json`` that decides whether an existing cell is the same cell (keys a cell written by
     an older harness lacks are not compared)."""
-    ident = {k: config.get(k) for k in IDENTITY_KEYS if k in config}
+    ident = {k: config.get(k) for k in IDENTITY_KEYS + CONDITION_KEYS if k in config}
     ident["precision"] = ident.get("precision") or "fp32"  # cells written before --precision existed
     return json.loads(json.dumps(ident, default=str))
+
+
+def identity_diff(old: dict, new: dict) -> list[str]:
+    """The identity keys on which an existing cell's ``old`` identity differs from the ``new`` one (keys ``old``
+    lacks are not compared; a device kind known only by its type, or not yet resolved, matches its models:
+    :func:`harness.conditions.same_device_kind`; thread counts are compared on a CPU only)."""
+    from .conditions import same_device_kind
+
+    diff = [k for k in old if k not in CONDITION_KEYS and old.get(k) != new.get(k)]
+    if "device_kind" in old and not same_device_kind(old.get("device_kind"), new.get("device_kind")):
+        diff.append("device kind")
+    if "threads" in old and old.get("threads") and new.get("threads") and old["threads"] != new["threads"]:
+        diff.append("thread count")
+    return diff
 
 
 class CellEnvironment:
@@ -254,7 +271,9 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
     method = plan.registries.methods.get(cell.method)
     strategy_spec = plan.registries.strategies.get(method.strategy)
     options = copy.deepcopy(plan.strategy_options[cell.method])
-    atomic_write_json(cell_dir / "config.json", cell_config(plan, cell, device, commit))
+    import torch
+
+    atomic_write_json(cell_dir / "config.json", cell_config(plan, cell, device, commit, torch.get_num_threads()))
     (cell_dir / "checkpoints").mkdir(exist_ok=True)
     log = cell_logger(cell_dir)
     try:
@@ -351,5 +370,5 @@ def cell_flags(cell: Cell, strategy_spec: Any, counters: list, ctxs: list[CellCo
     }
 
 
-__all__ = ["run_cell", "cell_config", "identity", "CellEnvironment", "cell_logger", "close_logger", "git_commit",
+__all__ = ["run_cell", "cell_config", "identity", "identity_diff", "CellEnvironment", "cell_logger", "close_logger", "git_commit",
            "eval_split", "cell_flags", "PARTIAL_FILE", "IDENTITY_KEYS"]

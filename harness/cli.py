@@ -105,6 +105,9 @@ def main() -> None:
                                             "files (another data root) and compute them again.")
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
               help="Image-decoding worker processes per cell (training and evaluation).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="Local: CPU threads pinned for every cell (default: $OMP_NUM_THREADS, else the CPUs this process "
+                   "may use). Part of a CPU cell's identity: numbers change with it.")
 @click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True,
               help="Where the cells run: here, one after another; a Ray cluster; a Slurm job array (submitit).")
 @click.option("--address", default="auto", show_default=True,
@@ -124,8 +127,8 @@ def main() -> None:
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Also load this plugin module (not installed as a distribution); repeatable. Workers import it too.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
-def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, force, workers, executor,
-        address, gpus_per_cell, cpus_per_cell, max_retries, slurm_partition, slurm_time, slurm_gpus_per_task,
+def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, force, workers, threads,
+        executor, address, gpus_per_cell, cpus_per_cell, max_retries, slurm_partition, slurm_time, slurm_gpus_per_task,
         slurm_cpus_per_task, slurm_array_parallelism, wait, plugins, progress):
     """Run METHODS on every SRC→TGT cell of MATRIX for each seed, then print the leaderboard.
 
@@ -153,6 +156,8 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
                                "--out", str(out_dir)]
                               + (["--data-root", str(data_root)] if data_root else [])
                               + (["--limit-test", str(limit_test)] if limit_test else [])
+                              + (["--threads", str(threads)] if threads else [])
+                              + (["--executor", executor] if executor != "local" else [])
                               + [a for m in plugins for a in ("--plugin", m)])
     if any(not (Path(out_dir) / c.relpath / "metrics.json").exists() for c in plan.cells):
         check_writable_dir(out_dir, "--out")  # a finished run in a read-only folder is only printed
@@ -166,7 +171,7 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
                        "cpus_per_cell": cpus_per_cell, "max_retries": max_retries},
                "slurm": {"partition": slurm_partition, "time_min": slurm_time, "gpus_per_task": slurm_gpus_per_task,
                          "cpus_per_task": slurm_cpus_per_task, "array_parallelism": slurm_array_parallelism},
-               "local": {}}[executor]
+               "local": {"threads": threads}}[executor]
     summary = runner.execute(plan, out_dir, device, progress=progress, console=err_console, force=force,
                              executor=make_executor(executor, **options), wait=wait)
     for path in summary.replaced:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import PluginError
 from .types import Dataset, Provenance, UnlabelledRef
@@ -51,6 +51,39 @@ class CellContext:
     workers: int = 0
     provenance_notes: dict = field(default_factory=dict)
     components: list = field(default_factory=list)
+
+    def fit_conditions(self) -> dict:
+        """The conditions every model trained in this cell depends on besides the method's options
+        (:func:`harness.conditions.fit_conditions`: seed, source, precision, device kind, CPU threads now in force,
+        harness version)."""
+        import torch
+
+        from .conditions import fit_conditions
+
+        return fit_conditions(seed=self.seed, source=self.source_name, precision=self.precision, device=self.device,
+                              threads=torch.get_num_threads())
+
+    def cached_fit(self, kind: str, key: Any, create: Callable[[Path], None], suffix: str = ".pt") -> tuple[Path, bool]:
+        """Train-or-load through the artefact cache: the one way a strategy caches a trained model.
+
+        Args:
+            kind: artefact folder (e.g. ``"rdbt-source"``, ``"ldm-model"``).
+            key: JSON-ready dict of everything of the *method* that determines the model (options, image ids, its
+                own format version). The cell's conditions (:meth:`fit_conditions`) are added here, so no caller
+                can forget precision, device kind, thread count or harness version.
+            create: ``create(tmp_path)`` trains and writes the model to ``tmp_path`` (renamed atomically).
+            suffix: file suffix.
+
+        Returns:
+            ``(path, hit)``: the artefact and whether it was already cached (also recorded in
+            ``provenance_notes["cached_fits"][kind]``, hence in the cell's ``metrics.json``).
+        """
+        full = {"fit": key, "conditions": self.fit_conditions()}
+        path = self.cache.path(kind, full, suffix)
+        hit = path.exists()
+        path = self.cache.get_or_create(kind, full, suffix, create)
+        self.provenance_notes.setdefault("cached_fits", {})[kind] = {"hit": hit, "key": path.stem[:16]}
+        return path, hit
 
     def build(self, kind: str, name: str, *, labels_reach_counter: bool = True, **options) -> Any:
         """Build the registered component ``name`` of ``kind`` (counter, generator, annotator, segmenter) for

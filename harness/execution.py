@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cell import cell_config, identity
+from .cell import cell_config, identity, identity_diff
 from .errors import ConfigError, HarnessError
 from .io import ArtifactCache, atomic_write_json
 from .planning import Cell, Plan
@@ -73,10 +73,11 @@ def resolve_device(device: str) -> str:
     raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
 
 
-def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False) -> list[Path]:
+def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False, threads: int | None = None) -> list[Path]:
     """Refuse an output folder holding cells of the same path but another configuration — other options, another
-    data root, or other dataset files (the data fingerprint: ids, image sizes, annotation bytes). With ``force`` such
-    cells are moved aside (``<cell>.replaced-<time>``, nothing is deleted) and computed again.
+    data root, other dataset files (the data fingerprint: ids, image sizes, annotation bytes), another precision,
+    device kind or CPU thread count (:mod:`harness.conditions`). With ``force`` such cells are moved aside
+    (``<cell>.replaced-<time>``, nothing is deleted) and computed again.
 
     Returns:
         the cell folders moved aside.
@@ -94,8 +95,8 @@ def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False) 
             old = identity(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue  # unreadable config of an unfinished cell: rewritten when the cell runs
-        new = identity(cell_config(plan, cell, device))
-        diff = [k for k in old if old.get(k) != new.get(k)]
+        new = identity(cell_config(plan, cell, device, threads=threads))
+        diff = identity_diff(old, new)
         if diff:
             problems.append(f"{path.parent} was run with a different {', '.join(diff)}")
             stale.append(path.parent)
@@ -189,7 +190,10 @@ def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, pro
     from .jobs import JobArgs, write_progress
 
     out = Path(out_dir)
-    moved = check_existing(plan, out, device, force)
+    executor = executor or LocalExecutor()
+    if executor.resolves_device_in_driver and any((out / c.relpath / "config.json").exists() for c in plan.cells):
+        device = resolve_device(device)  # existing cells are compared with the device kind this run will use
+    moved = check_existing(plan, out, device, force, threads=executor.threads)
     summary = RunSummary(out_dir=out, replaced=moved)
     states = {str(c.relpath): ("done" if (out / c.relpath / "metrics.json").exists() else "pending")
               for c in plan.cells}
@@ -197,12 +201,11 @@ def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, pro
     pending = [c for c in plan.cells if states[str(c.relpath)] == "pending"]
     if not pending:
         return summary  # nothing to compute: no device check, no torch import
-    executor = executor or LocalExecutor()
     if executor.resolves_device_in_driver:
         device = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or ArtifactCache()
-    args = JobArgs.from_plan(plan, out, device, cache.root, getattr(executor, "threads", None))
+    args = JobArgs.from_plan(plan, out, device, cache.root, executor.threads)
     console = console or Console(stderr=True)
     show = console.is_terminal if progress is None else progress
     messages: dict[str, str] = {}

@@ -24,7 +24,12 @@ class LocalExecutor:
     """Cells one after another in this process (the default): Ctrl-C stops cleanly, a per-image progress bar."""
 
     resolves_device_in_driver = True
-    threads = None
+
+    def __init__(self, threads: int | None = None):
+        from .conditions import default_threads
+
+        #: intra-op threads pinned for every cell (harness.conditions)
+        self.threads = max(1, int(threads)) if threads else default_threads()
 
     def run(self, args, rels: list[str], on_state: OnState, *, plan=None, sigint=None, bars=None) -> None:
         from .jobs import run_cell_job
@@ -221,7 +226,7 @@ def make_executor(name: str, **options: Any):
     Raises:
         ConfigError: an unknown executor name."""
     if name == "local":
-        return LocalExecutor()
+        return LocalExecutor(**options)
     if name == "ray":
         return RayExecutor(**options)
     if name == "slurm":

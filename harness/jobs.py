@@ -13,6 +13,7 @@ shares (with working POSIX locks, e.g. NFSv4 or Lustre).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -118,10 +119,6 @@ def run_cell_job(args: JobArgs, relpath: str, *, plan: Any = None, sigint: Any =
     from .io import ArtifactCache
 
     plan = plan or _plan(args)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(int(args.threads))
     cell = next(c for c in plan.cells if str(c.relpath) == str(relpath))
     out = Path(args.out_dir)
     cell_dir = out / cell.relpath
@@ -142,8 +139,9 @@ def run_cell_job(args: JobArgs, relpath: str, *, plan: Any = None, sigint: Any =
             from .execution import resolve_device
             device = resolve_device(device)
         try:
-            run_cell(plan, cell, cell_dir, device, cache=ArtifactCache(args.cache_root), commit=_commit(),
-                     on_image=on_image)
+            with pinned_threads(args.threads):
+                run_cell(plan, cell, cell_dir, device, cache=ArtifactCache(args.cache_root), commit=_commit(),
+                         on_image=on_image)
             return {"state": "done", "message": ""}
         except KeyboardInterrupt as exc:
             if sigint is not None and sigint.hit:
@@ -157,6 +155,23 @@ def run_cell_job(args: JobArgs, relpath: str, *, plan: Any = None, sigint: Any =
             return record_failure(cell, cell_dir, exc)
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int | None):
+    """Run with torch's intra-op thread count set to ``threads`` (the cell's pinned count, part of its identity:
+    :mod:`harness.conditions`); the caller's count is restored afterwards. None leaves it as it is."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _commit() -> str | None:

@@ -378,3 +378,37 @@ def test_a_cell_never_leaves_thread_or_rng_settings_behind(regs, tmp_path, monke
         assert torch.are_deterministic_algorithms_enabled() == det and torch.equal(torch.get_rng_state(), rng)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_thread_count_and_device_kind_are_part_of_a_cells_identity(regs, tmp_path):
+    """A CPU cell is pinned to its thread count and records it with the device kind; a run under another thread
+    count or on another kind of device refuses the finished cell in one line instead of reporting it as done."""
+    from harness.executors import LocalExecutor
+
+    plan = plan_run("FAKE-A→FAKE-B", "fake-method", "0", "smoke", regs, None)
+    assert execute(plan, tmp_path, "cpu", progress=False, executor=LocalExecutor(threads=1)).ok
+    cfg_path = tmp_path / "fake-method/FAKE-A→FAKE-B/seed-0/config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["threads"] == 1 and cfg["device_kind"] == "cpu"
+    summary = execute(plan, tmp_path, "cpu", progress=False, executor=LocalExecutor(threads=1))
+    assert summary.skipped and not summary.finished
+    with pytest.raises(ConfigError, match="different thread count") as err:
+        execute(plan, tmp_path, "cpu", progress=False, executor=LocalExecutor(threads=2))
+    assert "\n" not in str(err.value)
+    cfg_path.write_text(json.dumps({**cfg, "device_kind": "cuda:NVIDIA H100 80GB HBM3", "threads": None}))
+    with pytest.raises(ConfigError, match="different device kind"):
+        execute(plan, tmp_path, "cpu", progress=False, executor=LocalExecutor(threads=1))
+    # --force moves it aside and computes the cell under this run's conditions
+    summary = execute(plan, tmp_path, "cpu", progress=False, executor=LocalExecutor(threads=2), force=True)
+    assert summary.replaced and summary.finished
+    assert json.loads(cfg_path.read_text())["threads"] == 2
+
+
+def test_device_kinds_match_by_type_where_the_model_is_unknown():
+    from harness.conditions import conditions, same_device_kind
+
+    assert same_device_kind("cuda", "cuda:NVIDIA A100-SXM4-80GB") and same_device_kind(None, "cpu")
+    assert not same_device_kind("cuda:NVIDIA A100-SXM4-80GB", "cuda:NVIDIA H100 80GB HBM3")
+    assert not same_device_kind("cpu", "cuda")
+    assert conditions("cpu", 4) == {"device_kind": "cpu", "threads": 4}
+    assert conditions("auto", 4) == {"device_kind": None, "threads": 4}

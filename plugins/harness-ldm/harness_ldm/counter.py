@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness import ConfigError, Prediction, Provenance
+from harness import ConfigError, Prediction, Provenance, WeightsError, read_checkpoint
 
 from .config import LDMOptions, parse_options
 from .crowdmap import Heads, count_heads, map_to_density
@@ -181,9 +181,9 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[LDMNet, LDMOption
         raise ConfigError(f"LDM model file {path} not found: train one with `harness run --methods ldm ...` "
                           f"(cells keep it as checkpoints/ldm-model.pt)")
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"LDM model file {path} cannot be read ({type(exc).__name__}); train it again") from None
+        d = read_checkpoint(path, "LDM model file")
+    except WeightsError as exc:
+        raise ConfigError(f"{exc}; train it again") from None
     if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
         raise ConfigError(f"{path} is not an LDM model file of format {MODEL_FORMAT}")
     options = parse_options(d["options"], f"options in {path.name}")

@@ -3,8 +3,9 @@
 
 The source's train split (a seeded subset of ``source_images``) trains both stages; a seeded subset of
 ``val_images`` of its val split selects them (:mod:`harness_ldm.training`); the target is never looked at. The
-trained networks are stored in the artefact cache (``ldm-model``), keyed by the source's image ids, the seed, the
-precision and every option that determines them (:meth:`LDMOptions.training_key`: all but test-time sampling), so
+trained networks are stored through the core's ``ctx.cached_fit`` (``ldm-model``), keyed by the source's image ids
+and every option that determines them (:meth:`LDMOptions.training_key`: all but test-time sampling) plus the cell's
+conditions (seed, source, precision, device kind, CPU threads, harness version), so
 ``ldm`` and ``ldm-k4`` of one source train once. The cell keeps a link (or copy) of the model as
 ``checkpoints/ldm-model.pt`` for ``harness ldm steps``; loop checkpoints go to ``checkpoints/ldm-vq`` and
 ``checkpoints/ldm-diffusion`` (a killed fit resumes there).
@@ -51,24 +52,21 @@ class LDMStrategy:
         if not train_refs or not val_refs:
             raise ConfigError(f"ldm needs labelled train and val images of the source {ctx.source_name!r}; got "
                               f"{len(train_refs)} train and {len(val_refs)} val images")
-        key = {"version": CACHE_VERSION, "source": ctx.source_name, "seed": int(ctx.seed),
-               "precision": ctx.precision, "train": [r.key for r in train_refs], "val": [r.key for r in val_refs],
+        key = {"version": CACHE_VERSION, "train": [r.key for r in train_refs], "val": [r.key for r in val_refs],
                "options": o.training_key()}
-        path = ctx.cache.path("ldm-model", key, ".pt")
-        hit = path.exists()
         ckdir = Path(ctx.workdir) / "checkpoints"
 
         def create(tmp: Path) -> None:
             t0 = time.perf_counter()
             net, info = train_model(o, _load(train_refs), _load(val_refs), seed=ctx.seed, device=ctx.device,
                                     precision=ctx.precision, checkpoint_dir=ckdir, log=ctx.log,
-                                    cache_root=ctx.cache.root, fingerprint=key)
+                                    cache_root=ctx.cache.root, fingerprint={**key, **ctx.fit_conditions()})
             info.update({"weights": f"trained-in-run (ldm {o.space}; source {ctx.source_name})",
                          "trained_on": [ctx.source_name], "seconds": round(time.perf_counter() - t0, 2),
                          "ldm_version": __version__})
             save_model(tmp, net, o, info)
 
-        path = ctx.cache.get_or_create("ldm-model", key, ".pt", create)
+        path, hit = ctx.cached_fit("ldm-model", key, create)
         net, _, info = load_model(path, ctx.device)
         _link(path, ckdir / MODEL_FILE)
         # the cached model's own options hold the training; this method's sampling and report options apply

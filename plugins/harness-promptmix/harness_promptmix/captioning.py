@@ -155,11 +155,11 @@ def convert_clipcap_checkpoint(checkpoint: str | Path, clip_folder: str | Path, 
     CLIP ViT-B/32 vision folder and a GPT-2 folder (tokenizer) as the folder :class:`ClipCapCaptioner` loads."""
     import shutil
 
-    import torch
+    from harness import read_state_dict
     from safetensors.torch import save_file
     from transformers import GPT2LMHeadModel
 
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    state = read_state_dict(checkpoint, "ClipCap checkpoint")
     out = Path(out)
     mapping = {k[len("clip_project."):]: v for k, v in state.items() if k.startswith("clip_project.")}
     gpt_state = {k[len("gpt."):]: v for k, v in state.items() if k.startswith("gpt.")}

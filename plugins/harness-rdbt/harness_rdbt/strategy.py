@@ -7,9 +7,10 @@
   per image (density 50–70 % range / highest mean detection confidence, or random); fine-tune R (last two layers)
   and D on the pseudo-labelled patches. Test time merges R_T and D_T as in training.
 
-Caching: the source-trained R, D and Φ are stored in the cell's artefact cache (``ctx.cache``), keyed by the
-source's train image ids, the options that determine them and the seed, so the ``regnet``, ``detnet`` and
-``rdbt`` cells of one source train each network once. Training checkpoints go to ``ctx.workdir/checkpoints``;
+Caching: the source-trained R, D and Φ are stored through the core's ``ctx.cached_fit`` (``rdbt-source``), keyed by
+the source's train image ids and the options that determine them plus the cell's conditions (seed, source,
+precision, device kind, CPU threads, harness version), so the ``regnet``, ``detnet`` and ``rdbt`` cells of one
+source train each network once and a bf16 cell never reuses an fp32 network. Training checkpoints go to ``ctx.workdir/checkpoints``;
 each target cycle writes ``checkpoints/rdbt-cycle-<t>.pt`` (R_t, D_t), and ``iterations.json`` in the cell folder
 reports, per cycle, the pseudo-label statistics and fine-tuning losses (no target labels are read).
 
@@ -26,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import ConfigError, Prediction, Provenance, atomic_save, atomic_write_json, subset
+from harness import (ConfigError, Prediction, Provenance, atomic_save, atomic_write_json, content_key, read_checkpoint,
+                     subset)
 
 from . import __version__
 from .config import RDBTConfig
@@ -94,7 +96,7 @@ class SourceModels:
         return self._items
 
     def key(self, which: str) -> dict:
-        return {"model": which, "version": CACHE_VERSION, "source": self.ctx.source_name, "seed": self.ctx.seed,
+        return {"model": which, "version": CACHE_VERSION,
                 "train": [f"{r.dataset}/{r.split}/{r.id}" for r in self.refs], **self.cfg.subset(*_KEYS[which])}
 
     def get(self, which: str):
@@ -102,16 +104,15 @@ class SourceModels:
         build = {"R": build_r, "D": build_d, "PHI": build_phi}[which]
         model = build(cfg, seed=ctx.seed + _SALT[which]).to(ctx.device)
         key = self.key(which)
-        cache_path = ctx.cache.path("rdbt-source", key, ".pt")
-        hit = cache_path.exists()
 
         def create(tmp: Path) -> None:
             t0 = time.perf_counter()
-            hist = self._train(which, model, Path(ctx.workdir) / "checkpoints" / f"source-{which}-{cache_path.stem[:12]}")
+            tag = content_key({**key, **ctx.fit_conditions()})[:12]
+            hist = self._train(which, model, Path(ctx.workdir) / "checkpoints" / f"source-{which}-{tag}")
             torch.save({"model": model.state_dict(), "history": hist, "seconds": time.perf_counter() - t0}, tmp)
 
-        path = ctx.cache.get_or_create("rdbt-source", key, ".pt", create)
-        st = torch.load(path, map_location="cpu", weights_only=True)
+        path, hit = ctx.cached_fit("rdbt-source", key, create)
+        st = read_checkpoint(path, f"cached RDBT source {which}")
         model.load_state_dict(st["model"])
         model.eval()
         self.notes[which] = {"cached": hit, "train_seconds": round(float(st.get("seconds", 0.0)), 2),
@@ -278,7 +279,7 @@ class RDBT:
             p = ckdir / f"rdbt-cycle-{t}.pt"
             if p.exists():
                 try:
-                    st = torch.load(p, map_location="cpu", weights_only=True)
+                    st = read_checkpoint(p, "RDBT cycle checkpoint")
                     R.load_state_dict(st["R"])
                     D.load_state_dict(st["D"])
                 except Exception as exc:  # a torn or corrupt file: set it aside, resume from the cycle before
@@ -412,8 +413,8 @@ def load_cycle_counter(cell_dir: Path, cycle: int, device: str = "cpu") -> RDBTC
     p0, pt = ck / "rdbt-cycle-0.pt", ck / f"rdbt-cycle-{cycle}.pt"
     if not p0.exists() or not pt.exists():
         raise ConfigError(f"{pt} not found: run the rdbt cell first (harness run ... --methods rdbt)")
-    s0 = torch.load(p0, map_location="cpu", weights_only=True)
-    st = torch.load(pt, map_location="cpu", weights_only=True)
+    s0 = read_checkpoint(p0, "RDBT cycle-0 checkpoint")
+    st = read_checkpoint(pt, f"RDBT cycle-{cycle} checkpoint")
     cfg = RDBTConfig.from_options(st["options"])
     cfg.vgg_init = "random"  # weights come from the checkpoint
     R, D, Phi = build_r(cfg), build_d(cfg), build_phi(cfg)

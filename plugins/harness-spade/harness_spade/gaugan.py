@@ -379,32 +379,23 @@ class VGGLoss(nn.Module):
         return sum(w * F.l1_loss(a, b.detach()) for w, a, b in zip(VGG_WEIGHTS, ff, fr))
 
 
-def load_vgg19_features(path: str) -> nn.Module:
-    """torchvision's VGG-19 ``features`` with the ImageNet weights of a local file (a full ``vgg19`` state dict,
-    e.g. torchvision's ``vgg19-dcbb9e9d.pth``, or its ``features.*`` part).
+def load_vgg19_features(weights: str) -> nn.Module:
+    """torchvision's VGG-19 ``features`` initialised by the core's :func:`harness.pretrained_backbone` from
+    ``weights``: ``"imagenet"`` (torchvision's ``vgg19-dcbb9e9d.pth``, IMAGENET1K_V1, looked up in
+    ``$HARNESS_WEIGHTS/imagenet/`` or torch's hub cache) or a local file (a full ``vgg19`` state dict or its
+    ``features.*`` part).
 
     Raises:
-        WeightsError: the file is missing, unreadable or not VGG-19 weights (one line).
+        WeightsError: the file is missing (one line: which file, from where, where to put it), unreadable or not
+            VGG-19 weights.
     """
-    from pathlib import Path
-
     from torchvision.models.vgg import cfgs, make_layers
 
-    from harness import WeightsError
+    from harness import pretrained_backbone
 
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise WeightsError(f"VGG-19 weights {path} do not exist: download torchvision's vgg19-dcbb9e9d.pth "
-                           f"(IMAGENET1K_V1) where the internet is reachable and pass its path as option 'vgg_weights' "
-                           f"(or null: no perceptual loss)")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")} or state
-        features = make_layers(cfgs["E"], batch_norm=False)
-        features.load_state_dict(state)
-    except Exception as exc:
-        raise WeightsError(f"{path} is not a torchvision VGG-19 state dict ({type(exc).__name__}): pass "
-                           f"vgg19-dcbb9e9d.pth") from None
+    features = make_layers(cfgs["E"], batch_norm=False)
+    pretrained_backbone(features, "vgg19", weights, option="vgg_weights",
+                        rename=lambda k: k.removeprefix("features."))
     return features
 
 

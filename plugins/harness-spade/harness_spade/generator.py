@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness import ConfigError, GenerationRequest, Provenance, SyntheticImage, WeightsError
+from harness import ConfigError, GenerationRequest, Provenance, SyntheticImage, WeightsError, load_into
 
 FORMAT = "harness-spade-gaugan"
 #: the untrained tiny generator of the contract tests (2 labels, widths 32 … 2, 8-d style vector, 32-px multiple)
@@ -62,17 +62,13 @@ def load_generator(path: str | Path) -> dict:
 
     Raises:
         WeightsError: missing, unreadable or not a GauGAN weights file of this plugin (one line)."""
-    import torch
+    from harness import read_checkpoint
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise WeightsError(f"GauGAN weights {path} do not exist: pass a file written by a spade cell "
                            f"(cache spade/gaugan) as option 'generator_weights', or 'tiny'")
-    try:
-        doc = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path} cannot be read ({type(exc).__name__}): pass a GauGAN weights file written by "
-                           f"harness-spade") from None
+    doc = read_checkpoint(p, "GauGAN weights (a file written by harness-spade)")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a harness-spade GauGAN weights file (format {FORMAT!r})")
     return doc
@@ -116,11 +112,7 @@ class GauGANGenerator:
             doc = load_generator(weights)
             config = doc["config"]
             self.net = build_generator(config)
-            try:
-                self.net.load_state_dict(doc["generator"])
-            except RuntimeError as exc:
-                raise WeightsError(f"{weights}: the state dict does not fit its config "
-                                   f"({str(exc).splitlines()[0][:120]})") from None
+            load_into(self.net, doc["generator"], "GauGAN generator (its saved config)", str(weights))
             self.label_names = tuple(doc["label_names"])
             trained_on, what = doc.get("trained_on", ()), str(Path(weights).name)
         if len(self.label_names) != config["label_nc"]:

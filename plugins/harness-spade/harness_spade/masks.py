@@ -131,7 +131,7 @@ class DeepLabSegmenter:
                  crowd_classes: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
                  input_size: int | None = 520, device: str = "cpu"):
         import torch
-        from harness import file_sha256
+        from harness import file_sha256, load_into, read_state_dict
         from torchvision.models import segmentation as seg
 
         if arch not in ARCHS:
@@ -163,12 +163,7 @@ class DeepLabSegmenter:
                     raise WeightsError(f"{name}: weights file {weights} does not exist: pass a local {arch} state dict "
                                        f"(e.g. torchvision's COCO_WITH_VOC_LABELS_V1 file) as option 'weights' of "
                                        f"{name}, or 'torchvision' for the file in the torch hub cache")
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                state = state.get("model", state) if isinstance(state, dict) else state
-            except Exception as exc:
-                raise WeightsError(f"{name}: {path} cannot be read as a state dict ({type(exc).__name__}): pass a "
-                                   f"torchvision {arch} weights file") from None
+            state = read_state_dict(path, f"{name}: torchvision {arch} weights")
             sha = file_sha256(path)
             identity = str(path.resolve())
         aux = bool(state) and any(k.startswith("aux_classifier.") for k in state)
@@ -177,12 +172,8 @@ class DeepLabSegmenter:
             model = getattr(seg, arch)(weights=None, weights_backbone=None, num_classes=self.num_classes,
                                        aux_loss=aux)
         if state is not None:
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0][:160]
-                raise WeightsError(f"{name}: {weights} does not fit {arch} with {num_classes} classes ({first}): "
-                                   f"pass matching arch / num_classes options") from None
+            load_into(model, state, f"{name}: {arch} with {num_classes} classes (set matching arch / num_classes)",
+                      str(weights))
         self.model = model.to(device).eval()
         self.weights_identity, self.sha256 = identity, sha
         self.provenance = Provenance(weights=f"{arch}:{identity}", trained_on=frozenset(), sha256=sha)

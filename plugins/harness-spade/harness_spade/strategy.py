@@ -154,7 +154,8 @@ class Spade:
     # ------------------------------------------------------------------------------------- the GAN
 
     def trained_generator(self, ctx, items, item_keys: list, names: tuple[str, ...]) -> Path:
-        """Path of the trained GauGAN weights (cache ``spade/gaugan``; trained now when missing)."""
+        """Path of the trained GauGAN weights (``ctx.cached_fit("spade/gaugan", …)``: keyed by the GAN options,
+        labels and images plus the cell's conditions; trained now when missing)."""
         from dataclasses import asdict
 
         from harness import derive_seed
@@ -163,28 +164,26 @@ class Spade:
 
         o = self.opts
         seed = derive_seed(ctx.seed, 0x5ADE)
-        device_type = "cuda" if str(ctx.device).startswith("cuda") else "cpu"
         gan = asdict(o.gan)
         gan["betas"] = list(gan["betas"])
-        key = {"version": 1, "gan": gan, "label_names": list(names), "images": item_keys, "seed": seed,
-               "device": device_type, "precision": ctx.precision, "source": ctx.source_name}
-        path = ctx.cache.path("spade/gaugan", key, ".pt")
-        if path.exists():
+        key = {"version": 1, "gan": gan, "label_names": list(names), "images": item_keys, "gan_seed": seed}
+
+        def create(tmp: Path) -> None:
+            res = train_gaugan(items, len(names), o.gan, seed=seed, device=ctx.device, precision=ctx.precision,
+                               checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log,
+                               fingerprint={**key, **ctx.fit_conditions()})
+            losses = [h for h in res.history if "generator" in h]
+            ctx.provenance_notes.update({"gan_steps": res.steps_done, "gan_seconds": round(res.seconds, 2),
+                                         "gan_last_losses": {k: round(v, 4) for k, v in (losses[-1] if losses else {})
+                                                             .items() if k != "step" and v is not None}})
+            about = {"steps": res.steps_done, "gan_options": gan, "images": len(items), "source": ctx.source_name}
+            save_generator(tmp, res.generator, o.gan.generator_config(len(names)), label_names=names,
+                           trained_on=[ctx.source_name], about=about)
+
+        path, hit = ctx.cached_fit("spade/gaugan", key, create)
+        ctx.provenance_notes["gan_cached"] = hit
+        if hit:
             ctx.log.info("GauGAN: trained weights found in the cache (%s)", path.name[:16])
-            ctx.provenance_notes["gan_cached"] = True
-            return path
-        res = train_gaugan(items, len(names), o.gan, seed=seed, device=ctx.device, precision=ctx.precision,
-                           checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log,
-                           fingerprint={k: v for k, v in key.items() if k != "version"})
-        losses = [h for h in res.history if "generator" in h]
-        ctx.provenance_notes.update({"gan_cached": False, "gan_steps": res.steps_done,
-                                     "gan_seconds": round(res.seconds, 2),
-                                     "gan_last_losses": {k: round(v, 4) for k, v in (losses[-1] if losses else {})
-                                                         .items() if k != "step" and v is not None}})
-        about = {"steps": res.steps_done, "gan_options": gan, "images": len(items), "source": ctx.source_name}
-        ctx.cache.get_or_create("spade/gaugan", key, ".pt", lambda p: save_generator(
-            p, res.generator, o.gan.generator_config(len(names)), label_names=names, trained_on=[ctx.source_name],
-            about=about))
         return path
 
     # ------------------------------------------------------------------------------------- generation

@@ -48,7 +48,8 @@ class GauGANOptions:
         use_vae, z_dim, lambda_kld: the VAE encoder (style vectors of dimension 256, KL weight 0.05); without it
             the generator is deterministic given the mask.
         num_d, n_layers_d: multiscale PatchGAN (2 discriminators of 4 layers).
-        lambda_feat: feature-matching weight (10). lambda_vgg, vgg_weights: perceptual loss weight (10) and a local
+        lambda_feat: feature-matching weight (10). lambda_vgg, vgg_weights: perceptual loss weight (10) and the
+            VGG-19: ``"imagenet"`` (torchvision's file, found by the core's pretrained-weights lookup) or a local
             torchvision VGG-19 weights file (None: no perceptual loss).
         epochs, batch_size: passes over the images and images per step (the reference's custom default: 1).
         lr_g, lr_d, betas: TTUR Adam (1e-4, 4e-4, β (0, 0.9)).
@@ -111,9 +112,9 @@ class GauGANOptions:
             p.append("gan loss weights must be >= 0")
         if self.max_train_images is not None and self.max_train_images < 1:
             p.append(f"gan.max_train_images must be >= 1 or null, got {self.max_train_images}")
-        if self.vgg_weights is not None and not Path(self.vgg_weights).expanduser().is_file():
+        if self.vgg_weights not in (None, "imagenet") and not Path(self.vgg_weights).expanduser().is_file():
             p.append(f"gan.vgg_weights {self.vgg_weights} does not exist: pass torchvision's VGG-19 ImageNet file "
-                     f"(vgg19-dcbb9e9d.pth) or null (no perceptual loss)")
+                     f"(vgg19-dcbb9e9d.pth), 'imagenet' or null (no perceptual loss)")
         return p
 
     def generator_config(self, label_nc: int) -> dict:

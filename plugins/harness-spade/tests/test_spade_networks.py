@@ -146,9 +146,29 @@ def test_vgg_loss_and_missing_weights(tmp_path):
     x, y = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
     assert float(loss(x, x)) == 0.0 and float(loss(x, y)) > 0
     assert not any(p.requires_grad for p in loss.parameters())
-    with pytest.raises(WeightsError, match="do not exist.*vgg_weights") as err:
+    with pytest.raises(WeightsError, match="does not exist.*vgg_weights") as err:
         load_vgg19_features(str(tmp_path / "vgg19.pth"))
     assert "\n" not in str(err.value)
     (tmp_path / "junk.pth").write_bytes(b"not a state dict")
-    with pytest.raises(WeightsError, match="not a torchvision VGG-19"):
+    with pytest.raises(WeightsError, match="cannot be read"):
         load_vgg19_features(str(tmp_path / "junk.pth"))
+
+
+def test_vgg19_imagenet_file_of_torchvision_layout_loads(tmp_path, monkeypatch):
+    """The perceptual loss's VGG-19 (SPADE's VGGLoss) from torchvision's file layout (``features.N.*`` +
+    ``classifier.*``), found as ``$HARNESS_WEIGHTS/imagenet/vgg19-dcbb9e9d.pth`` by the core; absent, one line."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    with pytest.raises(WeightsError, match="vgg19-dcbb9e9d.pth.*not found") as err:
+        load_vgg19_features("imagenet")
+    assert "\n" not in str(err.value)
+    torch.manual_seed(3)
+    ref = make_layers(cfgs["E"])
+    state = {f"features.{k}": v for k, v in ref.state_dict().items()}
+    state["classifier.6.bias"] = torch.zeros(1000)
+    (tmp_path / "imagenet").mkdir()
+    torch.save(state, tmp_path / "imagenet" / "vgg19-dcbb9e9d.pth")
+    got = load_vgg19_features("imagenet")
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in got.state_dict().items())

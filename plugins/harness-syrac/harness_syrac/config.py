@@ -29,7 +29,6 @@ EMPTY_NEGATIVE = "Humans, people, pedestrians, crowds, B&W, cartoon, anime, 3D, 
 PAPER_INPUT = (640, 853)
 
 PRETRAINS = ("synthetic-rank", "intra-image-rank", "none", "imagenet")
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 @dataclass
@@ -101,11 +100,11 @@ class SyracOptions:
         input_size: the network input ``(H, W)`` (paper: 640 × 853; images are resized, aspect not kept).
         normalisation: ``imagenet`` (mean/std of the torchvision/timm ResNet weights, the only initialisation this
             plugin loads) or ``symmetric`` (the authors' [-1, 1] scaling).
-        imagenet_checkpoint: a local ImageNet state dict of ``backbone`` (``.pth``/``.pt``/``.bin``/``.safetensors``;
-            a relative path is also looked up under ``$HARNESS_WEIGHTS``) that initialises the encoder; None:
-            random init, except for ``pretrain: imagenet``, which then looks for
-            ``$HARNESS_WEIGHTS/imagenet/<backbone>.{safetensors,pth,pt,bin}`` and refuses in one line when absent.
-            Nothing is downloaded.
+        init_weights: the encoder's initialisation: ``"imagenet"`` (torchvision's ImageNet-1k file of ``backbone``,
+            found by the core's :func:`harness.pretrained_backbone`: ``$HARNESS_WEIGHTS/imagenet/<file>`` or torch's
+            hub cache; §4.1 "ResNet-50 pre-trained on ImageNet"), a local state-dict file (torchvision/timm naming;
+            a relative path is also looked up under ``$HARNESS_WEIGHTS``), or None: random init (``pretrain:
+            imagenet`` then uses ``"imagenet"``). Absent weights are refused in one line; nothing is downloaded.
         train: :class:`SyracTrainOptions`.
     """
 
@@ -133,7 +132,7 @@ class SyracOptions:
     backbone: str = "resnet50"
     input_size: tuple[int, int] = PAPER_INPUT
     normalisation: Literal["imagenet", "symmetric"] = "imagenet"
-    imagenet_checkpoint: str | None = None
+    init_weights: str | None = None
     train: SyracTrainOptions = field(default_factory=SyracTrainOptions)
 
     @property
@@ -171,12 +170,17 @@ class SyracOptions:
                 p.append(f"{name} sides must be >= 32 px, got {list(getattr(self, name))}")
         if self.grid > 1 and min(self.input_size) // self.grid < 4:
             p.append(f"grid {self.grid} leaves patches under 4 px of input_size {list(self.input_size)}")
-        if self.imagenet_checkpoint is not None:
+        if self.init_weights not in (None, "imagenet"):
             try:
-                resolve_checkpoint(self.imagenet_checkpoint)
+                resolve_checkpoint(self.init_weights)
             except FileNotFoundError as exc:
                 p.append(str(exc))
         return p
+
+    @property
+    def encoder_init(self) -> str | None:
+        """The initialisation actually used: ``init_weights``, or ``"imagenet"`` for ``pretrain: imagenet``."""
+        return self.init_weights or ("imagenet" if self.pretrain == "imagenet" else None)
 
 
 def resolve_checkpoint(path: str) -> Path:
@@ -191,18 +195,9 @@ def resolve_checkpoint(path: str) -> Path:
     for cand in tried:
         if cand.is_file():
             return cand
-    raise FileNotFoundError(f"imagenet_checkpoint {path!r} not found (tried {', '.join(map(str, tried))}): pass a "
-                            f"local ImageNet state dict of the backbone (torchvision/timm .pth or .safetensors); "
-                            f"nothing is downloaded")
-
-
-def default_imagenet_checkpoint(backbone: str) -> tuple[Path | None, list[Path]]:
-    """``(found file or None, paths tried)``: ``$HARNESS_WEIGHTS/imagenet/<backbone><suffix>``."""
-    root = os.environ.get("HARNESS_WEIGHTS")
-    if not root:
-        return None, []
-    tried = [Path(root).expanduser() / "imagenet" / f"{backbone}{s}" for s in CHECKPOINT_SUFFIXES]
-    return next((t for t in tried if t.is_file()), None), tried
+    raise FileNotFoundError(f"init_weights {path!r} not found (tried {', '.join(map(str, tried))}): pass a "
+                            f"local state dict of the backbone (torchvision/timm .pth or .safetensors) or "
+                            f"'imagenet'; nothing is downloaded")
 
 
 #: the paper's profile (GPU, Stable Diffusion 2.1 weights; random encoder init unless imagenet_checkpoint is given)
@@ -224,4 +219,4 @@ TINY = {"generator_model": "tiny", "steps": 3, "max_side": 32, "max_real_images"
 
 __all__ = ["SyracOptions", "SyracTrainOptions", "PAPER", "SMOKE", "TINY", "RANK_PROMPT", "RANK_NEGATIVE",
            "NOISY_PROMPT", "NOISY_NEGATIVE", "NOISY_COUNTS", "EMPTY_PROMPT", "EMPTY_NEGATIVE", "PRETRAINS",
-           "resolve_checkpoint", "default_imagenet_checkpoint"]
+           "resolve_checkpoint"]

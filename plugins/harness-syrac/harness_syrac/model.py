@@ -22,7 +22,6 @@ expect caffe-style BGR mean subtraction — a mismatch; ``normalisation: symmetr
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import Prediction, Provenance, WeightsError, autocast, check_image
+from harness import Prediction, Provenance, autocast, check_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,42 +71,6 @@ class SyracNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(-1)
-
-
-def load_imagenet(encoder: nn.Module, path: str | Path) -> dict:
-    """Load a local ImageNet state dict (torchvision or timm naming; ``.safetensors`` or a torch pickle holding the
-    dict, or ``{"state_dict"|"model": dict}``) into ``encoder``; the classifier (``fc.*``) is dropped.
-
-    Returns ``{"weights": path, "sha256": ..., "missing": n}``.
-
-    Raises:
-        WeightsError: unreadable file, or keys that do not fit the encoder (one line)."""
-    from harness import file_sha256
-
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot read ImageNet checkpoint {path} ({type(exc).__name__}: {exc})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise WeightsError(f"ImageNet checkpoint {path} holds no state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    own = encoder.state_dict()
-    bad = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    if bad or len(missing) > len(own) // 10:
-        raise WeightsError(f"ImageNet checkpoint {path} does not fit the encoder ({len(bad)} unexpected or misshapen "
-                           f"keys, e.g. {bad[:2]}; {len(missing)} missing): give a state dict of the same backbone")
-    encoder.load_state_dict(state, strict=False)
-    return {"weights": str(path), "sha256": file_sha256(path), "missing": len(missing)}
 
 
 @contextlib.contextmanager
@@ -331,5 +294,5 @@ class SyracCounter:
         return Prediction(count=float(self.patch_counts(image).sum()))
 
 
-__all__ = ["SyracNet", "load_imagenet", "nonneg_projection", "rank_loss", "resize_uint8", "to_unit", "normalise",
+__all__ = ["SyracNet", "nonneg_projection", "rank_loss", "resize_uint8", "to_unit", "normalise",
            "augment", "fit_probe", "ProbeHead", "RegressionHead", "encode", "patch_grid", "SyracCounter"]

@@ -3,7 +3,8 @@
 1. build the registered generator (``stable-diffusion``: SD 2.1 in the paper profile) through the cell;
 2. the noisy counting set (§3.2) and, for the ranking variants, the ranking pairs (§3.1) — cached and resumable
    (:mod:`harness_syrac.data`); the pair list goes to ``<cell>/syrac/pairs.json``;
-3. the encoder: random init, or a local ImageNet state dict (``imagenet_checkpoint``);
+3. the encoder: random init, ImageNet (``init_weights: imagenet``, the paper's) or a local state dict, through the
+   core's :func:`harness.pretrained_backbone`;
 4. ``synthetic-rank`` / ``intra-image-rank``: rank pre-training on the core loop, selected by the ranking loss on
    held-out synthetic pairs (§4.1); ``none``: end-to-end regression on the noisy set, selected on its held-out part;
    ``imagenet``: no training;
@@ -11,13 +12,13 @@
    set (§4.2);
 6. the count-only :class:`harness_syrac.model.SyracCounter` with the g × g patch grid (§4.3).
 
-The trained network and probe depend on everything but the grid, so they are cached content-addressed
-(``syrac/fit`` in the harness cache, keyed by :meth:`Syrac.fit_key`): ``syrac-g1`` … ``syrac-g4`` of one cell train
-once (docs/design.md §8: artefacts live in a content-addressed cache keyed by everything that determines them).
+The trained network and probe depend on everything but the grid, so they are cached through the core's
+``ctx.cached_fit`` (``syrac/fit``, keyed by :meth:`Syrac.fit_key` plus the cell's conditions: seed, precision,
+device kind, threads, harness version): ``syrac-g1`` … ``syrac-g4`` of one cell train once (docs/design.md §8).
 
 What ``harness syrac inspect`` needs is written to ``<cell>/syrac/``: ``pairs.json`` and ``model.pt`` (backbone,
 input size, normalisation, grid, the network with its rank head, the probe weights). The counter's provenance has
-no ``trained_on`` (no dataset's labels reached it); the noisy-count set, the generator, the real images used and
+no ``trained_on`` (no benchmark's labels reached it) except ``ImageNet`` when the encoder starts from it; the noisy-count set, the generator, the real images used and
 the selection split go into the cell's provenance notes.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 
 from harness import ConfigError, Provenance, WeightsError
 
-from .config import SyracOptions, default_imagenet_checkpoint, resolve_checkpoint
+from .config import SyracOptions, resolve_checkpoint
 from .data import FOLDER, ImageStore, build_noisy_set, build_pairs, real_refs, write_pairs
 
 MODEL_FILE = "model.pt"
@@ -51,32 +52,36 @@ class Syrac:
         self.opts = options
         self.uses_target_images = options.uses_pairs and options.real_images == "target"
 
-    def _checkpoint(self) -> Path | None:
-        o = self.opts
-        if o.imagenet_checkpoint is not None:
+    def _init_weights(self) -> str | None:
+        """The encoder's ``init_weights`` as the core resolves it (``"imagenet"`` or a local file), None for random
+        init; a missing file is refused here, before any generation.
+
+        Raises:
+            WeightsError: one line: which file, from where, where to put it."""
+        from harness import resolve_pretrained
+
+        init = self.opts.encoder_init
+        if init is None:
+            return None
+        if init != "imagenet":
             try:
-                return resolve_checkpoint(o.imagenet_checkpoint)
+                init = str(resolve_checkpoint(init))
             except FileNotFoundError as exc:
                 raise WeightsError(str(exc)) from None
-        if o.pretrain != "imagenet":
-            return None
-        found, tried = default_imagenet_checkpoint(o.backbone)
-        if found is None:
-            where = ", ".join(map(str, tried)) if tried else "HARNESS_WEIGHTS is not set"
-            raise WeightsError(f"pretrain: imagenet needs a local ImageNet state dict of {o.backbone} ({where}): put "
-                               f"one at $HARNESS_WEIGHTS/imagenet/{o.backbone}.pth or pass imagenet_checkpoint=PATH; "
-                               f"nothing is downloaded")
-        return found
+        resolve_pretrained(self.opts.backbone, init, "init_weights")
+        return init
 
     def fit(self, ctx) -> Any:
         import torch
 
         from harness import atomic_save
 
-        from .model import ProbeHead, RegressionHead, SyracCounter, SyracNet, load_imagenet
+        from harness import pretrained_backbone
+
+        from .model import ProbeHead, RegressionHead, SyracCounter, SyracNet
 
         o, t0 = self.opts, time.perf_counter()
-        checkpoint = self._checkpoint()  # refuse before any generation
+        init_weights = self._init_weights()  # refuse before any generation
         folder = Path(ctx.workdir) / FOLDER
         store = ImageStore(o.input_size, o.train.max_cached_gb * 1e9)
         generator = ctx.build("generator", o.generator, model=o.generator_model, steps=o.steps,
@@ -114,39 +119,47 @@ class Syrac:
         torch.manual_seed(derive_seed(ctx.seed, 9))
         net = SyracNet(o.backbone, nonneg_head=o.pretrain != "none")
         init = {"weights": "random-init"}
-        if checkpoint is not None:
-            init = load_imagenet(net.encoder, checkpoint)
+        if init_weights is not None:
+            pretrained = pretrained_backbone(net.encoder, o.backbone, init_weights, option="init_weights")
+            init = pretrained.to_dict()
+            ctx.provenance_notes["pretrained_init"] = init
         net = net.to(ctx.device)
         notes.update({"backbone": o.backbone, "input_size": list(o.input_size), "normalisation": o.normalisation,
                       "init_weights": init, "grid": o.grid})
         key = self.fit_key(ctx, generator, pairs, noisy, init)
-        cached = ctx.cache.path("syrac/fit", key, ".pt")
-        if cached.is_file():
-            state = torch.load(str(cached), map_location="cpu", weights_only=True)
+        trained: dict = {}
+
+        def create(tmp: Path) -> None:
+            trained.update(self._train(ctx, net, store, pairs, noisy, init))
+            trained["notes"] = {k: notes[k] for k in FIT_NOTES if k in notes}
+            torch.save(trained, tmp)
+
+        cached, hit = ctx.cached_fit("syrac/fit", key, create)
+        state = trained
+        if hit:
+            from harness import read_checkpoint
+
+            state = read_checkpoint(cached, "cached SYRAC fit")
             net.load_state_dict(state["state_dict"])
             net = net.to(ctx.device).eval()
             notes.update(state["notes"])
             notes["fit_reused"] = cached.name
             ctx.log.info("syrac: an identical fit (all options but the grid) is in the cache: reusing %s", cached)
-        else:
-            state = self._train(ctx, net, store, pairs, noisy, init)
-            state["notes"] = {k: notes[k] for k in FIT_NOTES if k in notes}
-            ctx.cache.get_or_create("syrac/fit", key, ".pt", lambda p: torch.save(state, p))
         state = {**state, "grid": o.grid}
         probe_w = None if state["probe_w"] is None else state["probe_w"].numpy().astype(np.float64)
         head = RegressionHead(net, state["scale"]) if o.pretrain == "none" else ProbeHead(net, probe_w).to(ctx.device)
         atomic_save(folder / MODEL_FILE, lambda p: torch.save(state, p))
         notes["fit_seconds"] = round(time.perf_counter() - t0, 2)
-        start = "random init" if checkpoint is None else f"init ImageNet {checkpoint.name}"
+        start = "random init" if init_weights is None else f"init {Path(init['path']).name}"
         prov = Provenance(weights=f"trained-in-run (SYRAC, pretrain {o.pretrain}, {o.backbone}, {start})",
-                          trained_on=frozenset(), sha256=init.get("sha256", ""))
+                          trained_on=frozenset(init.get("trained_on", ())), sha256=init.get("sha256", ""))
         return SyracCounter(head.eval(), o.input_size, o.grid, o.normalisation, provenance=prov,
                             name=f"syrac-{o.pretrain}-g{o.grid}", device=ctx.device, precision=ctx.precision)
 
     def fit_key(self, ctx, generator, pairs, noisy, init: dict) -> dict:
-        """What determines the trained network and probe (everything but the grid, which only changes inference):
-        options, cell seed, device kind, precision, generator, the pairs (with the real files' sizes and
-        modification times) and the noisy images (content-addressed), and the initial weights."""
+        """What determines the trained network and probe besides the cell's conditions (which ``ctx.cached_fit``
+        adds): options but the grid (it only changes inference), generator, the pairs (with the real files' sizes
+        and modification times) and the noisy images (content-addressed), and the initial weights."""
         from dataclasses import asdict
 
         from . import __version__
@@ -160,8 +173,7 @@ class Syrac:
 
         options = asdict(self.opts)
         options.pop("grid")
-        return {"syrac": __version__, "options": options, "seed": int(ctx.seed), "precision": ctx.precision,
-                "device": "cuda" if str(ctx.device).startswith("cuda") else "cpu", "generator": generator.key(),
+        return {"syrac": __version__, "options": options, "generator": generator.key(),
                 "pairs": [[p.real, stat(p.real_path) if p.real_path else None, p.synthetic, p.split]
                           for p in pairs or []],
                 "noisy": [[n.path, n.count, n.split] for n in noisy], "init": init}
@@ -210,14 +222,14 @@ def load_model(folder: Path, device: str = "cpu") -> tuple[Any, dict]:
 
     Raises:
         ConfigError: the file is missing."""
-    import torch
-
     from .model import SyracNet
 
     path = Path(folder) / MODEL_FILE
     if not path.is_file():
         raise ConfigError(f"{path} not found: run the syrac cell to the end first")
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    from harness import read_checkpoint
+
+    state = read_checkpoint(path, "SYRAC model")
     net = SyracNet(state["backbone"], nonneg_head=False)
     net.load_state_dict(state["state_dict"])
     return net.to(device).eval(), state

@@ -18,7 +18,7 @@ from harness.plugins import get_registries
 from harness_syrac.config import TINY, SyracOptions
 from harness_syrac.data import ImageStore, build_noisy_set, build_pairs, crop_box, noisy_requests
 from harness_syrac.model import (IMAGENET_MEAN, IMAGENET_STD, SyracCounter, SyracNet, augment, fit_probe,
-                                 load_imagenet, nonneg_projection, patch_grid, rank_loss)
+                                 nonneg_projection, patch_grid, rank_loss)
 from harness_syrac.strategy import Syrac
 
 # ------------------------------------------------------------------------------ non-negativity projection
@@ -193,32 +193,41 @@ def test_syrac_net_head_starts_non_negative_and_features_are_non_negative():
         SyracNet("no-such-net")
 
 
-def test_imagenet_checkpoint_loading_and_refusals(tmp_path, monkeypatch):
-    torch.manual_seed(1)
-    src = SyracNet("test_resnet")
-    state = {**src.encoder.state_dict(), "fc.weight": torch.zeros(10, src.num_features)}
-    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "test_resnet.pth")
-    torch.manual_seed(2)
-    dst = SyracNet("test_resnet")
-    info = load_imagenet(dst.encoder, tmp_path / "test_resnet.pth")
-    assert info["missing"] == 0 and len(info["sha256"]) == 64
-    assert all(torch.equal(v, src.encoder.state_dict()[k]) for k, v in dst.encoder.state_dict().items())
-    with pytest.raises(WeightsError, match="does not fit the encoder"):
-        load_imagenet(SyracNet("resnet10t").encoder, tmp_path / "test_resnet.pth")
-    # options: a missing file is refused when the run is planned; pretrain imagenet without any checkpoint at fit
-    with pytest.raises(ConfigError, match="imagenet_checkpoint 'nowhere.pth' not found"):
-        parse_or_raise(SyracOptions, {**TINY, "imagenet_checkpoint": "nowhere.pth"})
+def test_encoder_init_through_the_core_loader(tmp_path, monkeypatch):
+    """SYRAC §4.1: "a ResNet-50 pre-trained on ImageNet". The encoder starts from torchvision's ImageNet file found by
+    the core (real torchvision key layout, classifier dropped); a local file works too; absent weights are refused in
+    one line before any generation."""
+    import torchvision
+    from harness import pretrained_backbone
+
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path))
-    opts = parse_or_raise(SyracOptions, {**TINY, "pretrain": "imagenet", "backbone": "resnet10t"})
-    with pytest.raises(WeightsError) as err:
-        Syrac(opts)._checkpoint()
-    assert "\n" not in str(err.value) and "imagenet/resnet10t.pth" in str(err.value)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    torch.manual_seed(1)
+    tv = torchvision.models.resnet18(weights=None)  # torchvision's layout: conv1, bn1, layer1..4, fc
     (tmp_path / "imagenet").mkdir()
-    (tmp_path / "imagenet" / "test_resnet.pth").write_bytes((tmp_path / "test_resnet.pth").read_bytes())
-    found = Syrac(parse_or_raise(SyracOptions, {**TINY, "pretrain": "imagenet"}))._checkpoint()
-    assert found == tmp_path / "imagenet" / "test_resnet.pth"
-    relative = parse_or_raise(SyracOptions, {**TINY, "imagenet_checkpoint": "test_resnet.pth"})  # via HARNESS_WEIGHTS
-    assert Syrac(relative)._checkpoint() == tmp_path / "test_resnet.pth"
+    torch.save(tv.state_dict(), tmp_path / "imagenet" / "resnet18-f37072fd.pth")
+    net = SyracNet("resnet18")
+    init = pretrained_backbone(net.encoder, "resnet18", "imagenet", option="init_weights")
+    assert init.trained_on == ("ImageNet",) and len(init.sha256) == 64 and init.report["initialised_keys"] == 0
+    assert all(torch.equal(v, tv.state_dict()[k]) for k, v in net.encoder.state_dict().items())
+    # the paper profile asks for ImageNet; without the file it is refused in one line naming file, URL and place
+    opts = parse_or_raise(SyracOptions, {**TINY, "backbone": "resnet50", "init_weights": "imagenet"})
+    with pytest.raises(WeightsError) as err:
+        Syrac(opts)._init_weights()
+    msg = str(err.value)
+    assert "\n" not in msg and "resnet50-0676ba61.pth" in msg and "download.pytorch.org" in msg
+    assert str(tmp_path / "imagenet" / "resnet50-0676ba61.pth") in msg
+    # pretrain: imagenet implies init_weights imagenet
+    assert parse_or_raise(SyracOptions, {**TINY, "pretrain": "imagenet"}).encoder_init == "imagenet"
+    # a local file (relative to HARNESS_WEIGHTS) of another architecture is refused when loaded
+    torch.save({"state_dict": {f"module.{k}": v for k, v in SyracNet("test_resnet").encoder.state_dict().items()}},
+               tmp_path / "test_resnet.pth")
+    assert Syrac(parse_or_raise(SyracOptions, {**TINY, "init_weights": "test_resnet.pth"}))._init_weights() == \
+        str(tmp_path / "test_resnet.pth")
+    with pytest.raises(WeightsError, match="does not fit"):
+        pretrained_backbone(SyracNet("resnet10t").encoder, "resnet10t", tmp_path / "test_resnet.pth")
+    with pytest.raises(ConfigError, match="init_weights 'nowhere.pth' not found"):
+        parse_or_raise(SyracOptions, {**TINY, "init_weights": "nowhere.pth"})
 
 
 def test_options_are_checked():
