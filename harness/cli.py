@@ -230,6 +230,28 @@ def plugins(as_json):
     Console().print(table)
 
 
+@main.command("config")
+@click.argument("method")
+@click.option("--profile", default="paper", show_default=True, help="The profile to resolve (smoke, paper, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def config_cmd(method, profile, as_json):
+    """Print every option METHOD runs with under --profile, and where each value comes from (profile or default):
+    what to read before spending GPU hours."""
+    from .planning import resolved_options
+
+    res = resolved_options(_quiet_registries(), method, profile)
+    if as_json:
+        click.echo(json.dumps(res, indent=2, default=str))
+        return
+    table = Table(title=f"{res['method']} ({res['strategy']}), profile {res['profile']}", caption=res["description"])
+    for col in ("option", "value", "from"):
+        table.add_column(col, overflow="fold")
+    for row in res["options"]:
+        table.add_row(row["key"], json.dumps(row["value"], default=str),
+                      row["source"] if row["source"] == "default" else f"[bold]{row['source']}[/bold]")
+    Console().print(table)
+
+
 def _quiet_registries():
     from .plugins import get_registries
 

@@ -184,6 +184,38 @@ def method_options(registries: Any, method: str, profile: str) -> tuple[Any, lis
     return obj, problems
 
 
+def resolved_options(registries: Any, method: str, profile: str) -> dict:
+    """What a method's profile resolves to, before any GPU hour: ``{"method", "strategy", "profile", "description",
+    "options": [{"key", "value", "source"}]}`` with every leaf of the parsed options dataclass under its dotted key
+    and where its value came from: ``"profile"`` (set by the method's profile) or ``"default"`` (the strategy's
+    options dataclass). (``harness run`` takes no per-option overrides: a changed value is a new method or profile.)
+
+    Raises:
+        UnknownNameError: no such method (with "did you mean").
+        ConfigError: the profile does not exist or does not parse (every problem in one message)."""
+    from .options import to_dict
+
+    spec = registries.methods.get(method)
+    obj, problems = method_options(registries, spec.name, profile)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    given = set(_leaves(spec.profiles[profile]))
+    rows = [{"key": k, "value": v, "source": "profile" if k in given or any(g.startswith(k + ".") for g in given)
+             else "default"} for k, v in _leaves(to_dict(obj)).items()]
+    return {"method": spec.name, "strategy": spec.strategy, "profile": profile, "description": spec.description,
+            "options": rows}
+
+
+def _leaves(d: Any, prefix: str = "") -> dict:
+    """``{"a.b": value}`` of a nested dict's leaves (lists are leaves)."""
+    if not isinstance(d, dict) or (prefix and not d):
+        return {prefix: d}
+    out: dict = {}
+    for k, v in d.items():
+        out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def _open_datasets(names: list[str], root: Path | None, registries: Any) -> tuple[dict, list[str]]:
     datasets, problems = {}, []
     if root is not None and not root.is_dir() and any(registries.datasets.get(n).needs_root for n in names):
@@ -277,4 +309,5 @@ def _unknown(registry: Any, name: str) -> str:
     return f"{name!r}"
 
 
-__all__ = ["Cell", "Plan", "parse_matrix", "parse_list", "parse_seeds", "plan_run", "method_options", "SEED_LIMIT"]
+__all__ = ["Cell", "Plan", "parse_matrix", "parse_list", "parse_seeds", "plan_run", "method_options", "resolved_options",
+           "SEED_LIMIT"]

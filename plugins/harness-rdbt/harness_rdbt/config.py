@@ -11,7 +11,8 @@ from harness import parse_or_raise
 
 MODES = ("rdbt", "regnet", "detnet")
 PATCH_SELECTIONS = ("paper", "random")
-VGG_INITS = ("random", "csrnet-sha")
+VGG_INITS = ("random", "csrnet-sha", "imagenet")
+CSP_INITS = ("random", "imagenet")
 
 
 @dataclass
@@ -19,8 +20,10 @@ class RDBTConfig:
     """All options (see the module notes for units). Groups:
 
     - networks: ``vgg_width`` (R), ``resnet_width`` (D), ``phi_width`` (Φ), ``dssinet_scales``,
-      ``crf_iterations``, ``csp_backbone`` (timm name), ``vgg_init`` (``random`` | ``csrnet-sha``: the VGG-16
-      front end of CSRNet-SHA for R and Φ, width 1 only; its SHA labels are recorded in the provenance),
+      ``crf_iterations``, ``csp_backbone`` (timm name), ``vgg_init`` (``random`` | ``imagenet``: torchvision's
+      ImageNet VGG-16 (VGG-16-BN with ``vgg_batchnorm``) for the front ends of R and Φ, the paper's §4.2 |
+      ``csrnet-sha``: the VGG-16 front end of CSRNet-SHA, its SHA labels recorded in the provenance; both width 1
+      only), ``csp_init`` (``random`` | ``imagenet``: torchvision's ImageNet ResNet-50 for D's backbone, §4.2),
       ``vgg_batchnorm`` (R's front end as VGG-16-BN: trains from scratch in a short CPU schedule).
     - targets/transforms: ``density_scale`` (R's target multiplier), ``ssim_weight`` (λ of DMS-SSIM in R's
       loss), ``phi_stride`` (Φ's map stride), ``phi_threshold`` (0.2), ``merge_px`` (10), ``psi_beta`` (σ = β ·
@@ -44,6 +47,7 @@ class RDBTConfig:
     crf_iterations: int = 2
     csp_backbone: str = "resnet50"
     vgg_init: str = "random"
+    csp_init: str = "random"
     vgg_batchnorm: bool = False
     density_scale: float = 100.0
     ssim_weight: float = 1.0
@@ -100,6 +104,8 @@ class RDBTConfig:
             bad("patch_selection", f"is not one of {', '.join(PATCH_SELECTIONS)}")
         if self.vgg_init not in VGG_INITS:
             bad("vgg_init", f"is not one of {', '.join(VGG_INITS)}")
+        if self.csp_init not in CSP_INITS:
+            bad("csp_init", f"is not one of {', '.join(CSP_INITS)}")
         if self.vgg_init == "csrnet-sha" and self.vgg_batchnorm:
             bad("vgg_batchnorm", "cannot be used with vgg_init: csrnet-sha (CSRNet's VGG has no BatchNorm)")
         for opt in ("crop_size", "patch_size"):
@@ -148,10 +154,11 @@ SMOKE = {
     "d_finetune_lr": 1e-4,
 }
 
-#: paper profile (§4.2): full-width DSSINet (scales 0.5/1/2), CSP ResNet-50, Φ trained with Adam 1e-5 on 224 px
-#: crops; target: T = 4 cycles on every target train image, two 224 px patches per image, R's last two layers with
-#: Adam 1e-6, D with Adam 1e-5. Source schedules (steps) are not given in the paper: ours.
-PAPER = {
+#: paper profile (§4.2): full-width DSSINet (scales 0.5/1/2) and Φ on ImageNet VGG-16, CSP on ImageNet ResNet-50, Φ
+#: trained with Adam 1e-5 on 224 px crops; target: T = 4 cycles on every target train image, two 224 px patches per
+#: image, R's last two layers with Adam 1e-6, D with Adam 1e-5. Source schedules (steps) are not given in the paper:
+#: ours. Not yet here: CSP's WIDER FACE pre-training stage.
+PAPER = {"vgg_init": "imagenet", "csp_init": "imagenet",
     "max_side": None, "vgg_width": 1.0, "resnet_width": 1.0, "phi_width": 1.0, "dssinet_scales": [1.0, 0.5, 2.0],
     "crf_iterations": 2, "phi_stride": 1, "source_images": None, "crop_size": 224, "batch_size": 4,
     "r_steps": 40000, "d_steps": 40000, "phi_steps": 20000, "r_lr": 1e-5, "d_lr": 1e-4, "phi_lr": 1e-5,

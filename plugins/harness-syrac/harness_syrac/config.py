@@ -98,6 +98,9 @@ class SyracOptions:
             counts 0.
         backbone: timm model name of the encoder (paper: ``resnet50``; GAP features).
         input_size: the network input ``(H, W)`` (paper: 640 × 853; images are resized, aspect not kept).
+        generation_size: ``(H, W)`` every real image is resized to before img2img generation (paper §4.1: "we
+            resize all images to a uniform size of (640, 853, 3)": a 4000-px QNRF/JHU image would not fit a GPU);
+            None: the image's own size (capped by ``max_side``).
         normalisation: ``imagenet`` (mean/std of the torchvision/timm ResNet weights, the only initialisation this
             plugin loads) or ``symmetric`` (the authors' [-1, 1] scaling).
         init_weights: the encoder's initialisation: ``"imagenet"`` (torchvision's ImageNet-1k file of ``backbone``,
@@ -119,6 +122,7 @@ class SyracOptions:
     steps: int = 50
     guidance_scale: float = 7.5
     max_side: int | None = None
+    generation_size: tuple[int, int] | None = None
     strength: float = 0.45
     rank_prompt: str = RANK_PROMPT
     rank_negative_prompt: str = RANK_NEGATIVE
@@ -165,6 +169,8 @@ class SyracOptions:
             p.append(f"noisy_per_count must be >= 1, got {self.noisy_per_count}")
         if "{N}" not in self.noisy_prompt:
             p.append(f"noisy_prompt must contain {{N}} (replaced by the count), got {self.noisy_prompt!r}")
+        if self.generation_size is not None and min(self.generation_size) < 32:
+            p.append(f"generation_size sides must be >= 32 px, got {list(self.generation_size)}")
         for name in ("input_size", "noisy_size"):
             if min(getattr(self, name)) < 32:
                 p.append(f"{name} sides must be >= 32 px, got {list(getattr(self, name))}")
@@ -200,11 +206,16 @@ def resolve_checkpoint(path: str) -> Path:
                             f"'imagenet'; nothing is downloaded")
 
 
-#: the paper's profile (GPU, Stable Diffusion 2.1 weights; random encoder init unless imagenet_checkpoint is given)
+#: the paper's profile (§4.1 "Implementation"): ImageNet ResNet-50, 40 epochs of Adam at 5e-5, every image resized
+#: to 640 × 853 (generation and training), Stable Diffusion 2.1 (strength 0.45, guidance 7.5, 50 steps), 15 % of the
+#: ranking data held out for selection. GPU; needs the SD 2.1 and ImageNet ResNet-50 weights.
 PAPER = {"generator_model": SD21_ID, "steps": 50, "guidance_scale": 7.5, "strength": 0.45, "synthetic_per_image": 4,
          "noisy_per_count": 60, "noisy_size": list(PAPER_INPUT), "input_size": list(PAPER_INPUT),
-         "backbone": "resnet50", "grid": 2,
-         "train": {"epochs": 15, "pairs_per_batch": 3, "images_per_batch": 6, "lr": 5e-5, "val_fraction": 0.15}}
+         "generation_size": list(PAPER_INPUT), "backbone": "resnet50", "grid": 2, "init_weights": "imagenet",
+         "train": {"epochs": 40, "pairs_per_batch": 3, "images_per_batch": 6, "lr": 5e-5, "val_fraction": 0.15}}
+#: where the authors' code differs from the paper (method ``syrac-authors-code``, paper profile only): 15 epochs
+#: and the [-1, 1] input scaling of their loader
+AUTHORS_CODE = {"train": {"epochs": 15}, "normalisation": "symmetric"}
 #: CPU minutes per cell: tiny random Stable Diffusion, ResNet-18 on 72 × 96 inputs, a few pairs and epochs
 SMOKE = {"generator_model": "tiny", "steps": 10, "max_side": 96, "max_real_images": 24, "synthetic_per_image": 2,
          "noisy_per_count": 6, "noisy_size": [72, 96], "input_size": [72, 96], "backbone": "resnet18",
@@ -217,6 +228,6 @@ TINY = {"generator_model": "tiny", "steps": 3, "max_side": 32, "max_real_images"
                                              "lr": 1e-3, "max_cached_gb": 0.1}}
 
 
-__all__ = ["SyracOptions", "SyracTrainOptions", "PAPER", "SMOKE", "TINY", "RANK_PROMPT", "RANK_NEGATIVE",
+__all__ = ["SyracOptions", "SyracTrainOptions", "PAPER", "AUTHORS_CODE", "SMOKE", "TINY", "RANK_PROMPT", "RANK_NEGATIVE",
            "NOISY_PROMPT", "NOISY_NEGATIVE", "NOISY_COUNTS", "EMPTY_PROMPT", "EMPTY_NEGATIVE", "PRETRAINS",
            "resolve_checkpoint"]

@@ -146,6 +146,10 @@ def build_pairs(ctx: Any, o: SyracOptions, generator: Any, store: ImageStore) ->
                 pairs.append(Pair(real_key, key, split, s, str(path) if path else None, {"crop": list(box)}))
             continue
         image = ref.load_image()
+        if o.generation_size is not None:
+            from .model import resize_uint8
+
+            image = resize_uint8(image, tuple(o.generation_size))
         reqs = [GenerationRequest(seed=s, size=tuple(image.shape[:2]), prompt=o.rank_prompt,
                                   negative_prompt=o.rank_negative_prompt, init_image=image, strength=o.strength,
                                   meta={"source_image": real_key}) for s in seeds]
