@@ -333,6 +333,9 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
             log.info("%d annotated points outside their images were dropped from the %s split", n_dropped, split)
         metrics.update({"n_points_dropped": n_dropped, "fit_s": round(fit_s, 3), "eval_s": round(eval_s, 3),
                         "duration_s": round(time.perf_counter() - t0, 3)})
+        from .rundir import file_record
+
+        metrics["files"] = file_record(cell_dir)  # what the cell's other files must be (harness.rundir.damage)
         atomic_write_json(cell_dir / "metrics.json", metrics)  # last: marks the cell finished
         log.info("done: MAE %.3f MSE %.3f NAE %s mAP %s (%d images, %.1f s)", metrics["mae"], metrics["mse"],
                  metrics.get("nae"), metrics.get("map"), metrics["n_images"], metrics["duration_s"])

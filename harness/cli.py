@@ -288,14 +288,16 @@ def leaderboard_cmd(run_dir, fmt, output):
 @main.command("status")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def status_cmd(run_dir):
-    """The state of every cell of RUN_DIR from its files alone: done, running (its lock is held), failed (with the
-    error line), pending."""
+    """The state of every cell of RUN_DIR from its files alone: done, damaged (its files disagree: the line names the
+    file), running (its lock is held), failed (with the error line), pending."""
     from .jobs import cell_states
 
     if not Path(run_dir).is_dir():
         raise HarnessError(f"{run_dir} is not a folder: pass the --out folder of a `harness run`")
     states = cell_states(run_dir)
-    counts = {k: sum(s["state"] == k for s in states) for k in ("done", "running", "failed", "pending")}
+    counts = {k: sum(s["state"] == k for s in states) for k in ("done", "damaged", "running", "failed", "pending")}
+    if not counts["damaged"]:
+        del counts["damaged"]  # named only when there is one
     click.echo(f"{run_dir}: {len(states)} cell(s): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for s in states:
         click.echo(f"  {s['state']:8s} {s['cell']}" + (f"  {s['message']}" if s["message"] else ""))

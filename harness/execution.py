@@ -86,9 +86,17 @@ def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False, 
         ConfigError: listing every such cell (without ``force``)."""
     import json
 
+    from .rundir import damage
+
     problems, stale = [], []
     for cell in plan.cells:
         path = out_dir / cell.relpath / "config.json"
+        if (path.parent / "metrics.json").exists():
+            why = damage(path.parent)
+            if why:
+                problems.append(f"{path.parent} is damaged: {why}")
+                stale.append(path.parent)
+                continue
         if not path.exists():
             continue
         try:
@@ -101,8 +109,9 @@ def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False, 
             problems.append(f"{path.parent} was run with a different {', '.join(diff)}")
             stale.append(path.parent)
     if problems and not force:
-        raise ConfigError("the output folder holds cells of another configuration (" + "; ".join(problems)
-                          + "): use another --out, or --force to move them aside and compute them again")
+        raise ConfigError("the output folder holds cells of another configuration or damaged cells ("
+                          + "; ".join(problems) + "): use another --out, or --force to move them aside and compute "
+                          "them again")
     moved = []
     for folder in stale:
         dest = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -195,8 +204,9 @@ def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, pro
         device = resolve_device(device)  # existing cells are compared with the device kind this run will use
     moved = check_existing(plan, out, device, force, threads=executor.threads)
     summary = RunSummary(out_dir=out, replaced=moved)
-    states = {str(c.relpath): ("done" if (out / c.relpath / "metrics.json").exists() else "pending")
-              for c in plan.cells}
+    from .rundir import is_done
+
+    states = {str(c.relpath): ("done" if is_done(out / c.relpath) else "pending") for c in plan.cells}
     summary.skipped = [c for c in plan.cells if states[str(c.relpath)] == "done"]
     pending = [c for c in plan.cells if states[str(c.relpath)] == "pending"]
     if not pending:

@@ -183,7 +183,8 @@ def _commit() -> str | None:
 
 
 def cell_states(out_dir: str | Path) -> list[dict]:
-    """Every cell of a run and its state from the files alone: ``done`` (metrics.json), ``failed`` (error.json, with
+    """Every cell of a run and its state from the files alone: ``done`` (metrics.json, files intact), ``damaged``
+    (metrics.json, but its files disagree: :func:`harness.rundir.damage`), ``failed`` (error.json, with
     its one-line message), ``running`` (its lock is held), ``pending`` (listed in progress.json or begun, not held)."""
     out = Path(out_dir)
     listed = {}
@@ -197,8 +198,11 @@ def cell_states(out_dir: str | Path) -> list[dict]:
     states = []
     for rel in sorted(set(listed) | found):
         d = out / rel
-        if (d / "metrics.json").exists():
-            state, msg = "done", ""
+        from .rundir import cell_state
+
+        state, msg = cell_state(d)
+        if state in ("done", "damaged"):
+            pass
         elif is_locked(out, rel):
             state, msg = "running", ""
         elif (d / "error.json").exists():

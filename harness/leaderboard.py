@@ -57,13 +57,22 @@ def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
     Failed or unfinished cells (no ``metrics.json``) are not rows.
 
     Raises:
-        DataError: ``run_dir`` is not a folder, or a ``metrics.json`` is not valid JSON.
+        DataError: ``run_dir`` is not a folder, or a cell is damaged (:func:`harness.rundir.damage`: unreadable
+            metrics or config, a predictions.csv that is not the one the metrics came from), one line naming them.
     """
     root = Path(run_dir)
     if not root.is_dir():
         raise DataError(f"run directory {str(root)!r} not found; pass the --out folder of a `harness run`")
+    from .rundir import METRICS as METRICS_FILE
+    from .rundir import cell_dirs, damaged_cells
+
+    damaged = damaged_cells(root)
+    if damaged:
+        raise DataError(f"{len(damaged)} damaged cell(s) are not results: {'; '.join(damaged[:3])}"
+                        + (" …" if len(damaged) > 3 else "") + " — run the same `harness run` with --force to "
+                        "compute them again")
     rows = []
-    for path in sorted(root.glob("*/*/seed-*/metrics.json")):
+    for path in (d / METRICS_FILE for d in cell_dirs(root, with_file=METRICS_FILE)):
         try:
             m = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:

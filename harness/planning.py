@@ -132,7 +132,15 @@ class Cell:
 
     @property
     def relpath(self) -> Path:
-        return Path(self.method) / self.pair / self.seed_dir
+        """``<method>/<source>→<target>/seed-<k>[-n<N>]``, always three plain folder names below the run folder.
+
+        Raises:
+            ConfigError: a name that would leave the run folder (registration refuses such names already)."""
+        parts = (self.method, self.pair, self.seed_dir)
+        if any(p in ("", ".", "..") or "/" in p or "\\" in p or p.startswith("..") for p in parts):
+            raise ConfigError(f"cell {self} would not be a folder inside the run folder: component names may not "
+                              f"contain path separators or '..'")
+        return Path(*parts)
 
     def __str__(self) -> str:
         return f"{self.method} {self.pair} {self.seed_dir}"

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
-from typing import Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
-from .errors import DuplicateNameError, UnknownNameError
+from .errors import DuplicateNameError, RegistryError, UnknownNameError
 from .specs import canonical
 
 T = TypeVar("T")
@@ -15,6 +16,23 @@ T = TypeVar("T")
 class Entry(Generic[T]):
     spec: T
     plugin: str
+
+
+#: a component name: a letter or digit, then letters, digits, ``.``, ``_``, ``+``, ``-`` (it names folders of the run
+#: directory and appears in matrices, so no path separators, ``..``, commas, arrows or spaces)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def check_name(name: Any, kind: str, plugin: str) -> str:
+    """``name`` if it is a safe component name (:data:`NAME_PATTERN`, no ``..``).
+
+    Raises:
+        RegistryError: one line naming the plugin, the kind and the name, and the rule."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise RegistryError(f"plugin {plugin!r} registers {kind} name {name!r}, which is not allowed: use letters, "
+                            f"digits, '.', '_', '+', '-' (at most 100, starting with a letter or digit, no '..'): "
+                            f"names become folders of the run directory")
+    return name
 
 
 class Registry(Generic[T]):
@@ -33,6 +51,8 @@ class Registry(Generic[T]):
 
     def register(self, spec: T, plugin: str) -> None:
         name = getattr(spec, "name")
+        for n in (name, *getattr(spec, "aliases", ())):
+            check_name(n, self.kind, plugin)
         keys = [canonical(name)] + [canonical(a) for a in getattr(spec, "aliases", ())]
         for key in keys:
             if key in self._lookup:

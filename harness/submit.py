@@ -57,8 +57,13 @@ def submit(run_dir: str | Path, dataset: str = "NWPU", *, out: str | Path | None
         raise ConfigError(f"no online-evaluation format for {dataset!r}; supported: {', '.join(FORMATS)}")
     run_dir, written = Path(run_dir), []
     out = Path(out) if out else run_dir / "submission"
-    configs = [json.loads(p.read_text()) for p in sorted(run_dir.glob("*/*/seed-*/config.json"))
-               if (p.parent / "metrics.json").exists()]
+    from .rundir import METRICS, cell_dirs, damaged_cells
+
+    damaged = damaged_cells(run_dir)
+    if damaged:
+        raise ConfigError(f"damaged cell(s) are not submitted: {'; '.join(damaged[:3])} — run the same `harness "
+                          f"run` with --force to compute them again")
+    configs = [json.loads((d / "config.json").read_text()) for d in cell_dirs(run_dir, with_file=METRICS)]
     configs = [c for c in configs if c.get("target") == dataset and not c.get("limit_test")]
     if not configs:
         raise ConfigError(f"{run_dir} has no finished cell with target {dataset} (full evaluation split): run "

@@ -207,3 +207,25 @@ def test_hook_harness_register_commands(monkeypatch):
     r = CliRunner().invoke(main, ["hello"])
     assert r.exit_code == 0 and r.output == "hello from a plugin\n"
     assert "hello" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_component_names_that_would_leave_the_run_folder_are_refused_at_registration():
+    """A plugin method named like a path is refused (the plugin records the one-line error; the others load) and
+    a cell can never be a folder outside its run folder."""
+    import pytest as _pytest
+
+    from harness import ConfigError, MethodSpec, hookimpl
+    from harness.planning import Cell
+    from harness.plugins import build_registries
+
+    class Hostile:
+        @hookimpl
+        def harness_register_methods(self, register):
+            register(MethodSpec("../../../somewhere/escaped", "source-only"))
+
+    regs = build_registries(extra_plugins=[Hostile()])
+    info = next(p for p in regs.plugins if p.error)
+    assert "not allowed" in info.error and "escaped" in info.error and "\n" not in info.error
+    assert "source-only-mcnn-sha" in regs.methods.names()
+    with _pytest.raises(ConfigError, match="inside the run folder"):
+        Cell("../x", "SHA", "SHB", 0).relpath

@@ -396,6 +396,10 @@ def test_thread_count_and_device_kind_are_part_of_a_cells_identity(regs, tmp_pat
         execute(plan, tmp_path, "cpu", progress=False, executor=LocalExecutor(threads=2))
     assert "\n" not in str(err.value)
     cfg_path.write_text(json.dumps({**cfg, "device_kind": "cuda:NVIDIA H100 80GB HBM3", "threads": None}))
+    from harness.rundir import file_record  # as if the cell had been made on that GPU: its files agree
+
+    mpath = cfg_path.with_name("metrics.json")
+    mpath.write_text(json.dumps({**json.loads(mpath.read_text()), "files": file_record(cfg_path.parent)}))
     with pytest.raises(ConfigError, match="different device kind"):
         execute(plan, tmp_path, "cpu", progress=False, executor=LocalExecutor(threads=1))
     # --force moves it aside and computes the cell under this run's conditions
@@ -412,3 +416,45 @@ def test_device_kinds_match_by_type_where_the_model_is_unknown():
     assert not same_device_kind("cpu", "cuda")
     assert conditions("cpu", 4) == {"device_kind": "cpu", "threads": 4}
     assert conditions("auto", 4) == {"device_kind": None, "threads": 4}
+
+
+@pytest.mark.parametrize("harm", ["truncate-predictions", "garble-predictions", "drop-config", "garble-config"])
+def test_a_damaged_cell_is_never_a_result(regs, tmp_path, harm):
+    """A finished cell whose files disagree (truncated or edited predictions.csv, missing or garbled config.json) is
+    'damaged': status says so naming the file, the leaderboard refuses it in one line, a run refuses it, and
+    --force computes it again (the old files moved aside)."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+    from harness.errors import DataError
+    from harness.leaderboard import collect
+
+    assert _run(regs, tmp_path).ok
+    cell = tmp_path / "fake-method/FAKE-A→FAKE-B/seed-0"
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert metrics["files"]["predictions.csv"]["rows"] == metrics["n_images"]
+    pred, cfg = cell / "predictions.csv", cell / "config.json"
+    if harm == "truncate-predictions":
+        pred.write_text("\n".join(pred.read_text().splitlines()[:-2]) + "\n")
+        named = "predictions.csv"
+    elif harm == "garble-predictions":
+        lines = pred.read_text().splitlines()
+        pred.write_text("\n".join(lines[:-1] + ["garbage,x,y,z"]) + "\n")
+        named = "predictions.csv"
+    elif harm == "drop-config":
+        cfg.unlink()
+        named = "config.json is missing"
+    else:
+        cfg.write_text("{not json")
+        named = "config.json is unreadable"
+    res = CliRunner().invoke(main, ["status", str(tmp_path)])
+    assert "damaged" in res.output and named in res.output
+    with pytest.raises(DataError, match="damaged cell") as err:
+        collect(tmp_path)
+    assert named in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="is damaged"):
+        _run(regs, tmp_path)
+    plan = plan_run("FAKE-A→FAKE-B", "fake-method", "0", "smoke", regs, None)
+    summary = execute(plan, tmp_path, "cpu", progress=False, force=True)
+    assert summary.replaced and summary.finished
+    assert len(collect(tmp_path)) == 1

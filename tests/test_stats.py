@@ -48,6 +48,7 @@ def _cell(root: Path, method, pair, seed, preds, gts):
     pd.DataFrame({"image_id": [f"i{k}" for k in range(len(gts))], "gt_count": gts, "pred_count": preds,
                   "abs_error": np.abs(err)}).to_csv(d / "predictions.csv", index=False)
     src, tgt = pair.split("→")
+    (d / "config.json").write_text(json.dumps({"method": method, "source": src, "target": tgt, "seed": seed}))
     (d / "metrics.json").write_text(json.dumps({
         "method": method, "source": src, "target": tgt, "seed": seed, "limit_test": None, "mae": float(np.abs(err).mean()),
         "mse": float(np.sqrt((err ** 2).mean())), "nae": None, "map": None, "n_images": len(gts),

@@ -8,8 +8,8 @@ Tables 1–3); none of them uses any dataset's labels:
   (Table 2);
 - ``syrac-intra-image-rank``: pairs image ⊃ its own random crop (Table 3 "Intra-image Rank");
 - ``syrac-no-pretrain``: encoder + linear layer trained end to end on the noisy set (Table 3 "No Pre-training");
-- ``syrac-imagenet``: the probe on ImageNet features (Table 3 "ImageNet"); needs a local ImageNet state dict
-  (``$HARNESS_WEIGHTS/imagenet/<backbone>.pth`` or option ``imagenet_checkpoint``) and refuses in one line without;
+- ``syrac-imagenet``: the probe on ImageNet features (Table 3 "ImageNet"); needs torchvision's ImageNet file (in
+  ``$HARNESS_WEIGHTS/imagenet/`` or the torch hub cache, or option ``init_weights``) and refuses in one line without;
 - ``syrac-source-images``: ``syrac`` with the ranking pairs made from the *source's* train images (labels unread),
   so the target's images are never looked at.
 
