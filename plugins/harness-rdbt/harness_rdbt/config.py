@@ -26,7 +26,8 @@ class RDBTConfig:
       only), ``csp_init`` (``random`` | ``imagenet``: torchvision's ImageNet ResNet-50 for D's backbone, §4.2),
       ``vgg_batchnorm`` (R's front end as VGG-16-BN: trains from scratch in a short CPU schedule).
     - targets/transforms: ``density_scale`` (R's target multiplier), ``ssim_weight`` (λ of DMS-SSIM in R's
-      loss), ``phi_stride`` (Φ's map stride), ``phi_threshold`` (0.2), ``merge_px`` (10), ``psi_beta`` (σ = β ·
+      loss), ``mse_weight`` (weight of a pixel MSE term in R's loss: 0 in the paper profile, whose R is trained with
+      DMS-SSIM alone, §3.2; 1 in smoke), ``phi_stride`` (Φ's map stride), ``phi_threshold`` (0.2), ``merge_px`` (10), ``psi_beta`` (σ = β ·
       box side), ``det_keep_threshold`` (kept for AP), ``det_count_threshold`` (counted heads), ``nms_iou``,
       ``min_head`` / ``max_head`` / ``default_head`` (pseudo box sides).
     - source training: ``source_images`` (cap), ``crop_size``, ``batch_size``, ``r_steps`` / ``d_steps`` /
@@ -51,6 +52,7 @@ class RDBTConfig:
     vgg_batchnorm: bool = False
     density_scale: float = 100.0
     ssim_weight: float = 1.0
+    mse_weight: float = 1.0
     phi_stride: int = 1
     phi_threshold: float = 0.2
     merge_px: float = 10.0
@@ -104,6 +106,8 @@ class RDBTConfig:
             bad("patch_selection", f"is not one of {', '.join(PATCH_SELECTIONS)}")
         if self.vgg_init not in VGG_INITS:
             bad("vgg_init", f"is not one of {', '.join(VGG_INITS)}")
+        if self.mse_weight < 0 or self.ssim_weight < 0 or not (self.mse_weight or self.ssim_weight):
+            bad("mse_weight", "and ssim_weight must be >= 0 and not both 0 (R needs a loss)")
         if self.csp_init not in CSP_INITS:
             bad("csp_init", f"is not one of {', '.join(CSP_INITS)}")
         if self.vgg_init == "csrnet-sha" and self.vgg_batchnorm:
@@ -158,7 +162,7 @@ SMOKE = {
 #: trained with Adam 1e-5 on 224 px crops; target: T = 4 cycles on every target train image, two 224 px patches per
 #: image, R's last two layers with Adam 1e-6, D with Adam 1e-5. Source schedules (steps) are not given in the paper:
 #: ours. Not yet here: CSP's WIDER FACE pre-training stage.
-PAPER = {"vgg_init": "imagenet", "csp_init": "imagenet",
+PAPER = {"vgg_init": "imagenet", "csp_init": "imagenet", "mse_weight": 0.0, "ssim_weight": 1.0,
     "max_side": None, "vgg_width": 1.0, "resnet_width": 1.0, "phi_width": 1.0, "dssinet_scales": [1.0, 0.5, 2.0],
     "crf_iterations": 2, "phi_stride": 1, "source_images": None, "crop_size": 224, "batch_size": 4,
     "r_steps": 40000, "d_steps": 40000, "phi_steps": 20000, "r_lr": 1e-5, "d_lr": 1e-4, "phi_lr": 1e-5,

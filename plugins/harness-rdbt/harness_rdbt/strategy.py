@@ -82,7 +82,7 @@ def _init_frontend(frontend, cfg: RDBTConfig, batchnorm: bool) -> None:
 
 _KEYS = {
     "R": ("max_side", "vgg_width", "dssinet_scales", "crf_iterations", "vgg_init", "vgg_batchnorm", "density_scale",
-          "ssim_weight",
+          "ssim_weight", "mse_weight",
           "source_images", "crop_size", "batch_size", "r_steps", "r_lr"),
     "D": ("max_side", "resnet_width", "csp_backbone", "csp_init", "min_head", "max_head", "default_head", "source_images",
           "crop_size", "batch_size", "d_steps", "d_lr"),
@@ -407,7 +407,7 @@ def _pad(img: np.ndarray, P: int) -> np.ndarray:
 
 
 def _r_loss_pseudo(R, img, tgt8, cfg: RDBTConfig, device):
-    """R's fine-tuning loss on one pseudo-labelled patch (same loss as on the source: MSE + λ DMS-SSIM)."""
+    """R's fine-tuning loss on one pseudo-labelled patch (same loss as on the source: mse_weight · MSE + λ DMS-SSIM)."""
     import torch.nn.functional as F
 
     from .losses import dms_ssim_loss
@@ -417,7 +417,7 @@ def _r_loss_pseudo(R, img, tgt8, cfg: RDBTConfig, device):
     y = torch.from_numpy(np.ascontiguousarray(tgt8, np.float32))[None, None].to(device) * cfg.density_scale
     h, w = min(out.shape[-2], y.shape[-2]), min(out.shape[-1], y.shape[-1])
     out, y = out[..., :h, :w], y[..., :h, :w]
-    loss = F.mse_loss(out, y)
+    loss = cfg.mse_weight * F.mse_loss(out, y) if cfg.mse_weight else out.new_zeros(())
     if cfg.ssim_weight:
         loss = loss + cfg.ssim_weight * dms_ssim_loss(out, y)
     return loss

@@ -117,12 +117,13 @@ def to_batch(images: Sequence[np.ndarray], device) -> torch.Tensor:
 
 
 def r_loss(model, images, densities, cfg: RDBTConfig, device) -> torch.Tensor:
-    """R's loss on a batch: pixel MSE + ``ssim_weight`` · DMS-SSIM on density × density_scale (DSSINet §3.3)."""
+    """R's loss on a batch: ``mse_weight`` · pixel MSE + ``ssim_weight`` · DMS-SSIM on density × density_scale
+    (DSSINet §3.3; the paper profile: DMS-SSIM alone, RDBT §3.2)."""
     x = to_batch(images, device)
     y = torch.from_numpy(np.stack([pool(d, 8) for d in densities]))[:, None].to(device) * cfg.density_scale
     out = model(x)
     out, y = out[..., :y.shape[-2], :y.shape[-1]], y[..., :out.shape[-2], :out.shape[-1]]
-    loss = F.mse_loss(out, y)
+    loss = cfg.mse_weight * F.mse_loss(out, y) if cfg.mse_weight else out.new_zeros(())
     if cfg.ssim_weight:
         loss = loss + cfg.ssim_weight * dms_ssim_loss(out, y)
     return loss

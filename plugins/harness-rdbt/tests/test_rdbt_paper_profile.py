@@ -31,6 +31,7 @@ def test_paper_profile_has_section_4_2_values():
     assert v["r_finetune_lr"] == 1e-6 and v["d_finetune_lr"] == 1e-5         # §4.2 fine-tuning on T
     assert v["patch_size"] == 224 and v["patches_per_image"] == 2            # §3.4 two 224 × 224 patches
     assert v["density_range"] == [0.5, 0.7] and v["cycles"] == 4             # §3.4 / §4.4
+    assert v["mse_weight"] == 0.0 and v["ssim_weight"] == 1.0               # §3.2 R: DMS-SSIM loss alone
     assert v["phi_threshold"] == 0.2 and v["vgg_width"] == 1.0 and v["dssinet_scales"] == [1.0, 0.5, 2.0]
     assert _values("regnet")["vgg_init"] == "imagenet" and _values("detnet")["csp_init"] == "imagenet"
 
@@ -62,3 +63,24 @@ def test_paper_networks_start_from_imagenet_files_of_the_real_layout(imagenet_di
         assert own and all(torch.equal(own[k], vgg[k]) for k in own)
     own = D.backbone.state_dict()
     assert all(torch.equal(own[k], resnet[k]) for k in own if not k.endswith("num_batches_tracked"))
+
+
+def test_paper_r_loss_is_dms_ssim_alone():
+    """§3.2: R "is trained ... with the proposed dilated multi-scale structural similarity loss" — no MSE term."""
+    import numpy as np
+
+    from harness_rdbt.config import SMOKE, TINY
+    from harness_rdbt.training import r_loss
+
+    cfg = RDBTConfig.from_options({**TINY, "mse_weight": 0.0})
+    R = build_r(cfg, seed=0).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)]
+    dens = [rng.random((64, 64)).astype(np.float32) / 100]
+    with torch.no_grad():
+        got = float(r_loss(R, images, dens, cfg, "cpu"))
+        both = float(r_loss(R, images, dens, RDBTConfig.from_options({**TINY}), "cpu"))
+    assert got > 0 and both > got  # the smoke profile keeps its MSE term
+    assert RDBTConfig.from_options(SMOKE).mse_weight == 1.0
+    with pytest.raises(Exception, match="not both 0"):
+        RDBTConfig.from_options({**TINY, "mse_weight": 0.0, "ssim_weight": 0.0})
