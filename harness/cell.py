@@ -133,11 +133,15 @@ def identity(config: dict) -> dict:
 
 def identity_diff(old: dict, new: dict) -> list[str]:
     """The identity keys on which an existing cell's ``old`` identity differs from the ``new`` one (keys ``old``
-    lacks are not compared; a device kind known only by its type, or not yet resolved, matches its models:
+    lacks are not compared; another ``data_root`` holding the same files — equal data fingerprints — is the same data,
+    as on a cluster whose nodes mount the share elsewhere; a device kind known only by its type, or not yet resolved,
+    matches its models:
     :func:`harness.conditions.same_device_kind`; thread counts are compared on a CPU only)."""
     from .conditions import same_device_kind
 
     diff = [k for k in old if k not in CONDITION_KEYS and old.get(k) != new.get(k)]
+    if "data_root" in diff and old.get("data_content") and old.get("data_content") == new.get("data_content"):
+        diff.remove("data_root")  # the same files reached through another path (a symlink, another mount point)
     if "device_kind" in old and not same_device_kind(old.get("device_kind"), new.get("device_kind")):
         diff.append("device kind")
     if "threads" in old and old.get("threads") and new.get("threads") and old["threads"] != new["threads"]:

@@ -89,15 +89,22 @@ def cell_lock(out_dir: str | Path, relpath: str | Path):
 
 
 def is_locked(out_dir: str | Path, relpath: str | Path) -> bool:
-    """Whether a live process holds the cell's lock."""
-    from filelock import Timeout
+    """Whether a live process holds the cell's lock. Reads only: no lock file or folder is created (``harness
+    status`` works on a read-only run folder), the lock is probed with a shared, non-blocking ``flock``."""
+    import fcntl
 
-    lock = cell_lock(out_dir, relpath)
+    digest = hashlib.sha256(str(relpath).encode()).hexdigest()[:24]
+    path = Path(out_dir) / LOCKS / f"{digest}.lock"
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # never locked (or unreadable: nobody can be holding it through this path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    lock.release()
+    finally:
+        os.close(fd)
     return False
 
 

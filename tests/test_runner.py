@@ -458,3 +458,26 @@ def test_a_damaged_cell_is_never_a_result(regs, tmp_path, harm):
     summary = execute(plan, tmp_path, "cpu", progress=False, force=True)
     assert summary.replaced and summary.finished
     assert len(collect(tmp_path)) == 1
+
+
+def test_same_data_through_another_path_is_the_same_cell_and_status_writes_nothing(regs, tmp_path):
+    """A data root reached through another path (a symlink; on a cluster, another mount point) with the same files
+    is accepted: the data fingerprint decides. ``harness status`` reads the run without creating any file."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "link").symlink_to(data)
+    plan = plan_run("FAKE-A→FAKE-B", "fake-method", "0", "smoke", regs, data)
+    assert execute(plan, tmp_path / "run", "cpu", progress=False).ok
+    plan2 = plan_run("FAKE-A→FAKE-B", "fake-method", "0", "smoke", regs, tmp_path / "link")
+    summary = execute(plan2, tmp_path / "run", "cpu", progress=False)
+    assert summary.skipped and not summary.finished
+    import shutil
+    shutil.rmtree(tmp_path / "run" / ".locks")
+    before = sorted(p for p in (tmp_path / "run").rglob("*"))
+    res = CliRunner().invoke(main, ["status", str(tmp_path / "run")])
+    assert res.exit_code == 0 and "1 done" in res.output
+    assert sorted(p for p in (tmp_path / "run").rglob("*")) == before
