@@ -347,8 +347,9 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
     except (Exception, SystemExit):
         log.error("cell failed:\n%s", traceback.format_exc())
         raise
-    except BaseException:
-        log.warning("cell interrupted; run again with the same --out to resume")
+    except BaseException as exc:
+        why = str(exc) if isinstance(exc, KeyboardInterrupt) and str(exc) else "interrupted"
+        log.warning("cell %s; run again with the same --out to resume", why)
         raise
     finally:
         close_logger(log)

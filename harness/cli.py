@@ -189,7 +189,7 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
             click.echo(f"  {out_dir / cell.relpath}: {message}", err=True)
         sys.exit(1)
     if summary.interrupted:
-        sys.exit(130)
+        sys.exit(143 if summary.signal == "SIGTERM" else 130)
 
 
 def _write_board(out_dir: Path) -> str:
@@ -295,9 +295,11 @@ def status_cmd(run_dir):
     if not Path(run_dir).is_dir():
         raise HarnessError(f"{run_dir} is not a folder: pass the --out folder of a `harness run`")
     states = cell_states(run_dir)
-    counts = {k: sum(s["state"] == k for s in states) for k in ("done", "damaged", "running", "failed", "pending")}
-    if not counts["damaged"]:
-        del counts["damaged"]  # named only when there is one
+    counts = {k: sum(s["state"] == k for s in states)
+              for k in ("done", "damaged", "running", "interrupted", "failed", "pending")}
+    for rare in ("damaged", "interrupted"):
+        if not counts[rare]:
+            del counts[rare]  # named only when there is one
     click.echo(f"{run_dir}: {len(states)} cell(s): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for s in states:
         click.echo(f"  {s['state']:8s} {s['cell']}" + (f"  {s['message']}" if s["message"] else ""))

@@ -31,13 +31,14 @@ from .planning import Cell, Plan
 @dataclass
 class RunSummary:
     """What :func:`execute` did: cells computed now, skipped (already finished, or finished by another driver),
-    failed, held by another driver, and whether a Ctrl-C stopped the run early."""
+    failed, held by another driver, and whether a Ctrl-C or SIGTERM stopped the run early (``signal``: which)."""
 
     out_dir: Path
     finished: list[Cell] = field(default_factory=list)
     skipped: list[Cell] = field(default_factory=list)
     failed: list[tuple[Cell, str]] = field(default_factory=list)  # (cell, "Type: one-line message")
     interrupted: bool = False
+    signal: str = ""
     replaced: list[Path] = field(default_factory=list)  # cells of another configuration moved aside (--force)
     held: list[Cell] = field(default_factory=list)  # cells another driver was computing (with wait=False)
 
@@ -152,26 +153,32 @@ def record_failure(cell: Cell, cell_dir: Path, exc: BaseException) -> dict:
 
 
 class _SigintFlag:
-    """Marks a real Ctrl-C (SIGINT) so it can be told apart from a KeyboardInterrupt raised by plugin code."""
+    """Marks a real Ctrl-C (SIGINT) or SIGTERM (how Slurm and most schedulers stop or preempt a job) so it can be told
+    apart from a KeyboardInterrupt raised by plugin code. Both stop the run cleanly: the cell being computed logs
+    "interrupted by SIGTERM" in its log.txt, keeps its progress files, and is marked ``interrupted`` until resumed."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.hit = False
-        self._old = None
+        self.signal_name = ""
+        self._old: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-
             def handler(signum, frame):
                 self.hit = True
-                raise KeyboardInterrupt
+                self.signal_name = signal.Signals(signum).name
+                raise KeyboardInterrupt(f"interrupted by {self.signal_name}")
 
-            signal.signal(signal.SIGINT, handler)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.getsignal(sig)
+                signal.signal(sig, handler)
         return self
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
         return False
 
 
@@ -249,7 +256,7 @@ def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, pro
         except KeyboardInterrupt:
             if not sigint.hit:
                 raise
-            summary.interrupted = True
+            summary.interrupted, summary.signal = True, sigint.signal_name
     for rel, state in states.items():
         cell = by_rel[rel]
         if state == "done" and cell not in summary.skipped:

@@ -45,7 +45,8 @@ class LocalExecutor:
             try:
                 result = run_cell_job(args, rel, plan=plan, sigint=sigint, on_image=on_image)
             except KeyboardInterrupt:
-                on_state(rel, "pending", "interrupted: run again to resume")
+                why = getattr(sigint, "signal_name", "") or "SIGINT"
+                on_state(rel, "interrupted", f"interrupted by {why}: run again to resume")
                 raise
             finally:
                 if bars is not None:

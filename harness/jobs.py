@@ -210,6 +210,8 @@ def cell_states(out_dir: str | Path) -> list[dict]:
         state, msg = cell_state(d)
         if state in ("done", "damaged"):
             pass
+        elif listed.get(rel, {}).get("state") == "interrupted" and not is_locked(out, rel):
+            state, msg = "interrupted", listed[rel].get("message", "")
         elif is_locked(out, rel):
             state, msg = "running", ""
         elif (d / "error.json").exists():

@@ -154,3 +154,27 @@ def test_ray_refuses_more_gpus_than_the_cluster_has(tmp_path):
 
 def test_local_executor_is_the_default():
     assert isinstance(__import__("harness.executors").executors.make_executor("local"), LocalExecutor)
+
+
+def test_sigterm_stops_cleanly_logs_and_marks_the_cell_interrupted(tmp_path):
+    """SIGTERM (how Slurm preempts) ends the run like Ctrl-C: exit 143, a line in the cell's log.txt, the cell shown
+    as interrupted by `harness status` until the same command resumes and finishes it."""
+    import signal as _signal
+
+    out = tmp_path / "run"
+    cmd = [str(HARNESS), "run", "--matrix", "SYN-SPARSE→SYN-DENSE", "--methods", "slow-tiny", "--limit-test", "4",
+           "--device", "cpu", "--plugin", "slow_plugin", "--out", str(out), "--threads", "1"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cell = out / "slow-tiny/SYN-SPARSE→SYN-DENSE/seed-0-n4"
+    deadline = time.time() + 120
+    while not (cell / "log.txt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(_signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "interrupted by SIGTERM" in (cell / "log.txt").read_text()
+    r = subprocess.run([str(HARNESS), "status", str(out)], capture_output=True, text=True)
+    assert "1 interrupted" in r.stdout and "interrupted by SIGTERM" in r.stdout, r.stdout
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and (cell / "metrics.json").exists(), r.stderr
