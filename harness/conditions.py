@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+from .errors import ConfigError
+
 #: conditions keys of a cell's ``config.json`` that decide whether an existing cell is the same cell
 CONDITION_KEYS = ("device_kind", "threads")
 
@@ -72,6 +74,29 @@ def conditions(device: str | None, threads: int | None) -> dict:
             else None}
 
 
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; ``"cpu"``/``"cuda[:n]"`` pass through.
+
+    Raises:
+        ConfigError: ``cuda`` asked for but not available, or an unknown device string.
+    """
+    device = (device or "auto").strip().lower()
+    if device == "cpu":
+        return device
+    if device == "auto" or device.startswith("cuda"):
+        try:
+            import torch
+            has_cuda = torch.cuda.is_available()
+        except ImportError:
+            has_cuda = False
+        if device == "auto":
+            return "cuda" if has_cuda else "cpu"
+        if not has_cuda:
+            raise ConfigError(f"device {device!r} asked for but CUDA is not available; use --device cpu or auto")
+        return device
+    raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
+
+
 def fit_conditions(*, seed: int, source: str, precision: str, device: str, threads: int | None) -> dict:
     """What every cached model's key holds besides the method's own options (seed, source dataset, precision,
     device kind, CPU threads, harness version): a bf16 cell never reuses an fp32 model, a two-thread cell never a
@@ -82,5 +107,5 @@ def fit_conditions(*, seed: int, source: str, precision: str, device: str, threa
             "harness_version": __version__}
 
 
-__all__ = ["CONDITION_KEYS", "default_threads", "device_type", "device_kind", "same_device_kind", "conditions",
+__all__ = ["CONDITION_KEYS", "default_threads", "resolve_device", "device_type", "device_kind", "same_device_kind", "conditions",
            "fit_conditions"]

@@ -12,9 +12,7 @@ free space.
 """
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import signal
 import threading
 import time
@@ -23,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from .cell import cell_config, identity, identity_diff
-from .errors import ConfigError, HarnessError
-from .io import ArtifactCache, atomic_write_json
+from .conditions import resolve_device
+from .errors import ConfigError
+from .failures import DiskFullError, disk_full_message, record_failure
+from .io import ArtifactCache
 from .planning import Cell, Plan
 
 
@@ -45,33 +45,6 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.interrupted and not self.held
-
-
-class DiskFullError(HarnessError):
-    """The disk filled up while a cell was writing (finished cells are kept; free space and run again)."""
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; ``"cpu"``/``"cuda[:n]"`` pass through.
-
-    Raises:
-        ConfigError: ``cuda`` asked for but not available, or an unknown device string.
-    """
-    device = (device or "auto").strip().lower()
-    if device == "cpu":
-        return device
-    if device == "auto" or device.startswith("cuda"):
-        try:
-            import torch
-            has_cuda = torch.cuda.is_available()
-        except ImportError:
-            has_cuda = False
-        if device == "auto":
-            return "cuda" if has_cuda else "cpu"
-        if not has_cuda:
-            raise ConfigError(f"device {device!r} asked for but CUDA is not available; use --device cpu or auto")
-        return device
-    raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
 
 
 def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False, threads: int | None = None) -> list[Path]:
@@ -119,37 +92,6 @@ def check_existing(plan: Plan, out_dir: Path, device: str, force: bool = False, 
         os.replace(folder, dest)
         moved.append(dest)
     return moved
-
-
-def disk_full_message(exc: OSError, cell_dir: Path) -> str:
-    """One line: the path being written, the free space left on its file system, what to do."""
-    where = exc.filename or cell_dir
-    try:
-        free = shutil.disk_usage(Path(where).parent if Path(where).is_file() else cell_dir).free
-    except OSError:
-        free = 0
-    return (f"disk full while writing {where} ({free / 2**20:.0f} MiB free on that file system): free some space "
-            f"(a cell needs its checkpoints and predictions, typically tens of MiB) and run the same command again; "
-            f"finished cells are kept and the run resumes")
-
-
-def record_failure(cell: Cell, cell_dir: Path, exc: BaseException) -> dict:
-    """Write the cell's ``error.json`` (type, one-line message; the traceback is in its log.txt) and return the
-    failure ``{"state": "failed", "message": "Type: message"}``."""
-    detail = " ".join(str(exc).split())
-    if isinstance(exc, SystemExit):
-        detail = f"plugin code called sys.exit({exc.code!r})"
-    elif isinstance(exc, KeyboardInterrupt):
-        detail = "plugin code raised KeyboardInterrupt"
-    try:
-        atomic_write_json(cell_dir / "error.json", {"type": type(exc).__name__, "message": detail, "cell": str(cell),
-                                                    "traceback": "see log.txt",
-                                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    except OSError as write_exc:
-        if write_exc.errno == errno.ENOSPC:
-            raise DiskFullError(disk_full_message(write_exc, cell_dir)) from None
-        raise
-    return {"state": "failed", "message": f"{type(exc).__name__}: {detail}"}
 
 
 class _SigintFlag:

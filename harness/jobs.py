@@ -122,7 +122,7 @@ def run_cell_job(args: JobArgs, relpath: str, *, plan: Any = None, sigint: Any =
     from filelock import Timeout
 
     from .cell import run_cell
-    from .execution import DiskFullError, disk_full_message, record_failure
+    from .failures import DiskFullError, disk_full_message, record_failure
     from .io import ArtifactCache
 
     plan = plan or _plan(args)
@@ -143,7 +143,7 @@ def run_cell_job(args: JobArgs, relpath: str, *, plan: Any = None, sigint: Any =
                                                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         device = args.device
         if device == "auto":
-            from .execution import resolve_device
+            from .conditions import resolve_device
             device = resolve_device(device)
         try:
             with pinned_threads(args.threads):
