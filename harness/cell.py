@@ -367,6 +367,7 @@ def cell_flags(cell: Cell, strategy_spec: Any, counters: list, ctxs: list[CellCo
     return {
         "method": cell.method, "strategy": strategy_spec.name, "source": cell.source, "target": cell.target,
         "seed": cell.seed, "profile": ctx.profile, "limit_test": cell.limit_test, "eval_split": split,
+        "in_domain": cell.source == cell.target,
         "target_labels_seen": cell.target.upper() in {d.upper() for d in labels},
         "labels_used": sorted(labels),
         "uses_target_images": bool(strategy_spec.uses_target_images

@@ -40,6 +40,9 @@ LEGEND_DDAGGER = (f"{DDAGGER} does not beat the trivial baselines of this cell (
 LEGEND_CI = ("[low, high]: 95 % paired bootstrap interval of MAE / MSE over the test images (2000 resamples, "
              "seed 0; over seeds, the mean of the seeds on the same resampled images).")
 LEGEND_MSE = "MSE is the root mean squared error (the field's convention)."
+IN_DOMAIN = "in-domain"
+LEGEND_IN_DOMAIN = ("in-domain: trained and scored on the same dataset (source = target; its train and test splits): "
+                    "an in-domain number, not a cross-domain result.")
 LEGEND_R = ("r: Pearson correlation of predicted and true counts over the test images (– where a side is constant); "
             "near 0, the counter does not track the count whatever its MAE (a near-constant predictor).")
 FORMATS = ("md", "csv", "json", "latex", "html")
@@ -125,7 +128,12 @@ def _mean_std(values: pd.Series, decimals: int) -> str:
 
 
 def _cell_label(cell: str, limit, protocol=None) -> str:
-    label = cell if protocol is None or (isinstance(protocol, float) and math.isnan(protocol)) else f"{cell} ({protocol})"
+    """A board column's cell: ``SHA→SHB``, with its protocol, ``in-domain`` where source = target, and ``[n=N]``."""
+    tags = [] if protocol is None or (isinstance(protocol, float) and math.isnan(protocol)) else [str(protocol)]
+    source, _, target = str(cell).partition("→")
+    if source and source == target:
+        tags.append(IN_DOMAIN)
+    label = f"{cell} ({', '.join(tags)})" if tags else cell
     return label if limit is None or (isinstance(limit, float) and math.isnan(limit)) else f"{label} [n={int(limit)}]"
 
 
@@ -262,6 +270,8 @@ def notes(board: pd.DataFrame) -> list[str]:
     if "labels used" in board.columns:
         out.append("labels used: whose labels reached the counter (source, target, other datasets; none: "
                    "label-free).")
+    if any(f"{IN_DOMAIN})" in c or f"{IN_DOMAIN}, " in c for c in board.columns):
+        out.append(LEGEND_IN_DOMAIN)
     if any("[n=" in c for c in board.columns):
         out.append("[n=N]: evaluated on the first N test images only (--limit-test); not comparable to full runs.")
     if any(c.endswith(" r↑") for c in board.columns):

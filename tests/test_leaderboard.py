@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import ConfigError, DataError
-from harness.leaderboard import FORMATS, LEGEND_MSE, collect, leaderboard, render
+from harness.leaderboard import FORMATS, LEGEND_MSE, collect, leaderboard, notes, render
 
 
 def _cell(root: Path, method, src, tgt, seed, mae, mse, nae, mAP, *, seen=False, uses=False, split="val",
@@ -136,3 +136,13 @@ def test_per_output_metrics_get_their_own_columns(tmp_path):
 
 def test_tables_without_output_metrics_are_unchanged(run_dir):
     assert not any("↓ " in c for c in leaderboard(collect(run_dir)).columns)
+
+
+def test_in_domain_cells_are_marked_in_the_header_and_the_legend(tmp_path):
+    _cell(tmp_path, "m", "SHA", "SHA", 0, 5.0, 6.0, 0.1, None)
+    _cell(tmp_path, "m", "SHA", "SHB", 0, 7.0, 8.0, 0.1, None)
+    board = leaderboard(collect(tmp_path))
+    assert "SHA→SHA (in-domain) MAE↓" in board.columns and "SHA→SHB MAE↓" in board.columns
+    assert any(line.startswith("in-domain:") for line in notes(board))
+    cross = leaderboard(collect(tmp_path)[lambda d: d.cell == "SHA→SHB"])
+    assert not any(line.startswith("in-domain:") for line in notes(cross))
