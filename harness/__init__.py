@@ -54,6 +54,7 @@ _LAZY = {
                      "resolve_pretrained", "imagenet_file", "PretrainedInit", "IMAGENET_LABELS"),
                     "harness.models.pretrained"),
     **dict.fromkeys(("fit_conditions", "device_kind", "default_threads"), "harness.conditions"),
+    **dict.fromkeys(("cell_dirs", "cells_of_strategy", "cell_state", "is_done"), "harness.rundir"),
     **dict.fromkeys(("resolve_model", "ResolvedModel", "quiet_hf", "TINY_BUILDERS", "folder_fingerprint"),
                     "harness.models.hub"),
     **dict.fromkeys(("clip_tokenizer_dir", "clip_tokenizer"), "harness.models.tiny"),

@@ -201,7 +201,9 @@ def cell_states(out_dir: str | Path) -> list[dict]:
             listed = {c["cell"]: c for c in json.loads(progress.read_text()).get("cells", [])}
         except (OSError, ValueError):
             listed = {}
-    found = {str(p.parent.relative_to(out)) for p in out.glob("*/*/seed-*/config.json")}
+    from .rundir import cell_dirs
+
+    found = {str(d.relative_to(out)) for d in cell_dirs(out, with_file="config.json")}
     states = []
     for rel in sorted(set(listed) | found):
         d = out / rel

@@ -53,7 +53,7 @@ _COLUMNS = ["method", "source", "target", "cell", "seed", "limit_test", "profile
 
 
 def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per finished cell under ``run_dir`` (every ``*/*/seed-*/metrics.json``).
+    """One row per finished cell under ``run_dir`` (:func:`harness.rundir.cell_dirs` with a ``metrics.json``).
 
     Columns: method, source, target, cell (``"SHA→SHB"``), seed, limit_test, profile, mae, mse, nae, map,
     n_images, target_labels_seen, uses_target_images, selection_split, duration_s, path (the cell folder).

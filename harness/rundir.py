@@ -100,9 +100,23 @@ def cell_dirs(run_dir: str | Path, *, with_file: str | None = None) -> list[Path
     return sorted(out)
 
 
+def cells_of_strategy(run_dir: str | Path, strategy: str) -> list[Path]:
+    """The cell folders of a run whose ``config.json`` names ``strategy`` (plugin reports: ``harness rdbt
+    iterations``, ``harness ldm steps``); cells without a readable config are left out."""
+    out = []
+    for d in cell_dirs(run_dir, with_file=CONFIG):
+        try:
+            if json.loads((d / CONFIG).read_text(encoding="utf-8")).get("strategy") == strategy:
+                out.append(d)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return out
+
+
 def damaged_cells(run_dir: str | Path) -> list[str]:
     """One line per damaged cell of a run (see :func:`damage`)."""
     return [why for d in cell_dirs(run_dir, with_file=METRICS) if (why := damage(d))]
 
 
-__all__ = ["CELL_GLOB", "file_record", "damage", "cell_state", "is_done", "cell_dirs", "damaged_cells"]
+__all__ = ["CELL_GLOB", "file_record", "damage", "cell_state", "is_done", "cell_dirs", "cells_of_strategy",
+           "damaged_cells"]

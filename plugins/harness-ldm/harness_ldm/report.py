@@ -45,8 +45,9 @@ def ldm_cells(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise HarnessError(f"{run_dir} is not a folder: pass the --out folder of a `harness run` with ldm methods")
-    cells = [p.parent for p in sorted(run_dir.rglob("config.json"))
-             if json.loads(p.read_text(encoding="utf-8")).get("strategy") == "ldm"]
+    from harness import cells_of_strategy
+
+    cells = cells_of_strategy(run_dir, "ldm")
     if not cells:
         raise HarnessError(f"no ldm cells under {run_dir}: run `harness run --methods ldm ...` into it first")
     return cells

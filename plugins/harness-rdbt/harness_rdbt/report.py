@@ -69,8 +69,9 @@ def iterations_command(run_dir: Path, limit_test, data_root, device):
     """Per-cycle MAE/MSE (regression, detection) and mAP of every rdbt cell in RUN_DIR (RDBT Table 3)."""
     from harness import atomic_write_json, atomic_write_text
 
-    cells = [p.parent for p in sorted(Path(run_dir).glob("*/*/seed-*/config.json"))
-             if json.loads(p.read_text()).get("strategy") == "rdbt"]
+    from harness import cells_of_strategy
+
+    cells = cells_of_strategy(run_dir, "rdbt")
     if not cells:
         raise click.ClickException(f"no rdbt cells under {run_dir}: run `harness run --methods rdbt ...` first")
     for cell in cells:
