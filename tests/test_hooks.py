@@ -223,7 +223,8 @@ def test_component_names_that_would_leave_the_run_folder_are_refused_at_registra
         def harness_register_methods(self, register):
             register(MethodSpec("../../../somewhere/escaped", "source-only"))
 
-    regs = build_registries(extra_plugins=[Hostile()])
+    with _pytest.warns(UserWarning, match="registers method name .* which is not allowed"):
+        regs = build_registries(extra_plugins=[Hostile()])
     info = next(p for p in regs.plugins if p.error)
     assert "not allowed" in info.error and "escaped" in info.error and "\n" not in info.error
     assert "source-only-mcnn-sha" in regs.methods.names()
