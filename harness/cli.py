@@ -383,16 +383,22 @@ def count(images, counter_name, out_dir, device):
     except HarnessError as exc:  # the counts are still worth printing
         click.echo(f"Warning: {exc}; printing counts without overlays", err=True)
         writable = False
+    from .evaluation import predict_image
+
+    stems: dict[str, int] = {}
     for path in images:
         image = read_image(path)
-        pred = counter.predict(image)
+        pred = predict_image(counter, image, 0, str(path))
         line = f"{path}\t{pred.count:.1f}"
+        stem = Path(path).stem
+        stems[stem] = stems.get(stem, 0) + 1
+        name = stem if stems[stem] == 1 else f"{stem}-{stems[stem]}"  # a/x.jpg and b/x.jpg: two overlays
         if pred.density is not None and writable:
             from .visualize import save_density_overlay
 
             try:
                 line += "\t" + str(save_density_overlay(image, pred.density, pred.count,
-                                                        Path(out_dir) / f"{Path(path).stem}_density.png"))
+                                                        Path(out_dir) / f"{name}_density.png"))
             except OSError as exc:
                 click.echo(line)  # the computed count is never lost
                 raise HarnessError(f"cannot write the overlay into {out_dir} ({exc.strerror or type(exc).__name__})"

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import PluginError
+from .errors import DataError, PluginError
 from .io import atomic_write_text
 
 #: localisation thresholds δ in pixels for mAP (Idrees et al., ECCV 2018; RDBT Table 1)
@@ -148,10 +148,19 @@ def predict_image(counter: Any, image: np.ndarray, seed: int, where: str):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if getattr(counter, "stochastic", False):
-        pred = counter.predict(image, generator=torch.Generator().manual_seed(seed))
-    else:
-        pred = counter.predict(image)
+    try:
+        if getattr(counter, "stochastic", False):
+            pred = counter.predict(image, generator=torch.Generator().manual_seed(seed))
+        else:
+            pred = counter.predict(image)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        small = min(image.shape[:2]) < 64 or "too small" in first or "greater than" in first
+        if not small:
+            raise
+        raise DataError(f"{where}: the image is {image.shape[1]}×{image.shape[0]} px, too small for counter "
+                        f"{getattr(counter, 'name', type(counter).__name__)} ({first[:120]}); remove it or "
+                        f"upscale it") from None
     validate_prediction(pred, where)
     return pred
 

@@ -202,3 +202,24 @@ def test_plugin_commands_join_the_cli(regs):
     # a plugin cannot take a built-in command's name
     r = invoke("run", "--help")
     assert "--matrix" in r.output
+
+
+def test_count_a_too_small_image_is_one_line_and_same_names_get_two_overlays(regs, tmp_path):
+    """A 1×1 image through a real network (MCNN's pooling; `harness count` and evaluation share predict_image) is
+    one line naming the image, not a traceback; two images with one file name in two folders get two overlays."""
+    from harness.errors import DataError
+    from harness.evaluation import predict_image
+    from harness.models.mcnn import mcnn_counter
+
+    with pytest.raises(DataError, match=r"dot.png: the image is 1×1 px, too small for counter") as err:
+        predict_image(mcnn_counter(weights="random"), np.zeros((1, 1, 3), np.uint8), 0, "dot.png")
+    assert "\n" not in str(err.value)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        img = np.zeros((32, 48, 3), np.uint8)
+        img[8:12, 20:24, 0] = 255
+        Image.fromarray(img).save(tmp_path / d / "x.png")
+    r = invoke("count", tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "--counter", "blob-counter",
+               "--device", "cpu", "--out", tmp_path / "viz")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "viz").iterdir()) == ["x-2_density.png", "x_density.png"]
