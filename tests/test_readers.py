@@ -436,3 +436,17 @@ def test_registered_datasets(tmp_path):
     assert f4.name == "UCF50-F4" and _ids(f4.samples("test")) == [str(i) for i in range(31, 41)]
     with pytest.raises(DataRootError):
         reg.get("NWPU").factory(tmp_path)
+
+
+def test_nwpu_with_an_empty_test_list_is_scored_on_val(tmp_path):
+    """Only train/val downloaded (an empty test.txt): NWPU is scored on val, as with withheld test labels, and a run
+    plans instead of refusing with "no test images"."""
+    from harness.planning import plan_run
+
+    make_nwpu(tmp_path, {"train": 2, "val": 2, "test": 0})
+    ds = NWPUCrowd(tmp_path)
+    assert ds.samples("test") == [] and ds.eval_split == "val"
+    make_nwpu(tmp_path / "b", {"train": 2, "val": 1, "test": 1}, with_test_jsons=True)
+    assert NWPUCrowd(tmp_path / "b").eval_split == "test"
+    plan = plan_run("SYN-SPARSE→NWPU", "zero", "0", "smoke", None, tmp_path)
+    assert plan.cells and plan.datasets["NWPU"].eval_split == "val"

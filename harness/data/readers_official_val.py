@@ -120,8 +120,10 @@ class NWPUCrowd(_FolderDataset):
 
     @property
     def eval_split(self) -> str:
-        """``val`` (the test labels are withheld), or ``test`` when every test image has its json."""
-        return "test" if all(r.annotation_path is not None for r in self.samples("test")) else "val"
+        """``val`` (the test labels are withheld, or only train/val were downloaded: an empty ``test.txt``), or
+        ``test`` when there are test images and every one has its json."""
+        test = self.samples("test")
+        return "test" if test and all(r.annotation_path is not None for r in test) else "val"
 
     def __init__(self, root: str | Path | None, *, name: str = "NWPU"):
         data_root = resolve_data_root(root)
