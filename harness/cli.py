@@ -136,7 +136,7 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
     failed (listed at the end).
     """
     from . import runner
-    from .io import check_writable_dir
+    from .io import check_writable_dir, default_cache_dir
 
     if plugins:
         from .plugins import build_registries, plugin_modules
@@ -161,6 +161,7 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
                               + [a for m in plugins for a in ("--plugin", m)])
     if any(not (Path(out_dir) / c.relpath / "metrics.json").exists() for c in plan.cells):
         check_writable_dir(out_dir, "--out")  # a finished run in a read-only folder is only printed
+        check_writable_dir(default_cache_dir(), "the artefact cache (HARNESS_CACHE)")
     err_console.print(f"[bold]harness run[/bold]: {len(plan.cells)} cell(s) "
                       f"({len(plan.methods)} method(s) × {len(plan.matrix)} pair(s) × {len(plan.seeds)} seed(s)) "
                       f"→ {out_dir}")
@@ -372,11 +373,15 @@ def count(images, counter_name, out_dir, device):
     from .data.images import read_image
     from .execution import resolve_device
 
-    from .io import check_writable_dir
+    from .io import check_writable_dir, default_cache_dir
 
     regs = _registries()
     spec = regs.counters.get(counter_name)
-    counter = spec.factory(device=resolve_device(device))
+    try:
+        counter = spec.factory(device=resolve_device(device))
+    except OSError as exc:  # e.g. fetched weights cannot be cached
+        raise HarnessError(f"counter {counter_name}: cannot write {exc.filename or default_cache_dir()} "
+                           f"({exc.strerror or type(exc).__name__}): set HARNESS_CACHE to a writable folder") from None
     try:
         check_writable_dir(out_dir, "--out")
         writable = True

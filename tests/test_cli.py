@@ -223,3 +223,13 @@ def test_count_a_too_small_image_is_one_line_and_same_names_get_two_overlays(reg
                "--device", "cpu", "--out", tmp_path / "viz")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "viz").iterdir()) == ["x-2_density.png", "x_density.png"]
+
+
+def test_an_unusable_cache_is_one_line_before_any_work(regs, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "afile" / "cache"))
+    r = invoke("run", "--matrix", "SYN-SPARSE→SYN-DENSE", "--methods", "zero", "--limit-test", "2",
+               "--device", "cpu", "--out", tmp_path / "run")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "the artefact cache (HARNESS_CACHE)" in r.output and "a file, not a folder" in r.output
+    assert not (tmp_path / "run").exists()
