@@ -78,6 +78,23 @@ class HarnessGroup(click.Group):
 @click.version_option(package_name="crowd-harness", prog_name="harness")
 def main() -> None:
     """crowd-harness: benchmark cross-dataset crowd counting methods (source→target matrices)."""
+    _check_filesystem_encoding()
+
+
+def _check_filesystem_encoding() -> None:
+    """Cell folders are named ``SRC→TGT``: an ASCII file-system encoding (``LC_ALL=C`` with ``PYTHONUTF8=0``) cannot
+    write them, so say how to fix it in one line instead of failing at the first folder.
+
+    Raises:
+        HarnessError: the file-system encoding cannot encode ``→``."""
+    import sys
+
+    try:
+        "→".encode(sys.getfilesystemencoding())
+    except (UnicodeEncodeError, LookupError):
+        raise HarnessError(f"the file-system encoding is {sys.getfilesystemencoding()!r}, which cannot write the run "
+                           f"folders' '→' names: run with PYTHONUTF8=1 or a UTF-8 locale (e.g. LC_ALL=C.UTF-8)"
+                           ) from None
 
 
 # --------------------------------------------------------------------------------------------- run

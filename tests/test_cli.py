@@ -233,3 +233,17 @@ def test_an_unusable_cache_is_one_line_before_any_work(regs, tmp_path, monkeypat
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert "the artefact cache (HARNESS_CACHE)" in r.output and "a file, not a folder" in r.output
     assert not (tmp_path / "run").exists()
+
+
+def test_an_ascii_filesystem_encoding_is_one_line(tmp_path):
+    """LC_ALL=C with PYTHONUTF8=0 cannot name 'SRC→TGT' folders: one line saying how to fix it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env.pop("LANG", None)
+    r = subprocess.run([str(Path(sys.executable).parent / "harness"), "status", str(tmp_path)], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "PYTHONUTF8=1" in r.stderr and "LC_ALL=C.UTF-8" in r.stderr
