@@ -221,7 +221,8 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare(df: pd.DataFrame, method_a: str, method_b: str) -> pd.DataFrame:
-    """Per cell, method A against method B on the same test images and seeds (:func:`harness.stats.compare_mae`):
+    """Per cell, method A against method B on the same test images and seeds (:func:`harness.stats.compare_mae`); a
+    ``--limit-test`` cell is compared with the other method's cell of the same limit (``cell`` says ``[n=N]``):
     columns ``cell``, ``seeds``, ``images``, ``MAE A``, ``MAE B``, ``A − B`` (negative: A is better), ``95 % CI``
     (paired bootstrap over the images), ``P(A better)`` (fraction of resamples in which A's MAE is lower).
 
@@ -235,8 +236,10 @@ def compare(df: pd.DataFrame, method_a: str, method_b: str) -> pd.DataFrame:
             raise ConfigError(f"method {m!r} has no finished cell in this run; it has: "
                               f"{', '.join(sorted(set(df['method']))) or '(none)'}")
     rows = []
-    for cell in dict.fromkeys(df["cell"]):
-        a, b = (df[(df["method"] == m) & (df["cell"] == cell) & df["limit_test"].isna()] for m in (method_a, method_b))
+    limits = df["limit_test"].astype("object").where(df["limit_test"].notna(), None)
+    for cell, limit in dict.fromkeys(zip(df["cell"], limits)):
+        same = (df["cell"] == cell) & (limits.isna() if limit is None else limits == limit)
+        a, b = (df[(df["method"] == m) & same] for m in (method_a, method_b))
         seeds = sorted(set(a["seed"]) & set(b["seed"]))
         if not seeds:
             continue
@@ -248,7 +251,7 @@ def compare(df: pd.DataFrame, method_a: str, method_b: str) -> pd.DataFrame:
             continue  # not the same images: nothing paired to compare
         c = compare_mae([f["abs_error"].to_numpy(float) for f in errs[0]],
                         [f["abs_error"].to_numpy(float) for f in errs[1]])
-        rows.append({"cell": cell, "seeds": ",".join(str(int(s)) for s in seeds), "images": c.n_images,
+        rows.append({"cell": _cell_label(cell, limit), "seeds": ",".join(str(int(s)) for s in seeds), "images": c.n_images,
                      f"MAE {method_a}": f"{c.mae_a:.2f}", f"MAE {method_b}": f"{c.mae_b:.2f}",
                      "A − B": f"{c.diff:+.2f}", "95 % CI": f"[{c.interval.low:+.2f}, {c.interval.high:+.2f}]",
                      "P(A better)": f"{c.p_a_better:.3f}"})

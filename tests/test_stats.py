@@ -41,8 +41,8 @@ def test_paired_comparison_sees_a_consistent_small_difference():
         compare_mae(a, b[:10])
 
 
-def _cell(root: Path, method, pair, seed, preds, gts):
-    d = root / method / pair / f"seed-{seed}"
+def _cell(root: Path, method, pair, seed, preds, gts, limit=None):
+    d = root / method / pair / (f"seed-{seed}" + (f"-n{limit}" if limit else ""))
     d.mkdir(parents=True)
     err = np.asarray(preds, float) - np.asarray(gts, float)
     pd.DataFrame({"image_id": [f"i{k}" for k in range(len(gts))], "gt_count": gts, "pred_count": preds,
@@ -50,7 +50,7 @@ def _cell(root: Path, method, pair, seed, preds, gts):
     src, tgt = pair.split("→")
     (d / "config.json").write_text(json.dumps({"method": method, "source": src, "target": tgt, "seed": seed}))
     (d / "metrics.json").write_text(json.dumps({
-        "method": method, "source": src, "target": tgt, "seed": seed, "limit_test": None, "mae": float(np.abs(err).mean()),
+        "method": method, "source": src, "target": tgt, "seed": seed, "limit_test": limit, "mae": float(np.abs(err).mean()),
         "mse": float(np.sqrt((err ** 2).mean())), "nae": None, "map": None, "n_images": len(gts),
         "target_labels_seen": False, "uses_target_images": False, "selection_split": "x",
         "labels_used": [] if method == "label-free" else [src]}))
@@ -96,3 +96,14 @@ def test_compare_command(run_dir):
     assert r.exit_code == 0 and "| A→B " in r.output and "A − B < 0: A has the lower MAE" in r.output
     r = CliRunner().invoke(main, ["compare", str(run_dir), "good", "nope"])
     assert r.exit_code == 2 and "method 'nope' has no finished cell" in r.output
+
+
+def test_compare_pairs_limited_cells_with_limited_cells(tmp_path):
+    """Runs made with --limit-test are compared cell by cell at the same limit (they used to be skipped and the
+    command then said the methods share no cell)."""
+    gts = [10.0, 20.0, 30.0]
+    _cell(tmp_path, "a", "A→B", 0, [11.0, 19.0, 31.0], gts, limit=3)
+    _cell(tmp_path, "b", "A→B", 0, [0.0, 0.0, 0.0], gts, limit=3)
+    table = compare(collect(tmp_path), "a", "b")
+    assert list(table["cell"]) == ["A→B [n=3]"] and table.iloc[0]["images"] == 3
+    assert float(table.iloc[0]["A − B"]) == pytest.approx(1.0 - 20.0, abs=0.005)
