@@ -431,11 +431,16 @@ def count(images, counter_name, out_dir, device):
 # --------------------------------------------------------------------------------------------- datasets
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--data-root", type=click.Path(path_type=Path), envvar="HARNESS_DATA", default=None,
               help="Folder holding the datasets' folders; env HARNESS_DATA.")
-def datasets(data_root):
-    """List registered datasets and the split sizes found (under the data root where one is needed)."""
+@click.pass_context
+def datasets(ctx, data_root):
+    """List registered datasets and the split sizes found (under the data root where one is needed);
+    `harness datasets verify [NAME]` checks a download against the official release."""
+    ctx.obj = {"data_root": data_root}
+    if ctx.invoked_subcommand is not None:
+        return
     regs = _registries()
     table = Table(title=f"datasets (data root: {data_root or 'none'})")
     for col in ("dataset", "aliases", "plugin", "train", "val", "test", "status"):
@@ -462,6 +467,45 @@ def datasets(data_root):
     console.print(table)
     for line in details:
         console.print(line, markup=False, highlight=False)
+
+
+@datasets.command("verify")
+@click.argument("names", nargs=-1)
+@click.pass_context
+def datasets_verify(ctx, names):
+    """Each split's image count against the official release, every annotation read, missing or extra files listed
+    (NAMES: datasets to check; default: every dataset with official sizes found under the data root). Exits 1 when
+    anything differs."""
+    from .data.verify import OFFICIAL, verify_dataset
+
+    data_root = ctx.obj["data_root"]
+    regs = _registries()
+    chosen = [regs.datasets.get(n).name for n in names] or [n for n in OFFICIAL if n in regs.datasets]
+    if data_root is None and any(regs.datasets.get(n).needs_root for n in chosen):
+        raise HarnessError("harness datasets verify needs the data root: pass --data-root (before verify) or set "
+                           "HARNESS_DATA")
+    bad = 0
+    for name in chosen:
+        spec = regs.datasets.get(name)
+        try:
+            ds = spec.factory(Path(data_root) if data_root else None)
+        except HarnessError as exc:
+            if not names and "not found" in str(exc):
+                continue  # not downloaded: only named datasets must be there
+            click.echo(f"{name}: {exc}")
+            bad += 1
+            continue
+        v = verify_dataset(name, ds)
+        sizes = ", ".join(f"{split} {n}" + ("" if want is None or ok else f" (official {want})")
+                          for split, n, want, ok in v.rows)
+        click.echo(f"{name}: {'ok' if v.ok else 'DIFFERS'} — {sizes}")
+        for line in v.problems[:20]:
+            click.echo(f"  {line}")
+        if len(v.problems) > 20:
+            click.echo(f"  … and {len(v.problems) - 20} more")
+        bad += not v.ok
+    if bad:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -450,3 +450,25 @@ def test_nwpu_with_an_empty_test_list_is_scored_on_val(tmp_path):
     assert NWPUCrowd(tmp_path / "b").eval_split == "test"
     plan = plan_run("SYN-SPARSE→NWPU", "zero", "0", "smoke", None, tmp_path)
     assert plan.cells and plan.datasets["NWPU"].eval_split == "val"
+
+
+def test_datasets_verify_against_the_official_releases(tmp_path):
+    """`harness datasets verify`: a partial download is told apart from the official release (sizes), a garbled
+    annotation is named, a complete UCF_CC_50 passes."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+    from harness.data.verify import OFFICIAL
+
+    assert OFFICIAL["SHA"] == {"train": 300, "test": 182} and OFFICIAL["NWPU"] == {"train": 3109, "val": 500,
+                                                                                   "test": 1500}
+    make_shanghaitech(tmp_path, "B", n_train=12, n_test=5)
+    (tmp_path / "ShanghaiTech/part_B/train_data/ground-truth/GT_IMG_3.mat").write_bytes(b"not a mat file")
+    make_ucf50(tmp_path)
+    r = CliRunner().invoke(main, ["datasets", "--data-root", str(tmp_path), "verify", "SHB", "UCF50"])
+    assert r.exit_code == 1, r.output
+    assert "SHB: DIFFERS — train+val 12 (official 400), test 5 (official 316)" in r.output
+    assert "GT_IMG_3.mat" in r.output and "Traceback" not in r.output
+    assert "UCF50: ok — test 50" in r.output
+    r = CliRunner().invoke(main, ["datasets", "--data-root", str(tmp_path), "verify", "UCF50"])
+    assert r.exit_code == 0, r.output
