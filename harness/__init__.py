@@ -29,6 +29,10 @@ __version__ = "0.2.0"
 #: public names loaded on first use: name -> module
 _LAZY = {
     "get_registries": "harness.plugins",
+    # the run as a library call (what `harness run` does): plan, then execute
+    **dict.fromkeys(("run", "plan_run", "execute", "RunSpec", "Plan", "Cell", "RunSummary"), "harness.runner"),
+    **dict.fromkeys(("Executor", "LocalExecutor", "RayExecutor", "SlurmExecutor", "make_executor"),
+                    "harness.executors"),
     # training (one loop) and the density-counter adapter
     **dict.fromkeys(("train", "LoopConfig", "LoopResult", "Objective", "OptimConfig", "step_rng", "derive_seed",
                      "autocast", "make_accelerator"), "harness.training.loop"),

@@ -111,8 +111,9 @@ def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None, 
 
 
 def plan_fingerprints(plan: Plan, cell: Cell) -> dict:
-    """``{"source": ..., "target": ...}`` data fingerprints of a cell (cached on the plan: one per dataset)."""
-    cache = plan.__dict__.setdefault("_fingerprints", {})
+    """``{"source": ..., "target": ...}`` data fingerprints of a cell (memoised in ``plan.fingerprints``: one per
+    dataset and splits)."""
+    cache = plan.fingerprints
     out = {}
     for role, name, splits in (("source", cell.source, ("train", "val")),
                                ("target", cell.target, ("train", eval_split(plan.datasets[cell.target])))):

@@ -21,6 +21,7 @@ import os
 import shlex
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -166,23 +167,24 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
     if methods is None:
         methods = SYNTHETIC_METHODS
     out_dir = out_dir or Path("runs") / profile
-    plan = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test, precision)
-    plan.command = shlex.join(["harness", "run", "--matrix", ",".join(f"{a}→{b}" for a, b in plan.matrix),
-                               "--methods", ",".join(plan.methods), "--seeds", ",".join(map(str, plan.seeds)),
-                               "--profile", profile, "--device", device, "--precision", precision,
-                               "--out", str(out_dir)]
-                              + (["--data-root", str(data_root)] if data_root else [])
-                              + (["--limit-test", str(limit_test)] if limit_test else [])
-                              + (["--threads", str(threads)] if threads else [])
-                              + (["--executor", executor] if executor != "local" else [])
-                              + [a for m in plugins for a in ("--plugin", m)])
+    planned = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test, precision)
+    canonical = planned.spec
+    command = shlex.join(["harness", "run", "--matrix", ",".join(f"{a}→{b}" for a, b in canonical.matrix),
+                          "--methods", ",".join(canonical.methods), "--seeds", ",".join(map(str, canonical.seeds)),
+                          "--profile", profile, "--device", device, "--precision", precision, "--out", str(out_dir)]
+                         + (["--data-root", str(data_root)] if data_root else [])
+                         + (["--limit-test", str(limit_test)] if limit_test else [])
+                         + (["--threads", str(threads)] if threads else [])
+                         + (["--executor", executor] if executor != "local" else [])
+                         + [a for m in plugins for a in ("--plugin", m)])
+    # the same validated plan with the run's command line, workers and plugins on its spec (a new frozen value)
+    plan = replace(planned, spec=replace(canonical, command=command, workers=workers, plugins=tuple(plugins)))
     if any(not (Path(out_dir) / c.relpath / "metrics.json").exists() for c in plan.cells):
         check_writable_dir(out_dir, "--out")  # a finished run in a read-only folder is only printed
         check_writable_dir(default_cache_dir(), "the artefact cache (HARNESS_CACHE)")
     err_console.print(f"[bold]harness run[/bold]: {len(plan.cells)} cell(s) "
                       f"({len(plan.methods)} method(s) × {len(plan.matrix)} pair(s) × {len(plan.seeds)} seed(s)) "
                       f"→ {out_dir}")
-    plan.workers, plan.plugins = workers, tuple(plugins)
     from .executors import make_executor
 
     options = {"ray": {"address": None if address == "local" else address, "gpus_per_cell": gpus_per_cell,

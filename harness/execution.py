@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cell import cell_config, identity, identity_diff
 from .conditions import resolve_device
@@ -26,6 +26,9 @@ from .errors import ConfigError
 from .failures import DiskFullError, disk_full_message, record_failure
 from .io import ArtifactCache
 from .planning import Cell, Plan
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 
 @dataclass
@@ -125,7 +128,7 @@ class _SigintFlag:
 
 
 def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, progress: bool | None = None,
-            console: Any = None, cache: ArtifactCache | None = None, force: bool = False, executor: Any = None,
+            console: Any = None, cache: ArtifactCache | None = None, force: bool = False, executor: "Executor | None" = None,
             wait: bool = True) -> RunSummary:
     """Run every cell of ``plan`` under ``out_dir`` (layout: :mod:`harness.cell`) and return a summary.
 
@@ -164,7 +167,9 @@ def execute(plan: Plan, out_dir: str | os.PathLike, device: str = "auto", *, pro
         device = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or ArtifactCache()
-    args = JobArgs.from_plan(plan, out, device, cache.root, executor.threads)
+    from .cell import git_commit
+
+    args = JobArgs(plan.spec, str(out.resolve()), device, str(cache.root), executor.threads, git_commit())
     console = console or Console(stderr=True)
     show = console.is_terminal if progress is None else progress
     messages: dict[str, str] = {}

@@ -13,11 +13,41 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .jobs import JobArgs
+    from .planning import Plan
+
+#: ``on_state(relpath, state, message)``: a cell's new state (running, done, failed, skipped, held, interrupted)
 OnState = Callable[[str, str, str], None]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where the cells of a run are computed (:func:`harness.execution.execute` drives it).
+
+    ``threads``: the intra-op thread count pinned for every cell (part of a cell's identity:
+    :mod:`harness.conditions`). ``resolves_device_in_driver``: True when cells run in the driver's process (the
+    driver resolves ``--device auto`` once for all of them); False when each worker resolves it on its node.
+
+    :meth:`run` computes ``rels`` (cell paths relative to the run folder) through
+    :func:`harness.jobs.run_cell_job` and reports every state change via ``on_state``; ``plan`` is the driver's
+    plan (an executor that computes in the driver may reuse it; remote workers plan ``args.spec`` again);
+    ``sigint`` the driver's Ctrl-C flag; ``bars`` a rich ``Progress`` for per-image bars (or None).
+    :meth:`wait_for_held` waits until another driver releases each held cell, then computes it unless that driver
+    finished it."""
+
+    threads: int
+    resolves_device_in_driver: bool
+
+    def run(self, args: "JobArgs", rels: list[str], on_state: OnState, *, plan: "Plan | None" = None,
+            sigint: Any = None, bars: Any = None) -> None: ...
+
+    def wait_for_held(self, args: "JobArgs", rels: list[str], on_state: OnState, *, plan: "Plan | None" = None,
+                      sigint: Any = None, bars: Any = None) -> None: ...
 
 
 class LocalExecutor:
@@ -221,7 +251,7 @@ class SlurmCell:
         return submitit.helpers.DelayedSubmission(SlurmCell(), args, rel)
 
 
-def make_executor(name: str, **options: Any):
+def make_executor(name: str, **options: Any) -> Executor:
     """``local`` | ``ray`` | ``slurm`` with their options (see the classes).
 
     Raises:
@@ -235,4 +265,4 @@ def make_executor(name: str, **options: Any):
     raise ConfigError(f"unknown executor {name!r}; use local, ray or slurm")
 
 
-__all__ = ["LocalExecutor", "RayExecutor", "SlurmExecutor", "SlurmCell", "make_executor", "check_shared"]
+__all__ = ["Executor", "OnState", "LocalExecutor", "RayExecutor", "SlurmExecutor", "SlurmCell", "make_executor", "check_shared"]

@@ -2,7 +2,7 @@
 (docs/design.md §8).
 
 :func:`run_cell_job` can run anywhere that sees the run directory and the data: in the driver (``local``), in a Ray
-worker or in a Slurm array task. It rebuilds the plan from :class:`JobArgs` (cheap: names and paths), takes the
+worker or in a Slurm array task. It plans the run's :class:`~harness.planning.RunSpec` again (cheap: names and paths), takes the
 cell's lock, skips a finished cell, runs :func:`harness.cell.run_cell` and records a failure in ``error.json``.
 Results exist only as atomically renamed files, so retries, a dead driver and resume are all harmless.
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_json
+from .planning import RunSpec
 
 LOCKS = ".locks"
 WORKER_FILE = "worker.json"
@@ -32,50 +33,29 @@ WORKER_FILE = "worker.json"
 
 @dataclass(frozen=True)
 class JobArgs:
-    """Everything a worker needs to rebuild the plan (picklable: names, numbers and paths only)."""
+    """Everything a worker needs (picklable: names, numbers and paths only): the run's :class:`RunSpec`, which the
+    worker plans again (cheap), and where and how to run its cells. ``commit``: the harness commit, read once by the
+    driver; ``threads``: the intra-op thread count pinned for every cell (:mod:`harness.conditions`)."""
 
-    matrix: tuple[tuple[str, str], ...]
-    methods: tuple[str, ...]
-    seeds: tuple[int, ...]
-    profile: str
-    data_root: str | None
-    limit_test: int | None
-    precision: str
+    spec: RunSpec
     out_dir: str
     device: str
     cache_root: str
-    command: str | None = None
     threads: int | None = None
-    workers: int = 0
-    plugins: tuple[str, ...] = ()
-
-    @classmethod
-    def from_plan(cls, plan: Any, out_dir: str | Path, device: str, cache_root: str | Path,
-                  threads: int | None = None) -> "JobArgs":
-        return cls(tuple(plan.matrix), tuple(plan.methods), tuple(plan.seeds), plan.profile,
-                   str(plan.data_root) if plan.data_root else None, plan.limit_test, plan.precision,
-                   str(Path(out_dir).resolve()), device, str(cache_root), plan.command, threads, plan.workers,
-                   tuple(getattr(plan, "plugins", ())))
+    commit: str | None = None
 
 
 _PLANS: dict = {}
 
 
 def _plan(args: JobArgs) -> Any:
-    """The plan of ``args`` (built once per process)."""
-    key = (args.matrix, args.methods, args.seeds, args.profile, args.data_root, args.limit_test, args.precision,
-           args.plugins)
-    if key not in _PLANS:
-        from .planning import plan_run
+    """The plan of ``args.spec`` (built once per process)."""
+    if args.spec not in _PLANS:
         from .plugins import build_registries, get_registries, plugin_modules
 
-        regs = build_registries(plugin_modules(args.plugins)) if args.plugins else get_registries()
-        plan = plan_run(list(args.matrix), list(args.methods), list(args.seeds), args.profile, regs, args.data_root,
-                        args.limit_test, args.precision)
-        plan.plugins = args.plugins
-        plan.command, plan.workers = args.command, args.workers
-        _PLANS[key] = plan
-    return _PLANS[key]
+        regs = build_registries(plugin_modules(args.spec.plugins)) if args.spec.plugins else get_registries()
+        _PLANS[args.spec] = args.spec.plan(regs)
+    return _PLANS[args.spec]
 
 
 def cell_lock(out_dir: str | Path, relpath: str | Path):
@@ -147,7 +127,7 @@ def run_cell_job(args: JobArgs, relpath: str, *, plan: Any = None, sigint: Any =
             device = resolve_device(device)
         try:
             with pinned_threads(args.threads):
-                run_cell(plan, cell, cell_dir, device, cache=ArtifactCache(args.cache_root), commit=_commit(),
+                run_cell(plan, cell, cell_dir, device, cache=ArtifactCache(args.cache_root), commit=args.commit,
                          on_image=on_image)
             return {"state": "done", "message": ""}
         except KeyboardInterrupt as exc:
@@ -179,14 +159,6 @@ def pinned_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _commit() -> str | None:
-    from .cell import git_commit
-
-    if "commit" not in _PLANS:
-        _PLANS["commit"] = git_commit()
-    return _PLANS["commit"]
 
 
 def cell_states(out_dir: str | Path) -> list[dict]:

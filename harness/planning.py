@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -146,26 +146,72 @@ class Cell:
         return f"{self.method} {self.pair} {self.seed_dir}"
 
 
-@dataclass
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run asks for, before anything is checked: names, numbers and paths only (frozen, hashable and
+    picklable: it is what the driver sends to every Ray or Slurm worker, which plans it again).
+
+    ``matrix``: ``"SHA→SHB,SHB->SHA"`` or ``(source, target)`` pairs; ``methods``: ``"a,b"`` or names; ``seeds``:
+    ``"0,1"`` or ints. ``command``: the command line that made the run (recorded in each cell's ``config.json``);
+    ``workers``: image-decoding worker processes (``--workers``); ``plugins``: extra plugin modules (``--plugin``),
+    loaded by every worker too. Lists are stored as tuples. :meth:`plan` validates it into a :class:`Plan`."""
+
+    matrix: str | tuple[tuple[str, str], ...]
+    methods: str | tuple[str, ...]
+    seeds: str | tuple[int, ...] = (0,)
+    profile: str = "smoke"
+    data_root: str | None = None
+    limit_test: int | None = None
+    precision: str = "fp32"
+    command: str | None = None
+    workers: int = 0
+    plugins: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        def frozen(v):
+            return v if isinstance(v, str) else tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        object.__setattr__(self, "matrix", frozen(self.matrix))
+        object.__setattr__(self, "methods", frozen(self.methods))
+        object.__setattr__(self, "seeds", frozen([self.seeds] if isinstance(self.seeds, int) else self.seeds))
+        object.__setattr__(self, "plugins", tuple(self.plugins))
+        if self.data_root is not None:
+            object.__setattr__(self, "data_root", os.fspath(self.data_root))
+
+    def plan(self, registries: Any = None) -> "Plan":
+        """Validate everything and return the :class:`Plan` (see :func:`plan_run`).
+
+        Raises:
+            ConfigError: ONE error listing every problem found."""
+        return _plan(self, registries)
+
+
+@dataclass(frozen=True)
 class Plan:
     """A validated run: every name resolved, every option parsed, every dataset opened, nothing computed yet.
+    Immutable once :meth:`RunSpec.plan` built it.
 
-    ``strategy_options[method]`` is the method's parsed options dataclass for ``profile``."""
+    ``spec``: the run's :class:`RunSpec` in canonical form (method names resolved, pairs and seeds as tuples);
+    ``strategy_options[method]``: the method's parsed options dataclass for the profile; ``datasets[name]``: the open
+    datasets. The spec's fields are readable on the plan (``plan.profile``, ``plan.precision``, ...)."""
 
-    cells: list[Cell]
-    matrix: list[tuple[str, str]]
-    methods: list[str]
-    seeds: list[int]
-    profile: str
-    data_root: Path | None
+    cells: tuple[Cell, ...]
+    spec: RunSpec
     registries: Any
-    limit_test: int | None = None
     datasets: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)
-    precision: str = "fp32"
-    command: str | None = None  # the command line that made the plan (recorded in each cell's config.json)
-    workers: int = 0  # image-decoding worker processes for training and evaluation (--workers)
-    plugins: tuple[str, ...] = ()  # extra plugin modules (--plugin), loaded by every worker too
+    #: data fingerprints computed so far (harness.cell.plan_fingerprints): a memo, not part of the plan's value
+    fingerprints: dict = field(default_factory=dict, compare=False, repr=False)
+
+    matrix = property(lambda self: list(self.spec.matrix), doc="``(source, target)`` pairs, canonical names")
+    methods = property(lambda self: list(self.spec.methods), doc="canonical method names")
+    seeds = property(lambda self: list(self.spec.seeds))
+    profile = property(lambda self: self.spec.profile)
+    data_root = property(lambda self: Path(self.spec.data_root).expanduser() if self.spec.data_root else None)
+    limit_test = property(lambda self: self.spec.limit_test)
+    precision = property(lambda self: self.spec.precision)
+    command = property(lambda self: self.spec.command)
+    workers = property(lambda self: self.spec.workers)
+    plugins = property(lambda self: self.spec.plugins)
 
     def options(self, method: str) -> dict:
         """The method's raw options for the profile (as registered; recorded in ``config.json``)."""
@@ -253,8 +299,9 @@ def _open_datasets(names: list[str], root: Path | None, registries: Any) -> tupl
 
 def plan_run(matrix: str | Iterable, methods: str | Iterable[str], seeds: str | Iterable[int] = (0,),
              profile: str = "smoke", registries: Any = None, data_root: str | os.PathLike | None = None,
-             limit_test: int | None = None, precision: str = "fp32") -> Plan:
-    """Validate a whole run before any work and return its :class:`Plan`.
+             limit_test: int | None = None, precision: str = "fp32", *, command: str | None = None,
+             workers: int = 0, plugins: Iterable[str] = ()) -> Plan:
+    """Validate a whole run before any work and return its :class:`Plan`: ``RunSpec(...).plan(registries)``.
 
     Args:
         matrix: ``"SHA→SHB,SHB->SHA"`` or a list of ``(source, target)`` pairs.
@@ -265,12 +312,20 @@ def plan_run(matrix: str | Iterable, methods: str | Iterable[str], seeds: str | 
         data_root: folder holding the datasets' own folders; needed only by datasets with ``needs_root``.
         limit_test: evaluate on the first N images of the evaluation split only (None: all).
         precision: ``fp32`` | ``bf16`` | ``fp16`` (training and inference).
+        command, workers, plugins: recorded on the plan's :class:`RunSpec` (see there).
 
     Raises:
         ConfigError: ONE error listing every problem found (``"; "``-separated).
     """
+    return RunSpec(matrix, methods, seeds, profile, data_root or None, limit_test, precision, command,
+                   int(workers or 0), tuple(plugins)).plan(registries)
+
+
+def _plan(spec: RunSpec, registries: Any) -> Plan:
     from .training.loop import PRECISIONS
 
+    matrix, methods, seeds, profile = spec.matrix, spec.methods, spec.seeds, spec.profile
+    limit_test, precision = spec.limit_test, spec.precision
     if registries is None:
         from .plugins import get_registries
         registries = get_registries()
@@ -282,14 +337,14 @@ def plan_run(matrix: str | Iterable, methods: str | Iterable[str], seeds: str | 
         problems.append("no methods given: pass --methods NAME[,NAME...] (see `harness plugins`)")
     for name in names:
         try:
-            spec = registries.methods.get(name)
+            method = registries.methods.get(name)
         except UnknownNameError as exc:
             problems.append(str(exc))
             continue
-        if spec.name in method_names:
+        if method.name in method_names:
             continue
-        method_names.append(spec.name)
-        parsed[spec.name], found = method_options(registries, spec.name, profile)
+        method_names.append(method.name)
+        parsed[method.name], found = method_options(registries, method.name, profile)
         problems += found
     seed_list, seed_problems = parse_seeds(seeds)
     problems += seed_problems
@@ -297,16 +352,15 @@ def plan_run(matrix: str | Iterable, methods: str | Iterable[str], seeds: str | 
         problems.append(f"--limit-test must be a positive number of images, got {limit_test}")
     if precision not in PRECISIONS:
         problems.append(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    root = Path(data_root).expanduser() if data_root else None
+    root = Path(spec.data_root).expanduser() if spec.data_root else None
     datasets, found = _open_datasets(list(dict.fromkeys(n for pair in pairs for n in pair)), root, registries)
     problems += found
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in the run configuration: " + "; ".join(problems))
     limit = int(limit_test) if limit_test else None
     cells = [Cell(m, s, t, seed, limit) for m in method_names for (s, t) in pairs for seed in seed_list]
-    return Plan(cells=cells, matrix=pairs, methods=method_names, seeds=seed_list, profile=profile, data_root=root,
-                registries=registries, limit_test=limit, datasets=datasets, strategy_options=parsed,
-                precision=precision)
+    canonical = replace(spec, matrix=tuple(pairs), methods=tuple(method_names), seeds=tuple(seed_list), limit_test=limit)
+    return Plan(cells=tuple(cells), spec=canonical, registries=registries, datasets=datasets, strategy_options=parsed)
 
 
 def _unknown(registry: Any, name: str) -> str:
@@ -317,5 +371,5 @@ def _unknown(registry: Any, name: str) -> str:
     return f"{name!r}"
 
 
-__all__ = ["Cell", "Plan", "parse_matrix", "parse_list", "parse_seeds", "plan_run", "method_options", "resolved_options",
+__all__ = ["Cell", "Plan", "RunSpec", "parse_matrix", "parse_list", "parse_seeds", "plan_run", "method_options", "resolved_options",
            "SEED_LIMIT"]

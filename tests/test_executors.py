@@ -34,9 +34,7 @@ def plugin_on_path(monkeypatch):
 
 def plan():
     regs = build_registries(plugin_modules(["slow_plugin"]))
-    p = plan_run(MATRIX, METHODS, "0", "smoke", regs, None, limit_test=4)
-    p.plugins = ("slow_plugin",)
-    return p
+    return plan_run(MATRIX, METHODS, "0", "smoke", regs, None, limit_test=4, plugins=["slow_plugin"])
 
 
 def board(out) -> str:
@@ -178,3 +176,43 @@ def test_sigterm_stops_cleanly_logs_and_marks_the_cell_interrupted(tmp_path):
     assert "1 interrupted" in r.stdout and "interrupted by SIGTERM" in r.stdout, r.stdout
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and (cell / "metrics.json").exists(), r.stderr
+
+
+def test_every_executor_implements_the_executor_protocol():
+    from harness.executors import Executor, make_executor
+
+    for ex in (LocalExecutor(threads=2), RayExecutor(cpus_per_cell=3), SlurmExecutor(cpus_per_task=4),
+               make_executor("local")):
+        assert isinstance(ex, Executor), type(ex).__name__
+    assert [LocalExecutor(threads=2).threads, RayExecutor(cpus_per_cell=3).threads,
+            SlurmExecutor(cpus_per_task=4).threads] == [2, 3, 4]
+    assert LocalExecutor().resolves_device_in_driver and not RayExecutor().resolves_device_in_driver
+
+    class NoWait:  # lacks wait_for_held
+        threads, resolves_device_in_driver = 1, True
+
+        def run(self, args, rels, on_state, **kw):
+            pass
+
+    assert not isinstance(NoWait(), Executor)
+
+
+def test_workers_receive_the_frozen_run_spec_and_plan_it_identically(tmp_path):
+    """What a Ray/Slurm worker gets is the spec (pickled), and planning it again gives the driver's cells."""
+    import dataclasses
+    import pickle
+
+    from harness.jobs import JobArgs, _plan
+
+    p = plan()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.spec = p.spec  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.spec.workers = 3  # type: ignore[misc]
+    args = JobArgs(p.spec, str(tmp_path), "cpu", str(tmp_path / "cache"), threads=1, commit="abc")
+    again = pickle.loads(pickle.dumps(args))
+    assert again == args and hash(again.spec) == hash(p.spec)
+    assert again.spec.plugins == ("slow_plugin",) and again.spec.limit_test == 4
+    worker_plan = _plan(again)
+    assert worker_plan.cells == p.cells and worker_plan.spec == p.spec
+    assert worker_plan.strategy_options == p.strategy_options
