@@ -20,7 +20,7 @@ from .hookspecs import hookimpl
 from .options import component, component_refs, parse_or_raise
 from .options import to_dict as options_to_dict
 from .specs import (AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
-                    StrategySpec)
+                    StrategySpec, TinyModelSpec)
 from .types import (Annotator, Counter, Dataset, GenerationRequest, Generator, Prediction, Provenance, PseudoLabel,
                     Sample, SampleRef, Segmentation, Segmenter, Strategy, SyntheticImage, UnlabelledRef)
 
@@ -59,7 +59,7 @@ _LAZY = {
                     "harness.models.pretrained"),
     **dict.fromkeys(("fit_conditions", "device_kind", "default_threads"), "harness.conditions"),
     **dict.fromkeys(("cell_dirs", "cells_of_strategy", "cell_state", "is_done"), "harness.rundir"),
-    **dict.fromkeys(("resolve_model", "ResolvedModel", "quiet_hf", "TINY_BUILDERS", "folder_fingerprint"),
+    **dict.fromkeys(("resolve_model", "ResolvedModel", "quiet_hf", "folder_fingerprint"),
                     "harness.models.hub"),
     **dict.fromkeys(("clip_tokenizer_dir", "clip_tokenizer"), "harness.models.tiny"),
     **dict.fromkeys(("contact_sheet", "histograms", "scatter"), "harness.figures"),

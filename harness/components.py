@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .specs import (AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
-                    StrategySpec)
+                    StrategySpec, TinyModelSpec)
 from .types import Annotator, Counter, Generator, Segmenter
 
 
@@ -36,6 +36,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("strategy", "strategies", StrategySpec),
     Kind("method", "methods", MethodSpec),
     Kind("command", "commands", CommandSpec),
+    Kind("tiny_model", "tiny_models", TinyModelSpec),
 )
 
 BY_NAME = {k.name: k for k in KINDS}

@@ -14,7 +14,7 @@ from typing import Callable
 from pluggy import HookimplMarker, HookspecMarker
 
 from .specs import (AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
-                    StrategySpec)
+                    StrategySpec, TinyModelSpec)
 
 hookspec = HookspecMarker("harness")
 hookimpl = HookimplMarker("harness")
@@ -85,4 +85,11 @@ def harness_register_commands(register: Callable[[CommandSpec], None]) -> None:
     """Register ``harness`` sub-commands: ``register(CommandSpec(name, command=<click.Command>))``.
 
     They appear in ``harness --help`` beside the built-in commands, whose names they cannot take.
+    """
+
+
+@hookspec
+def harness_register_tiny_models(register: Callable[[TinyModelSpec], None]) -> None:
+    """Register tiny random model builders: ``register(TinyModelSpec(kind, build))``; ``"tiny[:seed]"`` model ids of
+    that ``kind`` resolve through them (:func:`harness.resolve_model`).
     """

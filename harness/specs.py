@@ -146,5 +146,22 @@ class MethodSpec:
         return dict(self.profiles[profile])
 
 
-__all__ = ["canonical", "DatasetSpec", "CounterSpec", "GeneratorSpec", "AnnotatorSpec", "SegmenterSpec",
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """A builder of tiny, randomly initialised models of one architecture family: what ``"tiny"`` /
+    ``"tiny:<seed>"`` resolves to in :func:`harness.resolve_model` (``kind=name``), so tests and ``smoke`` profiles
+    run with no download and no weights.
+
+    ``build(folder: Path, seed: int) -> Path`` writes the model in the layout its loader reads (from configs, seeded
+    random weights) and returns the folder; it must reuse an existing complete folder. ``version``: bump it when the
+    configs change (it is part of the folder name and of every cache key involving the model)."""
+
+    name: str
+    build: Callable[[Path, int], Path]
+    version: int = 1
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+__all__ = ["canonical", "TinyModelSpec", "DatasetSpec", "CounterSpec", "GeneratorSpec", "AnnotatorSpec", "SegmenterSpec",
            "StrategySpec", "CommandSpec", "MethodSpec"]

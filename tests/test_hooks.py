@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from harness import (AnnotatorSpec, CellContext, CommandSpec, CounterSpec, DatasetSpec, GenerationRequest,
                      GeneratorSpec, MethodSpec, PoolOptions, Prediction, Provenance, PseudoLabel, Sample, SampleRef,
-                     Segmentation, SegmenterSpec, StrategySpec, SyntheticImage, build_pool, hookimpl)
+                     Segmentation, SegmenterSpec, StrategySpec, SyntheticImage, TinyModelSpec, build_pool,
+                     hookimpl, resolve_model)
 from harness.io import ArtifactCache
 from harness.plugins import build_registries
 from harness.runner import execute, plan_run
@@ -135,6 +136,15 @@ class Everything:
 
         register(CommandSpec("hello", hello))
 
+    @hookimpl
+    def harness_register_tiny_models(self, register):
+        def build(folder, seed):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "weights.txt").write_text(f"seed {seed}")
+            return folder
+
+        register(TinyModelSpec("toy-net", build, version=3))
+
 
 REGS = build_registries(extra_plugins=[Everything()])
 
@@ -207,6 +217,17 @@ def test_hook_harness_register_commands(monkeypatch):
     r = CliRunner().invoke(main, ["hello"])
     assert r.exit_code == 0 and r.output == "hello from a plugin\n"
     assert "hello" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_hook_harness_register_tiny_models(tmp_path):
+    from harness.errors import UnknownNameError
+
+    m = resolve_model("tiny:7", kind="toy_net", cache_root=tmp_path, registries=REGS)
+    assert m.tiny and m.folder == tmp_path / "tiny" / "toy-net-v3-seed7"
+    assert (m.folder / "weights.txt").read_text() == "seed 7" and m.identity["tiny_version"] == 3
+    assert "stable-diffusion" in REGS.tiny_models  # the core's own builders come through the same hook
+    with pytest.raises(UnknownNameError, match="toy-net"):
+        resolve_model("tiny", kind="toy-nett", cache_root=tmp_path, registries=REGS)
 
 
 def test_component_names_that_would_leave_the_run_folder_are_refused_at_registration():

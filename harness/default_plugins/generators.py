@@ -2,6 +2,8 @@
 
 - ``stable-diffusion`` (modes text, image): :class:`harness.models.diffusion.StableDiffusionGenerator` — a hub id,
   a local folder or ``"tiny"`` (needs ``pip install crowd-harness[diffusion]``).
+- the core's tiny random model builders (``"tiny"`` model ids of kinds ``stable-diffusion``, ``unet2d``,
+  ``vqmodel``, ``blip``: :mod:`harness.models.tiny`).
 - ``heavyweight-counter``: any registered counter used as a pseudo-labeller
   (:class:`harness.synthetic.CounterAnnotator`; PromptMix's f_ann).
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ..specs import AnnotatorSpec, GeneratorSpec
+from ..specs import AnnotatorSpec, GeneratorSpec, TinyModelSpec
 
 
 def _stable_diffusion(device: str = "cpu", cache_root=None, model: str | None = None, **options):
@@ -45,3 +47,12 @@ def harness_register_annotators(register):
     register(AnnotatorSpec("heavyweight-counter", _heavyweight_counter,
                            description="a registered (pretrained) counter as a pseudo-labeller (PromptMix f_ann)",
                            tiny_options={"counter": "mcnn-sha", "weights": "random"}))
+
+
+@hookimpl
+def harness_register_tiny_models(register):
+    from ..models.hub import CORE_TINY_BUILDERS, TINY_VERSION
+
+    for kind, build in CORE_TINY_BUILDERS.items():
+        register(TinyModelSpec(kind, build, version=TINY_VERSION,
+                               description=f"tiny random {kind} built from configs (harness.models.tiny)"))

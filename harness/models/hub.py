@@ -7,8 +7,8 @@
   says in one line which model is missing and how to provide it (``huggingface-cli download ID`` elsewhere, or a
   local folder as the named option).
 - ``"tiny"`` / ``"tiny:<seed>"`` builds a tiny, randomly initialised model of the same architecture from configs
-  (:data:`TINY_BUILDERS`, :mod:`harness.models.tiny`) into the harness cache: tests and ``smoke`` profiles run with
-  no download and no weights.
+  into the harness cache, with the builder registered for the model's kind (``harness_register_tiny_models``; the
+  core's own: :mod:`harness.models.tiny`): tests and ``smoke`` profiles run with no download and no weights.
 
 Nothing here downloads at import time; transformers/diffusers are imported lazily.
 """
@@ -17,20 +17,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from ..errors import WeightsError
 from ..io import content_key
 from . import tiny
 
-#: version of the tiny builders' configs (part of every cache key that involves a tiny model)
+#: version of the core's tiny builders' configs (:mod:`harness.models.tiny`; part of every cache key that involves
+#: one of their models)
 TINY_VERSION = 1
 
-
-#: kind -> ``builder(folder, seed) -> folder`` of the tiny random models; a plugin may add its own kind
-TINY_BUILDERS: dict[str, Callable[[Path, int], Path]] = {
-    "stable-diffusion": tiny.build_tiny_stable_diffusion, "unet2d": tiny.build_tiny_unet2d,
-    "vqmodel": tiny.build_tiny_vqmodel, "blip": tiny.build_tiny_blip}
+#: the core's tiny builders, registered by the built-in ``generators`` plugin: kind -> builder(folder, seed)
+CORE_TINY_BUILDERS = {"stable-diffusion": tiny.build_tiny_stable_diffusion, "unet2d": tiny.build_tiny_unet2d,
+                      "vqmodel": tiny.build_tiny_vqmodel, "blip": tiny.build_tiny_blip}
 
 
 def quiet_hf() -> None:
@@ -104,29 +103,32 @@ class ResolvedModel:
 
 
 def resolve_model(model_id: str, *, kind: str, cache_root: str | Path, what: str = "model",
-                  option: str = "model") -> ResolvedModel:
+                  option: str = "model", registries: Any = None) -> ResolvedModel:
     """Resolve ``model_id`` (see the module notes).
 
     Args:
         model_id: ``"tiny[:seed]"``, a local folder, or a hub id.
-        kind: the tiny builder to use for ``"tiny"`` (a key of :data:`TINY_BUILDERS`).
+        kind: the registered tiny model builder to use for ``"tiny"`` (``registries.tiny_models``).
         cache_root: where tiny models are built (``<cache_root>/tiny/<kind>-v<version>-seed<seed>``).
         what, option: how the error names the model and the option that sets it.
+        registries: where the tiny builders are registered (default: the process-wide registries).
 
     Raises:
         WeightsError: the model cannot be found or obtained (one line).
-        KeyError: an unknown tiny ``kind``.
+        UnknownNameError: no tiny builder is registered for ``kind`` (with "did you mean").
     """
     seed = parse_tiny(model_id)
     if seed is not None:
-        if kind not in TINY_BUILDERS:
-            raise KeyError(f"no tiny builder for kind {kind!r}")
-        folder = Path(cache_root) / "tiny" / f"{kind}-v{TINY_VERSION}-seed{seed}"
-        TINY_BUILDERS[kind](folder, seed)
-        return ResolvedModel(folder, {"model": model_id, "kind": kind, "tiny_version": TINY_VERSION}, tiny=True)
+        if registries is None:
+            from ..plugins import get_registries
+            registries = get_registries()
+        spec = registries.tiny_models.get(kind)
+        folder = Path(cache_root) / "tiny" / f"{spec.name}-v{spec.version}-seed{seed}"
+        spec.build(folder, seed)
+        return ResolvedModel(folder, {"model": model_id, "kind": spec.name, "tiny_version": spec.version}, tiny=True)
     folder = resolve_model_dir(model_id, what, option)
     return ResolvedModel(folder, {"model": model_id, "files": folder_fingerprint(folder)})
 
 
 __all__ = ["resolve_model", "ResolvedModel", "resolve_model_dir", "folder_fingerprint", "parse_tiny", "quiet_hf",
-           "TINY_BUILDERS", "TINY_VERSION"]
+           "CORE_TINY_BUILDERS", "TINY_VERSION"]

@@ -1,7 +1,8 @@
 """PromptMix's own model: a tiny random ClipCap captioner (``"tiny"`` captioner of the tests and ``smoke``).
 
 Model ids resolve through the core (:func:`harness.resolve_model`): a hub id, a local folder, or ``"tiny[:seed]"``,
-for which :func:`build_tiny_clipcap` is registered as the tiny builder of kind ``"clipcap"``.
+for which :func:`build_tiny_clipcap` is registered (``harness_register_tiny_models``) as the tiny model builder of
+kind ``"clipcap"``.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
-from harness import TINY_BUILDERS, atomic_write_text, clip_tokenizer
+from harness import atomic_write_text, clip_tokenizer
+
 
 def build_tiny_clipcap(folder: Path, seed: int = 0) -> Path:
     """Save a tiny random ClipCap captioner (CLIP ViT 32 px / 2 layers, MLP mapping to a 4-token prefix, 2-layer
@@ -46,5 +48,3 @@ def build_tiny_clipcap(folder: Path, seed: int = 0) -> Path:
     os.replace(tmp, folder)
     return folder
 
-
-TINY_BUILDERS.setdefault("clipcap", build_tiny_clipcap)

@@ -1,6 +1,7 @@
 """harness-promptmix's hook implementations (entry point ``promptmix`` in the ``harness`` group).
 
-Registers the ``promptmix`` strategy, the ``harness promptmix`` commands, and the methods (leaderboard rows):
+Registers the ``promptmix`` strategy, the ``harness promptmix`` commands, the tiny random ClipCap captioner
+(``"tiny"`` captioner ids: tiny model kind ``clipcap``), and the methods (leaderboard rows):
 
 - ``promptmix-r0`` / ``-r50`` / ``-r100`` / ``-r500`` / ``-r1000``: r_mix = 0, 50, 100, 500, 1000 % of the real
   training images per epoch; captions of the source's train images; annotators CSRNet-SHA, MCNN-SHA and
@@ -21,7 +22,8 @@ Profiles:
 """
 from __future__ import annotations
 
-from harness import PAPER_TRAIN, SD15_ID, SMOKE_TRAIN, TINY_TRAIN, CommandSpec, MethodSpec, StrategySpec, hookimpl
+from harness import (PAPER_TRAIN, SD15_ID, SMOKE_TRAIN, TINY_TRAIN, CommandSpec, MethodSpec, StrategySpec,
+                     TinyModelSpec, hookimpl)
 
 BLIP_ID = "Salesforce/blip-image-captioning-base"
 R_MIX = {"r0": 0.0, "r50": 0.5, "r100": 1.0, "r500": 5.0, "r1000": 10.0}
@@ -78,3 +80,15 @@ def harness_register_commands(register):
     from .inspect import promptmix_cli
 
     register(CommandSpec("promptmix", promptmix_cli, description="PromptMix tools: inspect RUN_DIR"))
+
+
+def _tiny_clipcap(folder, seed: int = 0):
+    from .models import build_tiny_clipcap
+
+    return build_tiny_clipcap(folder, seed)
+
+
+@hookimpl
+def harness_register_tiny_models(register):
+    register(TinyModelSpec("clipcap", _tiny_clipcap, description="tiny random ClipCap captioner (CLIP ViT, MLP "
+                                                                 "mapping, GPT-2 over the CLIP vocabulary)"))
