@@ -38,8 +38,8 @@ _LAZY = {
                      "autocast", "make_accelerator"), "harness.training.loop"),
     **dict.fromkeys(("DensityTrainOptions", "EpochExtras", "ScaledCounter", "TrainResult", "train_density_counter",
                      "subset"), "harness.training.density"),
-    **dict.fromkeys(("fit_density_counter", "SMOKE_TRAIN", "PAPER_TRAIN", "TINY_TRAIN"),
-                    "harness.default_plugins.strategies"),
+    **dict.fromkeys(("fit_density_counter", "fit_with_synthetic", "SMOKE_TRAIN", "PAPER_TRAIN", "TINY_TRAIN"),
+                    "harness.training.fit"),
     # evaluation and metrics
     **dict.fromkeys(("evaluate_counter", "EvalResult", "image_seed"), "harness.evaluation"),
     **dict.fromkeys(("count_metrics", "localisation_map", "points_from_density"), "harness.metrics"),
@@ -66,7 +66,7 @@ _LAZY = {
     # the shared synthetic-data pipeline
     **dict.fromkeys(("SyntheticPool", "SyntheticRecord", "PoolOptions", "CounterAnnotator", "build_pool",
                      "generate_cached", "quality_score", "q_stats", "density_to_points", "choose_annotators",
-                     "pool_extras", "DISTANCES", "SYNTHETIC_FILE"), "harness.synthetic"),
+                     "pool_extras", "DISTANCES", "SYNTHETIC_FILE"), "harness.synthetic_pool"),
     **dict.fromkeys(("StableDiffusionGenerator", "SD15_ID", "SD21_ID"), "harness.models.diffusion"),
 }
 
@@ -87,6 +87,6 @@ def __dir__():
 __all__ = ["hookimpl", "CellContext", "ConfigError", "DataError", "HarnessError", "PluginError", "WeightsError",
            "component", "component_refs", "parse_or_raise", "options_to_dict",
            "AnnotatorSpec", "CommandSpec", "CounterSpec", "DatasetSpec", "GeneratorSpec", "MethodSpec",
-           "SegmenterSpec", "StrategySpec", "Annotator", "Counter", "Dataset", "GenerationRequest", "Generator",
+           "SegmenterSpec", "StrategySpec", "TinyModelSpec", "Annotator", "Counter", "Dataset", "GenerationRequest", "Generator",
            "Prediction", "Provenance", "PseudoLabel", "Sample", "SampleRef", "Segmentation", "Segmenter", "Strategy",
            "SyntheticImage", "UnlabelledRef", "__version__", *sorted(_LAZY)]

@@ -2,7 +2,7 @@
 
 ``source-only`` is the baseline of every cross-domain table: a counter trained on the labelled *source* domain
 only (or used with its released weights), applied to the target domain unchanged; it never looks at the
-target's images. :func:`fit_density_counter` is its training step as a function, so strategies that add
+target's images. :func:`harness.fit_density_counter` (core: :mod:`harness.training.fit`) is its training step, so strategies that add
 training inputs (PromptMix's and SPADE's synthetic images) compose it instead of subclassing.
 
 ``constant`` gives every cell its trivial baselines: ``zero`` (predicts 0) and ``source-mean`` (predicts the mean
@@ -15,13 +15,12 @@ Methods:
 - ``source-only-rescsrnet``: PromptMix's lightweight ResCSRNet trained in the run on the source's train split,
   selected on the source's val split. ``paper``: the PromptMix report's Table III (full-size images, batch 1, 500
   epochs, AdamW lr 1e-3 / wd 1e-4, × 0.99 per epoch, pixel MSE, full width). ``smoke``: :data:`SMOKE_TRAIN`
-  (width 0.125, CPU).
+  (width 0.125, CPU; :mod:`harness.training.fit`).
 - ``zero``, ``source-mean``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,23 +28,9 @@ import numpy as np
 from ..hookspecs import hookimpl
 from ..options import component
 from ..specs import MethodSpec, StrategySpec
-from ..training.density import DensityTrainOptions, EpochExtras
+from ..training.density import DensityTrainOptions
+from ..training.fit import PAPER_TRAIN, SMOKE_TRAIN, TINY_TRAIN, fit_density_counter
 from ..types import Prediction, Provenance
-
-#: CPU smoke profile of the trained lightweight counter (about 7 minutes per cell on 2 cores). Why it learns where
-#: the earlier 400-step profile (unscaled targets, 128-px crops, batch 1) predicted a constant: the density targets
-#: are scaled by 100 (a stride-8 cell of a half-size ShanghaiTech B image holds ~0.04 people: the unscaled MSE
-#: gradients vanish), 256-px crops of half-size images with 2 per step (BatchNorm sees a real batch), 1200 steps,
-#: the learning rate × 0.95 per epoch, and the model selected on the EMA (0.99) of the weights, which smooths the
-#: noisy batch-of-2 steps. Measured in docs/design.md §14 and leaderboards/shtech-source-only.md.
-SMOKE_TRAIN = {"epochs": 40, "batch_size": 2, "crop_size": 256, "scale": 1.0, "max_side": 512,
-               "max_train_images": 60, "max_val_images": 20, "density_scale": 100.0, "lr": 1e-3,
-               "weight_decay": 1e-4, "gamma": 0.95, "ema_decay": 0.99}
-#: PromptMix report Table III (batch 1, lr 1e-3, wd 1e-4, 500 epochs, AdamW, step 1, γ 0.99, MSE)
-PAPER_TRAIN = {"epochs": 500, "lr": 1e-3, "weight_decay": 1e-4, "gamma": 0.99, "batch_size": 1}
-#: the tiny options of the contract tests (seconds on the synthetic datasets)
-TINY_TRAIN = {"epochs": 1, "crop_size": 64, "max_side": 128, "max_train_images": 2, "max_val_images": 1}
-
 
 @dataclass
 class SourceOnlyOptions:
@@ -71,45 +56,6 @@ class SourceOnlyOptions:
             return [f"counter {self.counter!r} is trained, so option 'train' (with 'epochs') is required "
                     f"(or set pretrained=true)"]
         return []
-
-
-def fit_density_counter(ctx: Any, counter: str, counter_options: dict, train: DensityTrainOptions, *,
-                        extras: EpochExtras | None = None, seed_init: bool = True) -> Any:
-    """Build ``counter`` through the cell, train it on the source's train split (selected on its val split) with
-    :func:`harness.training.train_density_counter`, and record the facts in ``ctx.provenance_notes``.
-
-    Args:
-        ctx: the :class:`harness.CellContext`.
-        counter: registered counter name; ``counter_options`` its factory options (``seed`` defaults to the
-            cell seed when the factory takes one, for a seeded random init).
-        train: the training options.
-        extras: samples added every epoch (e.g. pseudo-labelled synthetic images).
-
-    Returns:
-        the trained :class:`harness.training.ScaledCounter` with provenance ``trained-in-run``.
-    """
-    import inspect
-
-    from ..training.density import train_density_counter
-
-    opts = dict(counter_options)
-    factory = ctx.registries.counters.get(counter).factory
-    if seed_init and "seed" in inspect.signature(factory).parameters and "seed" not in opts:
-        opts["seed"] = ctx.seed
-    model = ctx.build("counter", counter, **opts)
-    init = getattr(model, "provenance", None) or Provenance("random-init")
-    result = train_density_counter(model, ctx.source.samples("train"), ctx.source.samples("val"), train,
-                                   seed=ctx.seed, device=ctx.device, precision=ctx.precision,
-                                   checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log, extras=extras,
-                                   workers=getattr(ctx, "workers", 0))
-    trained = result.counter
-    trained.provenance = Provenance("trained-in-run", trained_on=frozenset({ctx.source_name}) | init.trained_on,
-                                    licence=init.licence)
-    ctx.provenance_notes.update({
-        "selection_split": "source val", "trained_in_run": True, "init_weights": init.weights,
-        "best_epoch": result.best_epoch, "best_val_mae": result.best_val_mae, "epochs": result.epochs_completed,
-        "train_seconds": round(result.seconds, 2), "input_scale": train.scale, "max_side": train.max_side})
-    return trained
 
 
 class SourceOnly:

@@ -127,8 +127,6 @@ def resolve_captioner(model_id: str, cache_root: Path):
         WeightsError: the model is neither a local folder nor obtainable from the hub (one line)."""
     from harness import quiet_hf, resolve_model
 
-    from . import models  # noqa: F401  (registers the "clipcap" tiny builder)
-
     quiet_hf()
     return resolve_model(model_id, kind="clipcap", cache_root=cache_root, what="captioner", option="captioner")
 

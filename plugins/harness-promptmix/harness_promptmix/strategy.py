@@ -1,7 +1,7 @@
 """The ``promptmix`` strategy: PromptMix (Bakhtiarnia et al. 2023, as reproduced in the Aarhus report §III-A, §IV)
 composed from the core's pieces — a caption pool and the Stable Diffusion generator feed the shared synthetic-data
-pipeline (:mod:`harness.synthetic`: annotate, q of eq. 4, filter, pseudo-label, per-epoch mixing), whose samples
-join the core's source-only training (:func:`harness.fit_density_counter`).
+pipeline (:mod:`harness.synthetic_pool`: annotate, q of eq. 4, filter, pseudo-label, per-epoch mixing), whose samples
+join the core's source-only training (:func:`harness.fit_with_synthetic`).
 
 1. caption real images (eq. 1) — the source's labelled train images, or (``caption_from: target``, a cross-domain
    variant recorded as *uses target images*) the target's unlabelled train images; captions are cached per
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness import (DensityTrainOptions, GenerationRequest, PoolOptions, atomic_write_json, atomic_write_text,
-                     build_pool, component, file_sha256, fit_density_counter, pool_extras)
+                     component, file_sha256, fit_with_synthetic)
 
 from .prompts import prompt_suffix, read_prompt_file
 
@@ -140,23 +140,20 @@ class PromptMix:
         o = self.opts
         if o.caption_from == "target":
             ctx.provenance_notes["uses_target_images"] = True
-        ctx.provenance_notes["r_mix"] = o.pool.r_mix
-        extras = None
-        if o.pool.r_mix == 0:
-            ctx.log.info("promptmix: r_mix = 0, no synthetic images (the baseline)")
-        else:
-            prompts = self.build_prompts(ctx)
-            atomic_write_text(Path(ctx.workdir) / PROMPTS_FILE, "# PromptMix prompts of this cell (edit and pass as "
-                              "prompt_file)\n" + "\n".join(p for p, _ in prompts) + "\n")
-            ctx.log.info("promptmix: %d prompts (%s captions by %s)", len(prompts), o.caption_from, o.captioner)
-            generator = ctx.build("generator", o.generator, model=o.generator_model, steps=o.steps,
-                                  guidance_scale=o.guidance_scale, max_side=o.max_side)
-            pool = build_pool(ctx, generator, self.requests(ctx, prompts), o.pool,
-                              about={"method": "promptmix", "caption_from": o.caption_from, "captioner": o.captioner})
-            n_train = len(ctx.source.samples("train"))
-            cap = o.train.max_train_images
-            extras = pool_extras(ctx, pool, o.pool.r_mix, min(n_train, cap) if cap is not None else n_train)
-        return fit_density_counter(ctx, o.counter, o.counter_options, o.train, extras=extras)
+        return fit_with_synthetic(ctx, "promptmix", o.counter, o.counter_options, o.train, o.pool,
+                                  lambda: self.synthesise(ctx))
+
+    def synthesise(self, ctx):
+        """``(generator, requests, about)`` of this cell: captions -> prompts (written to the cell's
+        ``prompts.txt``) -> ``images_per_prompt`` Stable Diffusion requests each."""
+        o = self.opts
+        prompts = self.build_prompts(ctx)
+        atomic_write_text(Path(ctx.workdir) / PROMPTS_FILE, "# PromptMix prompts of this cell (edit and pass as "
+                          "prompt_file)\n" + "\n".join(p for p, _ in prompts) + "\n")
+        ctx.log.info("promptmix: %d prompts (%s captions by %s)", len(prompts), o.caption_from, o.captioner)
+        generator = ctx.build("generator", o.generator, model=o.generator_model, steps=o.steps,
+                              guidance_scale=o.guidance_scale, max_side=o.max_side)
+        return generator, self.requests(ctx, prompts), {"caption_from": o.caption_from, "captioner": o.captioner}
 
 
 __all__ = ["PromptMix", "PromptMixOptions", "PROMPTS_FILE"]

@@ -1,7 +1,7 @@
 """The ``spade`` strategy: the Aarhus report's SPADE variant of PromptMix (§III-B, §IV-B, Table II) composed from the
 core's pieces — masks of real source images train a GauGAN whose images of those masks feed the shared
-synthetic-data pipeline (:mod:`harness.synthetic`: annotate, q of eq. 4, filter, pseudo-label, per-epoch mixing),
-whose samples join the core's source-only training (:func:`harness.fit_density_counter`), exactly as PromptMix's do.
+synthetic-data pipeline (:mod:`harness.synthetic_pool`: annotate, q of eq. 4, filter, pseudo-label, per-epoch mixing),
+whose samples join the core's source-only training (:func:`harness.fit_with_synthetic`), exactly as PromptMix's do.
 
 1. **masks** m^i = f_mask(I_i) (eq. 5) of labelled *source* train images (HM needs their head points; the target's
    labels are never used): the configuration's segmenters (``SHTA_V2``: HM; ``SHTA_V3`` / ``SSU_V2``: SS + CM + HM)
@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from harness import (ConfigError, DensityTrainOptions, GenerationRequest, PoolOptions, atomic_write_text,
-                     build_pool, component, fit_density_counter, pool_extras)
+                     component, fit_with_synthetic)
 
 from .masks import CONFIGS, MaskBuilder, mask_ids, read_mask_file, write_mask
 from .training import GauGANOptions, prepare_item, square_mask, train_gaugan
@@ -201,15 +201,13 @@ class Spade:
 
     def fit(self, ctx):
         o = self.opts
-        ctx.provenance_notes["r_mix"] = o.pool.r_mix
-        extras = None
-        if o.pool.r_mix == 0:
-            ctx.log.info("spade: r_mix = 0, no synthetic images (the baseline)")
-        else:
-            extras = self._pool_extras(ctx)
-        return fit_density_counter(ctx, o.counter, o.counter_options, o.train, extras=extras)
+        return fit_with_synthetic(ctx, "spade", o.counter, o.counter_options, o.train, o.pool,
+                                  lambda: self.synthesise(ctx))
 
-    def _pool_extras(self, ctx):
+    def synthesise(self, ctx):
+        """``(generator, requests, about)`` of this cell: the GauGAN (trained in the run on the source's labelled
+        images unless ``generator_weights``), the label masks (built from the source's point annotations and/or
+        read from ``mask_dir``, written to the cell's ``masks/``) and ``images_per_mask`` requests per mask."""
         from harness import array_sha256
 
         o = self.opts
@@ -253,12 +251,8 @@ class Spade:
         ctx.log.info("spade: %d masks (%s, %d labels; mean non-background fraction %.3f), %d images per mask",
                      len(masks), o.masks, len(names), float(np.mean(dense)) if dense else 0.0, o.images_per_mask)
         reqs = self.requests(ctx, masks, meta, o.gan.crop_size)
-        pool = build_pool(ctx, generator, reqs, o.pool,
-                          about={"method": "spade", "masks": o.masks, "label_names": list(names),
-                                 "images_per_mask": o.images_per_mask, "masks_folder": str(folder)})
-        n_train = len(ctx.source.samples("train"))
-        cap = o.train.max_train_images
-        return pool_extras(ctx, pool, o.pool.r_mix, min(n_train, cap) if cap is not None else n_train)
+        return generator, reqs, {"masks": o.masks, "label_names": list(names), "images_per_mask": o.images_per_mask,
+                                 "masks_folder": str(folder)}
 
 
 __all__ = ["Spade", "SpadeOptions", "MASKS_DIR", "LABELS_FILE"]
