@@ -22,7 +22,8 @@ from .options import to_dict as options_to_dict
 from .specs import (AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
                     StrategySpec, TinyModelSpec)
 from .types import (Annotator, Counter, Dataset, GenerationRequest, Generator, Prediction, Provenance, PseudoLabel,
-                    Sample, SampleRef, Segmentation, Segmenter, Strategy, SyntheticImage, UnlabelledRef)
+                    Sample, SampleRef, Segmentation, Segmenter, Strategy, SyntheticImage, UnlabelledRef,
+                    counter_is_stochastic, counter_localises, dataset_folds, eval_split, output_stride)
 
 __version__ = "0.2.0"
 
@@ -89,4 +90,5 @@ __all__ = ["hookimpl", "CellContext", "ConfigError", "DataError", "HarnessError"
            "AnnotatorSpec", "CommandSpec", "CounterSpec", "DatasetSpec", "GeneratorSpec", "MethodSpec",
            "SegmenterSpec", "StrategySpec", "TinyModelSpec", "Annotator", "Counter", "Dataset", "GenerationRequest", "Generator",
            "Prediction", "Provenance", "PseudoLabel", "Sample", "SampleRef", "Segmentation", "Segmenter", "Strategy",
-           "SyntheticImage", "UnlabelledRef", "__version__", *sorted(_LAZY)]
+           "SyntheticImage", "UnlabelledRef", "counter_is_stochastic", "counter_localises", "dataset_folds",
+           "eval_split", "output_stride", "__version__", *sorted(_LAZY)]

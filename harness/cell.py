@@ -36,6 +36,7 @@ from .context import CellContext
 from .evaluation import evaluate_counter, predictions_csv
 from .io import ArtifactCache, atomic_write_json, atomic_write_text
 from .planning import Cell, Plan
+from .types import counter_localises, dataset_folds, eval_split
 
 PARTIAL_FILE = "predictions.partial.jsonl"
 #: the folder of a cell's best / worst image overlays (for its report page), and how many of each
@@ -54,11 +55,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def eval_split(dataset: Any) -> str:
-    """The split a target dataset is scored on: its ``eval_split`` (e.g. NWPU's ``"val"``), else ``"test"``."""
-    return getattr(dataset, "eval_split", "test")
 
 
 def data_fingerprint(dataset: Any, splits: tuple[str, ...]) -> str:
@@ -241,7 +237,7 @@ def plan_fits(plan: Plan, cell: Cell, cell_dir: Path, uses_target_images: bool) 
     split = eval_split(target)
     refs = target.samples(split)
     refs = refs[:cell.limit_test] if cell.limit_test else refs
-    folds = getattr(target, "folds", None)
+    folds = dataset_folds(target)
     if not folds or not (cell.source == cell.target or uses_target_images):
         if cell.source == cell.target and split == "val":
             source = HeldOutVal(source)
@@ -324,10 +320,10 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
         counter = counters[-1]
         # one fit: its evaluation already scored these records in this order; several (folds): pool them
         metrics = dict(result.metrics) if len(fits) == 1 else \
-            metrics_from_records(records, localises=getattr(counter, "localises", True))
+            metrics_from_records(records, localises=counter_localises(counter))
         if metrics.get("map") is None:
             log.info("no localisation metrics: the counter %s", "does not localise"
-                     if not getattr(counter, "localises", True) else "gave neither points nor a density map")
+                     if not counter_localises(counter) else "gave neither points nor a density map")
         split = eval_split(plan.datasets[cell.target])
         metrics.update(cell_flags(cell, strategy_spec, counters, ctxs, split))
         protocol = getattr(plan.datasets[cell.target], "protocol", None)
@@ -374,7 +370,7 @@ def cell_flags(cell: Cell, strategy_spec: Any, counters: list, ctxs: list[CellCo
         "uses_target_images": bool(strategy_spec.uses_target_images
                                    or any(c.provenance_notes.get("uses_target_images") for c in ctxs)),
         "selection_split": str(notes.get("selection_split", "none")),
-        "localises": bool(getattr(counters[-1], "localises", True)),
+        "localises": bool(counter_localises(counters[-1])),
         "provenance": provenance.to_dict(), "provenance_notes": notes,
         "components": [c for x in ctxs for c in x.components],
     }

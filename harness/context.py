@@ -1,13 +1,18 @@
 """What a strategy sees of one cell, and the one way it builds components (docs/design.md §5)."""
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import PluginError
 from .types import Dataset, Provenance, UnlabelledRef
+
+if TYPE_CHECKING:
+    import logging
+
+    from .io import ArtifactCache
+    from .plugins import Registries
 
 
 @dataclass
@@ -43,10 +48,10 @@ class CellContext:
     seed: int
     device: str
     workdir: Path
-    cache: Any
-    registries: Any
-    options: Any
-    log: Any
+    cache: "ArtifactCache"
+    registries: "Registries"
+    options: Any  # the strategy's own options dataclass (StrategySpec.options)
+    log: "logging.Logger"
     precision: str = "fp32"
     workers: int = 0
     provenance_notes: dict = field(default_factory=dict)
@@ -87,8 +92,8 @@ class CellContext:
 
     def build(self, kind: str, name: str, *, labels_reach_counter: bool = True, **options) -> Any:
         """Build the registered component ``name`` of ``kind`` (counter, generator, annotator, segmenter) for
-        this cell: its factory gets ``device`` (and ``cache_root`` / ``registries`` where it takes them) plus
-        ``options``; the object is checked against the kind's protocol and its provenance recorded in
+        this cell: its factory gets the cell arguments its spec declares in ``build_args`` (``device``,
+        ``cache_root``, ``registries``, ``seed``: :data:`harness.specs.BUILD_ARGS`) plus ``options``, which win; the object is checked against the kind's protocol and its provenance recorded in
         :attr:`components`.
 
         ``labels_reach_counter``: the component's outputs train the cell's counter (an annotator whose
@@ -105,14 +110,10 @@ class CellContext:
         k = kind_of(kind)
         entry = self.registries.by_kind(k.name).entry(name)
         factory = entry.spec.factory
-        kwargs = dict(options)
-        params = _params(factory)
-        if "device" in params or _takes_kwargs(factory):
-            kwargs.setdefault("device", self.device)
-        if "cache_root" in params and self.cache is not None:
-            kwargs.setdefault("cache_root", self.cache.root)
-        if "registries" in params:
-            kwargs.setdefault("registries", self.registries)
+        cell_args = {"device": self.device, "cache_root": None if self.cache is None else self.cache.root,
+                     "registries": self.registries, "seed": self.seed}
+        kwargs = {a: cell_args[a] for a in entry.spec.build_args if cell_args[a] is not None}
+        kwargs.update(options)
         obj = factory(**kwargs)
         if k.protocol is not None:
             missing = missing_members(obj, k.protocol)
@@ -129,17 +130,6 @@ class CellContext:
     def labels_seen(self) -> frozenset[str]:
         """Datasets whose labels reached the counter through built components (``labels_reach_counter``)."""
         return frozenset(d for c in self.components if c["labels_reach_counter"] for d in c["provenance"]["trained_on"])
-
-
-def _params(fn) -> dict:
-    try:
-        return dict(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return {}
-
-
-def _takes_kwargs(fn) -> bool:
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _params(fn).values())
 
 
 __all__ = ["CellContext"]

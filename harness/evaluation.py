@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import DataError, PluginError
 from .io import atomic_write_text
+from .types import counter_is_stochastic, counter_localises, output_stride
 
 #: localisation thresholds δ in pixels for mAP (Idrees et al., ECCV 2018; RDBT Table 1)
 MAP_DELTAS = range(1, 101)
@@ -149,7 +150,7 @@ def predict_image(counter: Any, image: np.ndarray, seed: int, where: str):
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     try:
-        if getattr(counter, "stochastic", False):
+        if counter_is_stochastic(counter):
             pred = counter.predict(image, generator=torch.Generator().manual_seed(seed))
         else:
             pred = counter.predict(image)
@@ -235,8 +236,8 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
         DataError: unreadable images or annotations.
     """
     t0 = time.perf_counter()
-    localises = getattr(counter, "localises", True)
-    stride = getattr(counter, "stride", None)
+    localises = counter_localises(counter)
+    stride = output_stride(counter)
     name = getattr(counter, "name", type(counter).__name__)
     records = read_partial(Path(partial_path)) if partial_path is not None else []
     done = {r["image_id"] for r in records}

@@ -282,7 +282,9 @@ def _open_datasets(names: list[str], root: Path | None, registries: Any) -> tupl
             continue
         try:
             ds = spec.factory(root)
-            split = getattr(ds, "eval_split", "test")
+            from .types import eval_split
+
+            split = eval_split(ds)
             n_eval = len(ds.samples(split))
         except HarnessError as exc:
             problems.append(f"dataset {name!r}: {exc}")

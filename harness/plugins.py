@@ -22,6 +22,8 @@ from .components import KINDS
 from .components import kind as kind_of
 from .errors import HarnessError
 from .registry import Registry
+from .specs import (AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
+                    StrategySpec, TinyModelSpec)
 
 DEFAULT_PLUGINS = (
     "harness.default_plugins.datasets",
@@ -46,14 +48,27 @@ class PluginInfo:
 
 
 class Registries:
-    """All component registries, built once from the loaded plugins: one attribute per kind of
-    :data:`harness.components.KINDS` (``datasets``, ``counters``, ...), plus ``plugins``."""
+    """All component registries, built once from the loaded plugins: one typed field per kind of
+    :data:`harness.components.KINDS` (a test checks they match), plus ``plugins``."""
+
+    datasets: Registry[DatasetSpec]
+    counters: Registry[CounterSpec]
+    generators: Registry[GeneratorSpec]
+    annotators: Registry[AnnotatorSpec]
+    segmenters: Registry[SegmenterSpec]
+    strategies: Registry[StrategySpec]
+    methods: Registry[MethodSpec]
+    commands: Registry[CommandSpec]
+    tiny_models: Registry[TinyModelSpec]
 
     def __init__(self, registries: dict[str, Registry], plugins: list[PluginInfo]):
         self._by_kind = registries
         self.plugins = plugins
-        for k in KINDS:
-            setattr(self, k.plural, registries[k.name])
+        self.datasets, self.counters = registries["dataset"], registries["counter"]
+        self.generators, self.annotators = registries["generator"], registries["annotator"]
+        self.segmenters, self.strategies = registries["segmenter"], registries["strategy"]
+        self.methods, self.commands = registries["method"], registries["command"]
+        self.tiny_models = registries["tiny_model"]
 
     def by_kind(self, kind: str) -> Registry:
         """The registry of ``kind`` (singular or plural name)."""

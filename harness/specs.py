@@ -13,6 +13,19 @@ from typing import Any, Callable, Mapping
 from .types import Counter, Dataset
 
 
+#: the cell's arguments a component factory may declare in its spec's ``build_args``; :meth:`CellContext.build`
+#: passes exactly those (unless given as options): ``device`` (``"cpu"`` / ``"cuda[:n]"``), ``cache_root`` (the
+#: artefact cache folder), ``registries`` (the loaded registries), ``seed`` (the cell seed, for a seeded random init)
+BUILD_ARGS = ("device", "cache_root", "registries", "seed")
+
+
+def _check_build_args(spec) -> None:
+    unknown = [a for a in spec.build_args if a not in BUILD_ARGS]
+    if unknown:
+        raise ValueError(f"{type(spec).__name__} {spec.name!r}: build_args {unknown} are not cell arguments; "
+                         f"use some of {', '.join(BUILD_ARGS)}")
+
+
 def canonical(name: str) -> str:
     """Canonical form of a component name for lookups: case-insensitive, ``_`` and ``-`` equivalent."""
     return name.strip().lower().replace("_", "-")
@@ -36,7 +49,8 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class CounterSpec:
-    """Registers a counter. ``factory(device: str = "cpu", **options) -> Counter``.
+    """Registers a counter. ``factory(device: str = "cpu", **options) -> Counter`` (plus the other
+    :data:`BUILD_ARGS` it declares in ``build_args``, e.g. ``("device", "seed")`` for a seeded random init).
 
     ``trained_on`` declares the datasets whose labels trained the weights the factory loads by default
     (empty for random init or trainable-from-scratch counters); ``tiny_options`` build it without weights
@@ -49,11 +63,16 @@ class CounterSpec:
     aliases: tuple[str, ...] = ()
     description: str = ""
     tiny_options: Mapping[str, Any] = field(default_factory=dict)
+    build_args: tuple[str, ...] = ("device",)
+
+    def __post_init__(self):
+        _check_build_args(self)
 
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """Registers an image generator: ``factory(device="cpu", cache_root=None, **options) -> Generator``
+    """Registers an image generator: ``factory(device="cpu", **options) -> Generator`` (plus the
+    :data:`BUILD_ARGS` declared in ``build_args``, e.g. ``cache_root``)
     (:class:`harness.types.Generator`: ``generate(requests) -> list[SyntheticImage]``, ``key()``,
     ``provenance``). ``modes`` lists what its requests may carry: ``"text"`` (prompt), ``"image"`` (init image
     + strength, img2img), ``"mask"`` (label map)."""
@@ -64,6 +83,10 @@ class GeneratorSpec:
     description: str = ""
     modes: tuple[str, ...] = ("text",)
     tiny_options: Mapping[str, Any] = field(default_factory=dict)
+    build_args: tuple[str, ...] = ("device",)
+
+    def __post_init__(self):
+        _check_build_args(self)
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,10 @@ class AnnotatorSpec:
     aliases: tuple[str, ...] = ()
     description: str = ""
     tiny_options: Mapping[str, Any] = field(default_factory=dict)
+    build_args: tuple[str, ...] = ("device",)
+
+    def __post_init__(self):
+        _check_build_args(self)
 
 
 @dataclass(frozen=True)
@@ -88,6 +115,10 @@ class SegmenterSpec:
     aliases: tuple[str, ...] = ()
     description: str = ""
     tiny_options: Mapping[str, Any] = field(default_factory=dict)
+    build_args: tuple[str, ...] = ("device",)
+
+    def __post_init__(self):
+        _check_build_args(self)
 
 
 @dataclass(frozen=True)
@@ -163,5 +194,5 @@ class TinyModelSpec:
     description: str = ""
 
 
-__all__ = ["canonical", "TinyModelSpec", "DatasetSpec", "CounterSpec", "GeneratorSpec", "AnnotatorSpec", "SegmenterSpec",
+__all__ = ["canonical", "BUILD_ARGS", "TinyModelSpec", "DatasetSpec", "CounterSpec", "GeneratorSpec", "AnnotatorSpec", "SegmenterSpec",
            "StrategySpec", "CommandSpec", "MethodSpec"]

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .io import atomic_write_text
+from .types import counter_localises, output_stride
 
 FORMATS = {"NWPU": ("count.txt", "loc.txt")}
 
@@ -32,8 +33,8 @@ def _lines(counter, refs, seed: int) -> tuple[list[str], list[str]]:
         image = ref.load_image()
         pred = predict_image(counter, image, image_seed(seed, ref.key), f"counter {name!r} on image {ref.key}")
         counts.append(f"{ref.id} {float(pred.count):.4f}")
-        pts, _ = points_and_scores(pred, image.shape, getattr(counter, "stride", None)) \
-            if getattr(counter, "localises", True) else (None, None)
+        pts, _ = points_and_scores(pred, image.shape, output_stride(counter)) \
+            if counter_localises(counter) else (None, None)
         pts = np.zeros((0, 2)) if pts is None else pts
         locs.append(" ".join([ref.id, str(len(pts))] + [f"{v:.2f}" for xy in pts for v in xy]))
     return counts, locs

@@ -34,7 +34,7 @@ from .errors import ConfigError
 from .io import atomic_write_json
 from .options import component
 from .training.density import EpochExtras
-from .types import GenerationRequest, Provenance, PseudoLabel
+from .types import GenerationRequest, Provenance, PseudoLabel, output_stride
 
 DISTANCES = ("count", "mae")
 SYNTHETIC_FILE = "synthetic.json"
@@ -53,7 +53,7 @@ class CounterAnnotator:
         self.counter = counter
         self.name = counter.name
         self.provenance: Provenance = counter.provenance
-        self.stride = int(getattr(counter, "stride", 1))
+        self.stride = output_stride(counter, 1)
 
     def key(self) -> dict:
         """What determines this annotator's labels (for cache keys): name and weights provenance."""
@@ -345,7 +345,7 @@ def build_pool(ctx: Any, generator: Any, requests: Sequence[GenerationRequest], 
                 image = _read_png(rec.path) if image is None else image
                 lab = ann.annotate(image)
                 ctx.cache.get_or_create("synthetic/annotation", akey, ".npz",
-                                        lambda p, lb=lab, s=getattr(ann, "stride", 1): _save_label(p, lb, s))
+                                        lambda p, lb=lab, s=output_stride(ann, 1): _save_label(p, lb, s))
             labels[name] = _load_label(apath, name)
         rec.counts = {n: round(float(lab.count), 3) for n, lab in labels.items()}
         if len(anns) >= 2:

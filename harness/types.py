@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .context import CellContext
 
 # --------------------------------------------------------------------------------------------- data
 
@@ -178,10 +181,39 @@ class Counter(Protocol):
         ...
 
 
+def counter_localises(counter: Counter) -> bool:
+    """A counter's optional ``localises`` (default True)."""
+    return bool(getattr(counter, "localises", True))
+
+
+def counter_is_stochastic(counter: Counter) -> bool:
+    """A counter's optional ``stochastic`` (default False)."""
+    return bool(getattr(counter, "stochastic", False))
+
+
+def output_stride(counter: Any, default: int | None = None) -> int | None:
+    """A counter's (or annotator's) optional ``stride``: output stride of its density map in input pixels."""
+    stride = getattr(counter, "stride", None)
+    return default if stride is None else int(stride)
+
+
+def eval_split(dataset: Dataset) -> str:
+    """The split a target dataset is scored on: its optional ``eval_split`` (e.g. NWPU's ``"val"``), else
+    ``"test"``."""
+    return getattr(dataset, "eval_split", "test")
+
+
+def dataset_folds(dataset: Dataset) -> list | None:
+    """A dataset's optional ``folds`` (UCF_CC_50's five cross-validation folds, each a dataset), else None."""
+    return getattr(dataset, "folds", None)
+
+
 class Strategy(Protocol):
     """A transfer strategy: labelled source data + unlabelled target images -> a trained counter."""
 
-    def fit(self, ctx: Any) -> Counter: ...
+    def fit(self, ctx: "CellContext") -> Counter:
+        """Train (or load) the cell's counter from what ``ctx`` shows of the source and target domains."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------- generators
@@ -330,4 +362,4 @@ class Segmenter(Protocol):
 
 __all__ = ["Sample", "SampleRef", "UnlabelledRef", "Dataset", "Provenance", "Prediction", "Counter", "Strategy",
            "GenerationRequest", "SyntheticImage", "Generator", "PseudoLabel", "Annotator", "Segmentation",
-           "Segmenter"]
+           "Segmenter", "counter_localises", "counter_is_stochastic", "output_stride", "eval_split", "dataset_folds"]

@@ -33,7 +33,7 @@ def sleepy(device="cpu", seed=0):
 
 @hookimpl
 def harness_register_counters(register):
-    register(CounterSpec("sleepy-tiny", sleepy, tiny_options={"seed": 0}))
+    register(CounterSpec("sleepy-tiny", sleepy, tiny_options={"seed": 0}, build_args=("device", "seed")))
 
 
 @hookimpl

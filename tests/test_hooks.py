@@ -251,3 +251,31 @@ def test_component_names_that_would_leave_the_run_folder_are_refused_at_registra
     assert "source-only-mcnn-sha" in regs.methods.names()
     with _pytest.raises(ConfigError, match="inside the run folder"):
         Cell("../x", "SHA", "SHB", 0).relpath
+
+
+def test_build_passes_exactly_the_cell_arguments_a_spec_declares(tmp_path):
+    """No signature inspection: a factory gets the build_args its spec declares (options win), nothing else."""
+    from harness.registry import Registry
+
+    seen = []
+
+    def factory(**kw):
+        seen.append(kw)
+        return HeadCounter()
+
+    regs = build_registries()
+    counters = Registry("counter")
+    counters.register(CounterSpec("plain", factory, build_args=()), "t")
+    counters.register(CounterSpec("seeded", factory, build_args=("device", "seed", "cache_root", "registries")), "t")
+    regs._by_kind["counter"] = regs.counters = counters
+    c = CellContext(source=TinyDataset("TINY-A"), source_name="TINY-A", target_name="TINY-B", target_images=[],
+                    profile="smoke", seed=41, device="cpu", workdir=tmp_path, cache=ArtifactCache(tmp_path / "c"),
+                    registries=regs, options=None, log=logging.getLogger("hooks"))
+    c.build("counter", "plain", width=2)
+    c.build("counter", "seeded")
+    c.build("counter", "seeded", seed=5)
+    assert seen[0] == {"width": 2}
+    assert seen[1] == {"device": "cpu", "seed": 41, "cache_root": tmp_path / "c", "registries": regs}
+    assert seen[2]["seed"] == 5
+    with pytest.raises(ValueError, match="build_args.*'workdir'.*device, cache_root, registries, seed"):
+        CounterSpec("bad", factory, build_args=("device", "workdir"))

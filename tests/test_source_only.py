@@ -35,7 +35,7 @@ class FakeRegistries:
             c.provenance = Provenance("tiny-sha.pt", trained_on=frozenset({"SHA"}))
             return c
 
-        self.counters.register(CounterSpec("tiny", tiny), "test")
+        self.counters.register(CounterSpec("tiny", tiny, build_args=("device", "seed")), "test")
         self.counters.register(CounterSpec("tiny-sha", pretrained, trained_on=frozenset({"SHA"})), "test")
 
     def by_kind(self, kind):

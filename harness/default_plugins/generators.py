@@ -37,6 +37,7 @@ def _heavyweight_counter(counter: str, device: str = "cpu", registries=None, **c
 @hookimpl
 def harness_register_generators(register):
     register(GeneratorSpec("stable-diffusion", _stable_diffusion, aliases=("sd",), modes=("text", "image"),
+                           build_args=("device", "cache_root"),
                            description="diffusers Stable Diffusion, text-to-image and img2img (hub id, folder, "
                                        "or 'tiny')",
                            tiny_options={"model": "tiny", "steps": 2, "max_side": 32}))
@@ -44,7 +45,7 @@ def harness_register_generators(register):
 
 @hookimpl
 def harness_register_annotators(register):
-    register(AnnotatorSpec("heavyweight-counter", _heavyweight_counter,
+    register(AnnotatorSpec("heavyweight-counter", _heavyweight_counter, build_args=("device", "registries"),
                            description="a registered (pretrained) counter as a pseudo-labeller (PromptMix f_ann)",
                            tiny_options={"counter": "mcnn-sha", "weights": "random"}))
 

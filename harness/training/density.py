@@ -36,7 +36,7 @@ import numpy as np
 
 from ..data.transforms import pad_to_multiple, resize_sample, scale_factor
 from ..errors import ConfigError
-from ..types import Prediction, SampleRef
+from ..types import Prediction, SampleRef, output_stride
 from .loop import LoopConfig, Objective, OptimConfig, autocast, train
 
 _log = logging.getLogger("harness.training")
@@ -368,7 +368,7 @@ def train_density_counter(counter: Any, train_refs: Sequence[SampleRef], val_ref
         problems.append("no validation images for model selection: pass the source domain's val split")
     if problems:
         raise ConfigError("train_density_counter: " + "; ".join(problems))
-    stride = int(getattr(counter, "stride", 1))
+    stride = output_stride(counter, 1)
     train_refs = subset(train_refs, options.max_train_images, seed, 1)
     val_refs = subset(val_refs, options.max_val_images, seed, 2)
     counter.to(device)

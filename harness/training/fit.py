@@ -31,34 +31,28 @@ TINY_TRAIN = {"epochs": 1, "crop_size": 64, "max_side": 128, "max_train_images":
 
 
 def fit_density_counter(ctx: Any, counter: str, counter_options: dict, train: DensityTrainOptions, *,
-                        extras: EpochExtras | None = None, seed_init: bool = True) -> Any:
+                        extras: EpochExtras | None = None) -> Any:
     """Build ``counter`` through the cell, train it on the source's train split (selected on its val split) with
     :func:`harness.training.train_density_counter`, and record the facts in ``ctx.provenance_notes``.
 
     Args:
         ctx: the :class:`harness.CellContext`.
-        counter: registered counter name; ``counter_options`` its factory options (``seed`` defaults to the
-            cell seed when the factory takes one, for a seeded random init).
+        counter: registered counter name; ``counter_options`` its factory options (a counter that declares
+            ``seed`` in its spec's ``build_args`` gets the cell seed unless the options give one: a seeded init).
         train: the training options.
         extras: samples added every epoch (e.g. pseudo-labelled synthetic images).
 
     Returns:
         the trained :class:`harness.training.ScaledCounter` with provenance ``trained-in-run``.
     """
-    import inspect
-
     from .density import train_density_counter
 
-    opts = dict(counter_options)
-    factory = ctx.registries.counters.get(counter).factory
-    if seed_init and "seed" in inspect.signature(factory).parameters and "seed" not in opts:
-        opts["seed"] = ctx.seed
-    model = ctx.build("counter", counter, **opts)
+    model = ctx.build("counter", counter, **counter_options)
     init = getattr(model, "provenance", None) or Provenance("random-init")
     result = train_density_counter(model, ctx.source.samples("train"), ctx.source.samples("val"), train,
                                    seed=ctx.seed, device=ctx.device, precision=ctx.precision,
                                    checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log, extras=extras,
-                                   workers=getattr(ctx, "workers", 0))
+                                   workers=ctx.workers)
     trained = result.counter
     trained.provenance = Provenance("trained-in-run", trained_on=frozenset({ctx.source_name}) | init.trained_on,
                                     licence=init.licence)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from harness import HarnessError
+from harness import HarnessError, counter_is_stochastic, counter_localises, eval_split
 
 MODEL = Path("checkpoints") / "ldm-model.pt"
 
@@ -26,8 +26,8 @@ class TimedCounter:
     def __init__(self, inner):
         self.inner, self.seconds = inner, 0.0
         self.name, self.provenance = inner.name, inner.provenance
-        self.stochastic = getattr(inner, "stochastic", False)
-        self.localises = getattr(inner, "localises", True)
+        self.stochastic = counter_is_stochastic(inner)
+        self.localises = counter_localises(inner)
 
     def predict(self, image, **kw):
         t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def steps_table(cell_dir: Path, steps: list[int] | None = None, *, limit_test: i
     steps = list(steps or opts.get("report_steps") or [10, 25, 50, 100, 500])
     root = data_root or config.get("data_root")
     ds = get_registries().datasets.get(config["target"]).factory(Path(root) if root else None)
-    refs = ds.samples(getattr(ds, "eval_split", "test"))
+    refs = ds.samples(eval_split(ds))
     refs = refs[:limit_test] if limit_test else refs
     counter = load_counter(cell_dir / MODEL, device, config.get("precision") or "fp32",
                            sampling=opts.get("sampling"), counting=opts.get("counting"))

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from harness import DataError, atomic_write_json, contact_sheet, scatter
+from harness import DataError, atomic_write_json, contact_sheet, eval_split, scatter
 
 
 def find_cells(run_dir: Path) -> list[tuple[Path, Path]]:
@@ -120,7 +120,7 @@ def rank_scores(cell_fit: Path, config: dict, data_root: Path | None, limit: int
     net, state = load_model(cell_fit, device)
     root = data_root or config.get("data_root")
     ds = get_registries().datasets.get(config["target"]).factory(Path(root) if root else None)
-    refs = ds.samples(getattr(ds, "eval_split", "test"))
+    refs = ds.samples(eval_split(ds))
     refs = refs[:limit] if limit else refs
     scores, counts = [], []
     size = tuple(state["input_size"])
