@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 
 #: (metrics.json key, column label, decimals)
 METRICS = (("mae", "MAE↓", 2), ("mse", "MSE↓", 2), ("nae", "NAE↓", 3), ("r", "r↑", 3), ("map", "mAP↑", 3))
@@ -63,31 +63,19 @@ def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
         DataError: ``run_dir`` is not a folder, or a cell is damaged (:func:`harness.rundir.damage`: unreadable
             metrics or config, a predictions.csv that is not the one the metrics came from), one line naming them.
     """
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise DataError(f"run directory {str(root)!r} not found; pass the --out folder of a `harness run`")
-    from .rundir import METRICS as METRICS_FILE
-    from .rundir import cell_dirs, damaged_cells
+    from .rundir import RunDir
 
-    damaged = damaged_cells(root)
-    if damaged:
-        raise DataError(f"{len(damaged)} damaged cell(s) are not results: {'; '.join(damaged[:3])}"
-                        + (" …" if len(damaged) > 3 else "") + " — run the same `harness run` with --force to "
-                        "compute them again")
     rows = []
-    for path in (d / METRICS_FILE for d in cell_dirs(root, with_file=METRICS_FILE)):
-        try:
-            m = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path} is not valid JSON ({exc}); delete it to recompute the cell") from None
+    for result in RunDir(run_dir).results():  # DataError: not a folder, or a damaged cell
+        m, folder = result.raw, Path(result.path)
         row = {k: m.get(k) for k in _COLUMNS}
-        row["eval_split"] = m.get("eval_split") or "test"
+        row["eval_split"] = result.eval_split
         row["labels_used"] = tuple(m["labels_used"]) if m.get("labels_used") is not None else None
         row.update({k: m[k] for k in m if _is_output_metric(k)})
-        row["cell"] = f"{m.get('source')}→{m.get('target')}"
-        row["path"] = str(path.parent)
+        row["cell"] = f"{result.source}→{result.target}"
+        row["path"] = str(folder)
         if "r" not in m:  # cells finished before r was recorded: from their per-image predictions
-            row["r"] = _r_from_predictions(path.parent)
+            row["r"] = _r_from_predictions(folder)
         rows.append(row)
     outputs = sorted({k for r in rows for k in r if ":" in k}, key=_output_order)
     df = pd.DataFrame(rows, columns=_COLUMNS + outputs)

@@ -127,9 +127,11 @@ def _index(df: pd.DataFrame, board: pd.DataFrame, run_dir: Path) -> str:
 def _cell_page(row: pd.Series, tmp: Path) -> str:
     from .figures import histograms, scatter
 
+    from .rundir import CellDir
+
     folder = Path(row["path"])
-    metrics = json.loads((folder / "metrics.json").read_text())
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    cell = CellDir(folder)
+    metrics, config = cell.result().raw, cell.config()
     command = config.get("command") or (
         f"harness run --matrix '{row['cell']}' --methods {row['method']} --seeds {int(row['seed'])} --profile "
         f"{config.get('profile', 'smoke')}" + (f" --limit-test {int(row['limit_test'])}"

@@ -7,12 +7,17 @@ since this module) — ``predictions.csv`` with the row count and SHA-256 and ``
 files disagree is **damaged**: never a result (the leaderboard, report, compare and submit refuse it in one line
 naming the file), shown as such by ``harness status``, and computed again by ``harness run --force`` (its files
 moved aside, nothing deleted).
+
+:class:`RunDir` and :class:`CellDir` are the public readers of a run folder: the leaderboard, report, status, compare,
+submit and every plugin report read runs through them (the functions below are their building blocks).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: the cells of a run, relative to the run folder
 CELL_GLOB = "*/*/seed-*"
@@ -118,5 +123,174 @@ def damaged_cells(run_dir: str | Path) -> list[str]:
     return [why for d in cell_dirs(run_dir, with_file=METRICS) if (why := damage(d))]
 
 
-__all__ = ["CELL_GLOB", "file_record", "damage", "cell_state", "is_done", "cell_dirs", "cells_of_strategy",
+def _read_json(path: Path) -> dict:
+    from .errors import DataError
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} not found: pass a cell folder of a `harness run` (or run the cell first)") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is unreadable ({type(exc).__name__}): run the same `harness run` with --force to "
+                        f"compute the cell again") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path} is not a JSON object: run the same `harness run` with --force")
+    return value
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """A finished cell's ``metrics.json``, typed (the leaderboard's columns; :mod:`harness.cell` writes it).
+
+    ``mae`` / ``mse`` (root mean squared error) / ``nae``: counting errors over ``n_images`` images of the target's
+    ``eval_split``; ``map``: localisation mAP over AP@δ (None for count-only counters); ``flags``: the cell's
+    leakage and protocol flags; ``raw``: the whole file (per-output metrics such as ``mae:regression``,
+    provenance, timings); ``path``: the cell folder."""
+
+    method: str
+    source: str
+    target: str
+    seed: int
+    mae: float
+    mse: float
+    nae: float | None
+    map: float | None
+    n_images: int
+    eval_split: str = "test"
+    limit_test: int | None = None
+    profile: str | None = None
+    target_labels_seen: bool = False
+    uses_target_images: bool = False
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+    path: Path | None = field(default=None, compare=False)  # the cell folder it was read from
+
+    @classmethod
+    def from_json(cls, m: dict, path: Path | None = None) -> "CellResult":
+        def num(key):
+            return None if m.get(key) is None else float(m[key])
+
+        return cls(method=str(m.get("method")), source=str(m.get("source")), target=str(m.get("target")),
+                   seed=int(m.get("seed") or 0), mae=float(m["mae"]), mse=float(m["mse"]), nae=num("nae"),
+                   map=num("map"), n_images=int(m.get("n_images") or 0), eval_split=m.get("eval_split") or "test",
+                   limit_test=m.get("limit_test"), profile=m.get("profile"),
+                   target_labels_seen=bool(m.get("target_labels_seen")),
+                   uses_target_images=bool(m.get("uses_target_images")), raw=dict(m), path=path)
+
+
+class CellDir:
+    """One cell folder of a run (``<run>/<method>/<source>→<target>/seed-<k>[-n<N>]``)."""
+
+    def __init__(self, path: str | Path, run: str | Path | None = None):
+        self.path = Path(path)
+        self.run = Path(run) if run is not None else self.path.parents[2]
+
+    @property
+    def relpath(self) -> str:
+        return str(self.path.relative_to(self.run))
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def config(self) -> dict:
+        """``config.json``. Raises: DataError (one line naming the file) when missing or unreadable."""
+        return _read_json(self.path / CONFIG)
+
+    def state(self) -> tuple[str, str]:
+        """``("done" | "damaged" | "unfinished", message)`` (:func:`cell_state`)."""
+        return cell_state(self.path)
+
+    def result(self) -> CellResult:
+        """The typed ``metrics.json`` of a done cell.
+
+        Raises:
+            DataError: the cell is unfinished or damaged (one line naming the file and the fix)."""
+        from .errors import DataError
+
+        state, why = self.state()
+        if state == "unfinished":
+            raise DataError(f"{self.path} has no {METRICS}: the cell has not finished; run it first")
+        if state == "damaged":
+            raise DataError(f"{why} — run the same `harness run` with --force to compute the cell again")
+        return CellResult.from_json(_read_json(self.path / METRICS), self.path)
+
+    def eval_refs(self, *, registries: Any = None, data_root: str | Path | None = None,
+                  limit_test: int | None = None) -> list:
+        """The images this cell is scored on, by the core's rule: the target's evaluation split
+        (:func:`harness.types.eval_split`: NWPU's ``val``, else ``test``), first ``limit_test`` of them (default: the
+        cell's own ``limit_test``).
+
+        Args:
+            registries: where the target dataset is registered (default: the process-wide registries).
+            data_root: the data root (default: the one the cell ran with).
+
+        Raises:
+            DataError: no config.json, or the target cannot be opened under the data root (one line)."""
+        from .errors import DataError, HarnessError
+        from .types import eval_split
+
+        config = self.config()
+        if registries is None:
+            from .plugins import get_registries
+            registries = get_registries()
+        root = data_root or config.get("data_root")
+        try:
+            ds = registries.datasets.get(config["target"]).factory(Path(root) if root else None)
+        except HarnessError as exc:
+            raise DataError(f"{self.path}: the target {config.get('target')!r} cannot be opened: {exc} (pass "
+                            f"--data-root)") from None
+        refs = ds.samples(eval_split(ds))
+        limit = limit_test if limit_test is not None else config.get("limit_test")
+        return refs[:int(limit)] if limit else refs
+
+    def __repr__(self) -> str:
+        return f"CellDir({str(self.path)!r})"
+
+
+class RunDir:
+    """A run folder (``harness run --out``): its cells, by state or strategy.
+
+    Raises (constructor):
+        DataError: ``path`` is not a folder (one line)."""
+
+    def __init__(self, path: str | Path):
+        from .errors import DataError
+
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise DataError(f"run directory {str(self.path)!r} not found (not a folder): pass the --out folder of a "
+                            f"`harness run`")
+
+    def cells(self, *, with_file: str | None = None) -> list[CellDir]:
+        """Every cell folder (sorted), optionally only those holding ``with_file``."""
+        return [CellDir(d, self.path) for d in cell_dirs(self.path, with_file=with_file)]
+
+    def finished(self) -> list[CellDir]:
+        """Cells with a ``metrics.json`` (done or damaged: see :meth:`damaged`)."""
+        return self.cells(with_file=METRICS)
+
+    def of_strategy(self, strategy: str) -> list[CellDir]:
+        """Cells whose ``config.json`` names ``strategy`` (plugin reports)."""
+        return [CellDir(d, self.path) for d in cells_of_strategy(self.path, strategy)]
+
+    def damaged(self) -> list[str]:
+        """One line per damaged cell."""
+        return damaged_cells(self.path)
+
+    def results(self) -> list[CellResult]:
+        """The typed results of every done cell.
+
+        Raises:
+            DataError: a damaged cell (one line naming it: damaged cells are never results)."""
+        from .errors import DataError
+
+        bad = self.damaged()
+        if bad:
+            raise DataError(f"{len(bad)} damaged cell(s) are not results: {'; '.join(bad[:3])}"
+                            + (" …" if len(bad) > 3 else "") + " — run the same `harness run` with --force to "
+                            "compute them again")
+        return [c.result() for c in self.finished()]
+
+
+__all__ = ["RunDir", "CellDir", "CellResult", "CELL_GLOB", "file_record", "damage", "cell_state", "is_done", "cell_dirs", "cells_of_strategy",
            "damaged_cells"]

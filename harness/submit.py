@@ -12,7 +12,6 @@ seeds (:func:`harness.evaluation.image_seed`); no label is read.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +57,14 @@ def submit(run_dir: str | Path, dataset: str = "NWPU", *, out: str | Path | None
         raise ConfigError(f"no online-evaluation format for {dataset!r}; supported: {', '.join(FORMATS)}")
     run_dir, written = Path(run_dir), []
     out = Path(out) if out else run_dir / "submission"
-    from .rundir import METRICS, cell_dirs, damaged_cells
+    from .rundir import RunDir
 
-    damaged = damaged_cells(run_dir)
+    run = RunDir(run_dir)
+    damaged = run.damaged()
     if damaged:
         raise ConfigError(f"damaged cell(s) are not submitted: {'; '.join(damaged[:3])} — run the same `harness "
                           f"run` with --force to compute them again")
-    configs = [json.loads((d / "config.json").read_text()) for d in cell_dirs(run_dir, with_file=METRICS)]
+    configs = [c.config() for c in run.finished()]
     configs = [c for c in configs if c.get("target") == dataset and not c.get("limit_test")]
     if not configs:
         raise ConfigError(f"{run_dir} has no finished cell with target {dataset} (full evaluation split): run "

@@ -9,13 +9,12 @@ used for this report only: nothing is selected with them. Writes ``ldm-steps.jso
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import click
 
-from harness import HarnessError, counter_is_stochastic, counter_localises, eval_split
+from harness import HarnessError, counter_is_stochastic, counter_localises
 
 MODEL = Path("checkpoints") / "ldm-model.pt"
 
@@ -42,12 +41,9 @@ def ldm_cells(run_dir: Path) -> list[Path]:
 
     Raises:
         HarnessError: ``run_dir`` is not a folder or holds no ldm cell."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise HarnessError(f"{run_dir} is not a folder: pass the --out folder of a `harness run` with ldm methods")
-    from harness import cells_of_strategy
+    from harness import RunDir
 
-    cells = cells_of_strategy(run_dir, "ldm")
+    cells = [c.path for c in RunDir(run_dir).of_strategy("ldm")]
     if not cells:
         raise HarnessError(f"no ldm cells under {run_dir}: run `harness run --methods ldm ...` into it first")
     return cells
@@ -59,22 +55,19 @@ def steps_table(cell_dir: Path, steps: list[int] | None = None, *, limit_test: i
 
     Raises:
         HarnessError: no config.json or model file; the target's data cannot be opened."""
-    from harness import evaluate_counter, get_registries
+    from harness import evaluate_counter
 
     from .counter import load_counter
 
-    cfg_path = cell_dir / "config.json"
-    if not cfg_path.exists():
-        raise HarnessError(f"{cfg_path} not found: pass a run directory of `harness run`")
-    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    from harness import CellDir
+
+    cell = CellDir(cell_dir)
+    config = cell.config()
     if not (cell_dir / MODEL).exists():
         raise HarnessError(f"{cell_dir / MODEL} not found: the cell has not finished fitting; run it first")
     opts = config.get("resolved_options") or {}
     steps = list(steps or opts.get("report_steps") or [10, 25, 50, 100, 500])
-    root = data_root or config.get("data_root")
-    ds = get_registries().datasets.get(config["target"]).factory(Path(root) if root else None)
-    refs = ds.samples(eval_split(ds))
-    refs = refs[:limit_test] if limit_test else refs
+    refs = cell.eval_refs(data_root=data_root, limit_test=limit_test)
     counter = load_counter(cell_dir / MODEL, device, config.get("precision") or "fp32",
                            sampling=opts.get("sampling"), counting=opts.get("counting"))
     rows = []

@@ -1,14 +1,13 @@
 """``harness rdbt iterations RUN_DIR``: the per-iteration report of RDBT Table 3.
 
 For every finished or running ``rdbt`` cell under ``RUN_DIR`` it loads the checkpoint of each cycle
-(``checkpoints/rdbt-cycle-<t>.pt``; t = 0 are the source-trained R_0, D_0) and evaluates it on the target's
-test split: MAE/MSE of the regression and the detection output and the detection mAP (δ = 1..100). The target's
+(``checkpoints/rdbt-cycle-<t>.pt``; t = 0 are the source-trained R_0, D_0) and evaluates it on the images the cell
+is scored on (:meth:`harness.CellDir.eval_refs`: the target's evaluation split, NWPU's ``val``, else ``test``): MAE/MSE of the regression and the detection output and the detection mAP (δ = 1..100). The target's
 test labels are used for this report only — the strategy never reads them and nothing is selected with them.
 Writes ``iterations-eval.json`` and ``iterations-eval.md`` in each cell folder.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -26,15 +25,11 @@ def evaluate_cycles(cell_dir: Path, *, data_root=None, limit_test: int | None = 
 
     from .strategy import load_cycle_counter
 
-    cfg_path = cell_dir / "config.json"
-    if not cfg_path.exists():
-        raise HarnessError(f"{cfg_path} not found: pass a run directory of `harness run`")
-    config = json.loads(cfg_path.read_text())
-    root = data_root or config.get("data_root")
-    from harness import get_registries
+    from harness import CellDir
 
-    ds = get_registries().datasets.get(config["target"]).factory(Path(root) if root else None)
-    refs = ds.samples("test")[:limit_test] if limit_test else ds.samples("test")
+    cell = CellDir(cell_dir)
+    config = cell.config()
+    refs = cell.eval_refs(data_root=data_root, limit_test=limit_test)
     cycles = sorted(int(p.stem.rsplit("-", 1)[1]) for p in (cell_dir / "checkpoints").glob("rdbt-cycle-*.pt"))
     if not cycles:
         raise HarnessError(f"{cell_dir}/checkpoints has no rdbt-cycle-*.pt: run the rdbt cell first")
@@ -62,16 +57,20 @@ def rdbt_group():
 
 @rdbt_group.command("iterations")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--limit-test", type=int, default=None, help="evaluate on the first N target test images only")
+@click.option("--limit-test", type=int, default=None,
+              help="evaluate on the first N target evaluation images only (default: the cell's own --limit-test)")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="HARNESS_DATA")
 @click.option("--device", default="cpu")
 def iterations_command(run_dir: Path, limit_test, data_root, device):
     """Per-cycle MAE/MSE (regression, detection) and mAP of every rdbt cell in RUN_DIR (RDBT Table 3)."""
     from harness import atomic_write_json, atomic_write_text
 
-    from harness import cells_of_strategy
+    from harness import RunDir
 
-    cells = cells_of_strategy(run_dir, "rdbt")
+    try:
+        cells = [c.path for c in RunDir(run_dir).of_strategy("rdbt")]
+    except HarnessError as exc:
+        raise click.ClickException(str(exc)) from None
     if not cells:
         raise click.ClickException(f"no rdbt cells under {run_dir}: run `harness run --methods rdbt ...` first")
     for cell in cells:

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from harness import DataError, atomic_write_json, contact_sheet, eval_split, scatter
+from harness import DataError, atomic_write_json, contact_sheet, scatter
 
 
 def find_cells(run_dir: Path) -> list[tuple[Path, Path]]:
@@ -110,18 +110,17 @@ def noisy_sheet(doc: dict, out: Path, per_count: int, title: str) -> Path | None
     return contact_sheet(items, out, columns=max(1, per_count) * 2, title=title) if items else None
 
 
-def rank_scores(cell_fit: Path, config: dict, data_root: Path | None, limit: int | None, device: str):
-    """``(rank scores, true counts)`` of the target's evaluation split (whole images at the input size)."""
-    from harness import get_registries
+def rank_scores(cell_fit: Path, cell: Path, data_root: Path | None, limit: int | None, device: str):
+    """``(rank scores, true counts)`` of the images the cell is scored on (:meth:`harness.CellDir.eval_refs`: the
+    target's evaluation split, the first ``limit`` or the cell's own ``limit_test``), whole images at the input
+    size."""
+    from harness import CellDir
 
     from .model import encode, resize_uint8
     from .strategy import load_model
 
     net, state = load_model(cell_fit, device)
-    root = data_root or config.get("data_root")
-    ds = get_registries().datasets.get(config["target"]).factory(Path(root) if root else None)
-    refs = ds.samples(eval_split(ds))
-    refs = refs[:limit] if limit else refs
+    refs = CellDir(cell).eval_refs(data_root=data_root, limit_test=limit)
     scores, counts = [], []
     size = tuple(state["input_size"])
     for ref in refs:
@@ -176,7 +175,7 @@ def inspect_cmd(run_dir: Path, out_dir: Path | None, data_root: Path | None, lim
         noisy = noisy_sheet(doc, out_dir / f"noisy-{slug}.png", per_count, f"SYRAC noisy counting set, {name}")
         entry.update({"pairs_sheet": str(sheet) if sheet else None, "noisy_sheet": str(noisy) if noisy else None})
         if doc.get("pretrain") in ("synthetic-rank", "intra-image-rank"):
-            scores, counts = rank_scores(pairs_path.parent, config, data_root, limit_test, device)
+            scores, counts = rank_scores(pairs_path.parent, cell, data_root, limit_test, device)
             entry["rank_score_spearman"] = spearman(scores, counts)
             rho = entry["rank_score_spearman"]["rho"]
             entry["scatter"] = str(scatter(
