@@ -35,8 +35,9 @@ _LAZY = {
     **dict.fromkeys(("Executor", "LocalExecutor", "RayExecutor", "SlurmExecutor", "make_executor"),
                     "harness.executors"),
     # training (one loop) and the density-counter adapter
-    **dict.fromkeys(("train", "LoopConfig", "LoopResult", "Objective", "OptimConfig", "step_rng", "derive_seed",
-                     "autocast", "make_accelerator"), "harness.training.loop"),
+    **dict.fromkeys(("train", "LoopConfig", "LoopResult", "Objective", "OptimConfig", "step_rng", "derive_seed"),
+                    "harness.training.loop"),
+    **dict.fromkeys(("autocast", "make_accelerator"), "harness.training.precision"),
     **dict.fromkeys(("DensityTrainOptions", "EpochExtras", "ScaledCounter", "TrainResult", "train_density_counter",
                      "subset"), "harness.training.density"),
     **dict.fromkeys(("fit_density_counter", "fit_with_synthetic", "SMOKE_TRAIN", "PAPER_TRAIN", "TINY_TRAIN"),

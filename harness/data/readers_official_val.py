@@ -9,8 +9,9 @@ import numpy as np
 
 from ..errors import DataError, DataRootError
 from ..types import SampleRef
-from .readers import (_IMAGE_RE, _ROOT_HINT, SPLITS, _Annotation, _as_points, _find_dataset_dir,
-                      _FolderDataset, _listing, _pair, log, natural_key, resolve_data_root, unmatched_error)
+from .annotations import _as_points
+from .readers import (_IMAGE_RE, _ROOT_HINT, SPLITS, _Annotation, _find_dataset_dir, _FolderDataset, _listing, _pair,
+                      log, natural_key, resolve_data_root, unmatched_error)
 
 # --------------------------------------------------------------------------------------------- JHU
 

@@ -40,8 +40,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from .checkpoints import LoopState, fingerprint, load_latest, save
+from .precision import PRECISIONS, autocast, autocast_dtype, make_accelerator  # noqa: F401  (re-exported)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("constant", "step", "cosine", "linear")
 
@@ -208,57 +208,6 @@ def derive_seed(seed: int, *salts: int) -> int:
 
 def _torch_seed(seed: int, step: int) -> int:
     return int(step_rng(seed, step, 1).integers(2**63 - 1))
-
-
-# ----------------------------------------------------------------------------------------- accelerate
-
-
-def make_accelerator(device: str = "cpu", precision: str = "fp32"):
-    """An :class:`accelerate.Accelerator` for ``device`` (``cpu`` or ``cuda[:n]``) and ``precision``.
-
-    accelerate keeps one process-wide state; a cell that asks for another device or precision than the last
-    one resets it first (a harness process runs many cells).
-
-    Raises:
-        ConfigError: an unknown precision.
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    cpu = not str(device).startswith("cuda")
-    if AcceleratorState._shared_state:
-        state = AcceleratorState()
-        if str(state.mixed_precision) != mixed or (state.device.type == "cpu") != cpu:
-            AcceleratorState._reset_state(reset_partial_state=True)
-    if not cpu and ":" in str(device):
-        import torch
-
-        torch.cuda.set_device(int(str(device).split(":")[1]))
-    return Accelerator(cpu=cpu, mixed_precision=mixed)
-
-
-def autocast_dtype(precision: str):
-    """torch dtype of autocast for ``precision`` (None for fp32)."""
-    import torch
-
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def autocast(device: str, precision: str):
-    """A context manager running the enclosed forward passes in ``precision`` on ``device`` (``torch.autocast``
-    with :func:`autocast_dtype`; a no-op for fp32). Used for training losses, evaluation and inference, on CPU
-    too, so the mixed-precision logic is exercised without a GPU."""
-    import contextlib
-
-    import torch
-
-    dtype = autocast_dtype(precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=dtype)
 
 
 def _optimizer(params, cfg: OptimConfig):
