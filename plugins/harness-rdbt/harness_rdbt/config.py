@@ -13,6 +13,8 @@ MODES = ("rdbt", "regnet", "detnet")
 PATCH_SELECTIONS = ("paper", "random")
 VGG_INITS = ("random", "csrnet-sha", "imagenet")
 CSP_INITS = ("random", "imagenet")
+CSP_PRETRAINS = ("none", "widerface")
+PHI_ENCODERS = ("vgg10", "dilated-vgg16")
 
 
 @dataclass
@@ -24,7 +26,13 @@ class RDBTConfig:
       ImageNet VGG-16 (VGG-16-BN with ``vgg_batchnorm``) for the front ends of R and Φ, the paper's §4.2 |
       ``csrnet-sha``: the VGG-16 front end of CSRNet-SHA, its SHA labels recorded in the provenance; both width 1
       only), ``csp_init`` (``random`` | ``imagenet``: torchvision's ImageNet ResNet-50 for D's backbone, §4.2),
-      ``vgg_batchnorm`` (R's front end as VGG-16-BN: trains from scratch in a short CPU schedule).
+      ``vgg_batchnorm`` (R's front end as VGG-16-BN: trains from scratch in a short CPU schedule),
+      ``phi_encoder`` (``vgg10``: UNet++ on VGG-16's first 10 convolutions | ``dilated-vgg16``: plus CSRNet's
+      dilated back end as the deepest level, the paper's "dilated VGG-16 structure [14]", §3.3).
+    - D's WIDER FACE stage (§4.2: CSP is pre-trained on WIDER FACE, then trained on the source's points):
+      ``csp_pretrain`` (``none`` | ``widerface``), ``widerface_root`` (the data root holding ``WIDER_FACE/``; None:
+      ``$HARNESS_DATA``), ``widerface_images`` (cap on the train images; None: all 12 880), ``widerface_steps``,
+      ``widerface_lr`` (Adam); boxes flagged invalid are dropped, a face's box side is ``sqrt(w·h)``.
     - targets/transforms: ``density_scale`` (R's target multiplier), ``ssim_weight`` (λ of DMS-SSIM in R's
       loss), ``mse_weight`` (weight of a pixel MSE term in R's loss: 0 in the paper profile, whose R is trained with
       DMS-SSIM alone, §3.2; 1 in smoke), ``phi_stride`` (Φ's map stride), ``phi_threshold`` (0.2), ``merge_px`` (10), ``psi_beta`` (σ = β ·
@@ -50,6 +58,12 @@ class RDBTConfig:
     vgg_init: str = "random"
     csp_init: str = "random"
     vgg_batchnorm: bool = False
+    phi_encoder: str = "vgg10"
+    csp_pretrain: str = "none"
+    widerface_root: str | None = None
+    widerface_images: int | None = None
+    widerface_steps: int = 1000
+    widerface_lr: float = 1e-4
     density_scale: float = 100.0
     ssim_weight: float = 1.0
     mse_weight: float = 1.0
@@ -104,6 +118,14 @@ class RDBTConfig:
             bad("mode", f"is not one of {', '.join(MODES)}")
         if self.patch_selection not in PATCH_SELECTIONS:
             bad("patch_selection", f"is not one of {', '.join(PATCH_SELECTIONS)}")
+        if self.phi_encoder not in PHI_ENCODERS:
+            bad("phi_encoder", f"is not one of {', '.join(PHI_ENCODERS)}")
+        if self.csp_pretrain not in CSP_PRETRAINS:
+            bad("csp_pretrain", f"is not one of {', '.join(CSP_PRETRAINS)}")
+        if self.widerface_steps < 1:
+            bad("widerface_steps", "must be >= 1")
+        if self.widerface_images is not None and self.widerface_images < 1:
+            bad("widerface_images", "must be >= 1 or null (all)")
         if self.vgg_init not in VGG_INITS:
             bad("vgg_init", f"is not one of {', '.join(VGG_INITS)}")
         if self.mse_weight < 0 or self.ssim_weight < 0 or not (self.mse_weight or self.ssim_weight):
@@ -160,9 +182,11 @@ SMOKE = {
 
 #: paper profile (§4.2): full-width DSSINet (scales 0.5/1/2) and Φ on ImageNet VGG-16, CSP on ImageNet ResNet-50, Φ
 #: trained with Adam 1e-5 on 224 px crops; target: T = 4 cycles on every target train image, two 224 px patches per
-#: image, R's last two layers with Adam 1e-6, D with Adam 1e-5. Source schedules (steps) are not given in the paper:
-#: ours. Not yet here: CSP's WIDER FACE pre-training stage.
+#: image, R's last two layers with Adam 1e-6, D with Adam 1e-5; CSP pre-trained on WIDER FACE before the source, Φ's
+#: encoder the dilated VGG-16 (CSRNet) structure. Source and WIDER FACE schedules (steps) are not given in the
+#: paper: ours.
 PAPER = {"vgg_init": "imagenet", "csp_init": "imagenet", "mse_weight": 0.0, "ssim_weight": 1.0,
+    "phi_encoder": "dilated-vgg16", "csp_pretrain": "widerface", "widerface_steps": 40000, "widerface_lr": 1e-4,
     "max_side": None, "vgg_width": 1.0, "resnet_width": 1.0, "phi_width": 1.0, "dssinet_scales": [1.0, 0.5, 2.0],
     "crf_iterations": 2, "phi_stride": 1, "source_images": None, "crop_size": 224, "batch_size": 4,
     "r_steps": 40000, "d_steps": 40000, "phi_steps": 20000, "r_lr": 1e-5, "d_lr": 1e-4, "phi_lr": 1e-5,

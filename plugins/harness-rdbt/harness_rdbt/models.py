@@ -12,8 +12,9 @@
   upsampled to stride 4 and concatenated; a 3×3 conv then three 1×1 heads: centre heat map (logits), scale
   (log box side / stride) and offset (sub-cell x, y).
 - :class:`PhiUNetPP` — the Reg→Det transformer Φ: a nested UNet (UNet++, Zhou et al. 2018) whose encoder is
-  the first 10 convolutions of VGG-16 (4 levels: 64, 128, 256, 512 channels), mapping a density map to a
-  per-pixel head-centre logit map of the same size.
+  the first 10 convolutions of VGG-16 (4 levels: 64, 128, 256, 512 channels), with ``dilated=True`` followed by
+  CSRNet's dilated back end as a fifth level at the same stride (the paper's "nested UNet ... with dilated VGG-16
+  structure [14]", [14] = CSRNet), mapping a density map to a per-pixel head-centre logit map of the same size.
 
 ``width`` multiplies every channel count (1.0 = the papers'); smoke runs use e.g. 0.25. No ImageNet weights
 exist here: every network starts from random init, or (R and Φ at ``width=1``) from the VGG-16 front end of
@@ -32,6 +33,8 @@ from harness import ConfigError
 
 #: VGG-16's first 10 convolutions (CSRNet's front end; Li et al. CVPR 2018, Table 3)
 VGG10_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
+#: CSRNet's dilated back end (Li et al. CVPR 2018, Table 3, configuration B: 3×3 convolutions, dilation 2)
+CSRNET_BACKEND = (512, 512, 512, 256, 128, 64)
 
 
 def _ch(c: int, width: float) -> int:
@@ -238,17 +241,19 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class PhiUNetPP(nn.Module):
-    """Reg→Det transformer Φ (RDBT §3.3): UNet++ with a VGG-16 first-10-conv encoder.
+    """Reg→Det transformer Φ (RDBT §3.3): UNet++ with a VGG-16 first-10-conv encoder (``dilated``: plus CSRNet's
+    dilated back end as the deepest level X^{4,0} and the depth-4 nested decoder X^{3,1} .. X^{0,4}).
 
     ``forward(density: (B, 1, H, W)) -> (B, 1, H, W)`` logits of the head-centre map M^D. The density (count
     per map pixel, times ``input_scale``) is repeated to 3 channels for the VGG encoder. Any ``H, W`` works
     (padded internally to a multiple of 8). Decoder convs ~ N(0, 0.01²) (RDBT §4.2).
     """
 
-    def __init__(self, width: float = 1.0, input_scale: float = 100.0):
+    def __init__(self, width: float = 1.0, input_scale: float = 100.0, dilated: bool = False):
         super().__init__()
         width = _check_width(width, "PhiUNetPP")
         self.input_scale = float(input_scale)
+        self.dilated = bool(dilated)
         vgg = vgg10_frontend(width)
         mods = list(vgg.children())
         # encoder levels X^{0,0}..X^{3,0}: split the VGG-10 at its pools (module indices kept for csrnet init)
@@ -261,6 +266,17 @@ class PhiUNetPP(nn.Module):
         self.x02 = _block(2 * c[0] + c[1], c[0])
         self.x12 = _block(2 * c[1] + c[2], c[1])
         self.x03 = _block(3 * c[0] + c[1], c[0])
+        if self.dilated:  # X^{4,0}: CSRNet's back end at stride 8, then the nested skips of a depth-4 UNet++
+            layers: list[nn.Module] = []
+            cin = c[3]
+            for v in CSRNET_BACKEND:
+                layers += [nn.Conv2d(cin, _ch(v, width), 3, padding=2, dilation=2), nn.ReLU(inplace=True)]
+                cin = _ch(v, width)
+            self.backend = nn.Sequential(*layers)
+            self.x31 = _block(c[3] + cin, c[3])
+            self.x22 = _block(2 * c[2] + c[3], c[2])
+            self.x13 = _block(3 * c[1] + c[2], c[1])
+            self.x04 = _block(4 * c[0] + c[1], c[0])
         self.out = nn.Conv2d(c[0], 1, 1)
         for name, m in self.named_modules():
             if isinstance(m, nn.Conv2d) and not name.startswith("frontend"):
@@ -294,7 +310,13 @@ class PhiUNetPP(nn.Module):
         x02 = self.x02(torch.cat([x00, x01, up(x11, x00)], 1))
         x12 = self.x12(torch.cat([x10, x11, up(x21, x10)], 1))
         x03 = self.x03(torch.cat([x00, x01, x02, up(x12, x00)], 1))
-        return self.out(x03)[..., :H, :W]
+        if not self.dilated:
+            return self.out(x03)[..., :H, :W]
+        x31 = self.x31(torch.cat([x30, self.backend(x30)], 1))
+        x22 = self.x22(torch.cat([x20, x21, up(x31, x20)], 1))
+        x13 = self.x13(torch.cat([x10, x11, x12, up(x22, x10)], 1))
+        x04 = self.x04(torch.cat([x00, x01, x02, x03, up(x13, x00)], 1))
+        return self.out(x04)[..., :H, :W]
 
 
 def seeded(build, seed: int | None):

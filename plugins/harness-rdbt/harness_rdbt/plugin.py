@@ -1,6 +1,6 @@
 """harness-rdbt's hook implementations (entry point ``rdbt`` of the ``harness`` group).
 
-Strategies: ``rdbt`` (co-training on the target's unlabelled images) and ``rdbt-source`` (R or D alone).
+Dataset: ``WIDERFACE`` (:mod:`harness_rdbt.widerface`, the detector's pre-training data). Strategies: ``rdbt`` (co-training on the target's unlabelled images) and ``rdbt-source`` (R or D alone).
 Methods (leaderboard rows; RDBT Tables 1–2): ``regnet`` (R source-only), ``detnet`` (D source-only), ``rdbt``,
 ``rdbt-no-fusion`` (Table 2 "w/o fusion"), ``rdbt-random-patches`` (Table 2 "w/ RS"). Profiles: ``smoke``
 (CPU minutes) and ``paper`` (§4.2), see :mod:`harness_rdbt.config`. Command: ``harness rdbt iterations RUN_DIR``
@@ -8,7 +8,7 @@ Methods (leaderboard rows; RDBT Tables 1–2): ``regnet`` (R source-only), ``det
 """
 from __future__ import annotations
 
-from harness import CommandSpec, MethodSpec, StrategySpec, hookimpl
+from harness import CommandSpec, DatasetSpec, MethodSpec, StrategySpec, hookimpl
 
 from .config import PAPER, SMOKE, TINY, RDBTConfig
 
@@ -23,6 +23,19 @@ def _rdbt_source(options: RDBTConfig):
     from .strategy import RDBTSource
 
     return RDBTSource(options)
+
+
+def _widerface(root):
+    from .widerface import WiderFace
+
+    return WiderFace(root)
+
+
+@hookimpl
+def harness_register_datasets(register):
+    register(DatasetSpec("WIDERFACE", _widerface, aliases=("wider-face",),
+                         description="WIDER FACE (Yang et al. 2016), face boxes: CSP's pre-training data in RDBT "
+                                     "(points = box centres; scored on val, test labels withheld)"))
 
 
 @hookimpl

@@ -61,7 +61,7 @@ def build_d(cfg: RDBTConfig, seed: int | None = None) -> CSPNet:
 
 
 def build_phi(cfg: RDBTConfig, seed: int | None = None) -> PhiUNetPP:
-    model = seeded(lambda: PhiUNetPP(cfg.phi_width), seed)
+    model = seeded(lambda: PhiUNetPP(cfg.phi_width, dilated=cfg.phi_encoder == "dilated-vgg16"), seed)
     _init_frontend(model.frontend, cfg, batchnorm=False)
     return model
 
@@ -85,11 +85,24 @@ _KEYS = {
           "ssim_weight", "mse_weight",
           "source_images", "crop_size", "batch_size", "r_steps", "r_lr"),
     "D": ("max_side", "resnet_width", "csp_backbone", "csp_init", "min_head", "max_head", "default_head", "source_images",
-          "crop_size", "batch_size", "d_steps", "d_lr"),
+          "crop_size", "batch_size", "d_steps", "d_lr", "csp_pretrain", "widerface_images", "widerface_steps",
+          "widerface_lr"),
     "PHI": ("max_side", "phi_width", "vgg_init", "phi_stride", "source_images", "crop_size", "batch_size",
-            "phi_steps", "phi_lr"),
+            "phi_steps", "phi_lr", "phi_encoder"),
 }
-_SALT = {"R": 11, "D": 12, "PHI": 13}
+_SALT = {"R": 11, "D": 12, "PHI": 13, "WIDER": 14}
+
+
+def widerface_item(ref, cfg: RDBTConfig) -> SourceItem:
+    """One WIDER FACE train image at network resolution with its valid faces: centres and box sides
+    ``sqrt(w·h)`` (scaled with the image); the density map is unused by D (zeros)."""
+    s = ref.load()
+    valid = s.meta["invalid"] == 0
+    img, pts, f = shrink(s.image, cfg.max_side, s.points[valid])
+    boxes = s.meta["boxes"][valid]
+    sizes = np.sqrt(boxes[:, 2] * boxes[:, 3]) * f
+    return SourceItem(img, np.asarray(pts, np.float64).reshape(-1, 2), np.zeros(img.shape[:2], np.float32),
+                      sizes.astype(np.float64))
 
 
 class SourceModels:
@@ -121,6 +134,8 @@ class SourceModels:
         def create(tmp: Path) -> None:
             t0 = time.perf_counter()
             tag = content_key({**key, **ctx.fit_conditions()})[:12]
+            if which == "D" and cfg.csp_pretrain == "widerface":
+                self.widerface_stage(model)
             hist = self._train(which, model, Path(ctx.workdir) / "checkpoints" / f"source-{which}-{tag}")
             torch.save({"model": model.state_dict(), "history": hist, "seconds": time.perf_counter() - t0}, tmp)
 
@@ -133,6 +148,48 @@ class SourceModels:
                              "cache_key": path.stem[:16]}
         ctx.log.info("rdbt: source %s %s (%s)", which, "from cache" if hit else "trained", path)
         return model
+
+    def widerface_stage(self, model) -> None:
+        """CSP's WIDER FACE pre-training (RDBT §4.2, before the source's points): ``widerface_steps`` Adam steps of
+        the CSP loss on random ``crop_size`` crops of WIDER FACE train images (shrunk to ``max_side``) with their
+        face boxes (invalid ones dropped; box side ``sqrt(w·h)``), through ``ctx.cached_fit`` (``rdbt-widerface``);
+        the weights are loaded into ``model``.
+
+        Raises:
+            DataError: WIDER FACE is not under ``widerface_root`` / ``$HARNESS_DATA`` (one line: what to download,
+                where to put it)."""
+        import os
+
+        from .widerface import WiderFace
+
+        cfg, ctx = self.cfg, self.ctx
+        refs = subset(WiderFace(cfg.widerface_root or os.environ.get("HARNESS_DATA")).samples("train"),
+                      cfg.widerface_images, ctx.seed, 3)
+        key = {"model": "D-widerface", "version": CACHE_VERSION, "train": [r.key for r in refs],
+               **cfg.subset("max_side", "resnet_width", "csp_backbone", "csp_init", "crop_size", "batch_size",
+                            "widerface_steps", "widerface_lr")}
+
+        def crops(rng):
+            return [random_crop(widerface_item(refs[int(rng.integers(len(refs)))], cfg), cfg.crop_size, rng)
+                    for _ in range(cfg.batch_size)]
+
+        def create(tmp: Path) -> None:
+            t0 = time.perf_counter()
+            tag = content_key({**key, **ctx.fit_conditions()})[:12]
+            hist = train_steps(
+                model, model.parameters(), steps=cfg.widerface_steps, lr=cfg.widerface_lr,
+                loss_fn=lambda rng: d_loss(model, *zip(*[(c[0], c[2], c[3]) for c in crops(rng)]), ctx.device),
+                seed=ctx.seed, salt=_SALT["WIDER"], checkpoint_dir=Path(ctx.workdir) / "checkpoints" / f"widerface-{tag}",
+                checkpoint_every=cfg.checkpoint_every, log=ctx.log, name="WIDER FACE D", precision=ctx.precision,
+                device=ctx.device, fingerprint=key)
+            torch.save({"model": model.state_dict(), "history": hist, "seconds": time.perf_counter() - t0}, tmp)
+
+        path, hit = ctx.cached_fit("rdbt-widerface", key, create)
+        st = read_checkpoint(path, "cached RDBT WIDER FACE detector")
+        model.load_state_dict(st["model"])
+        self.notes["D-widerface"] = {"cached": hit, "images": len(refs), "steps": cfg.widerface_steps,
+                                     "final_loss": (st["history"][-1]["loss"] if st.get("history") else None)}
+        ctx.log.info("rdbt: CSP pre-trained on %d WIDER FACE images (%s)", len(refs), "cached" if hit else "trained")
 
     def _train(self, which: str, model, checkpoint_dir: Path) -> list[dict]:
         cfg, ctx = self.cfg, self.ctx

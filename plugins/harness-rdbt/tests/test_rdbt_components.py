@@ -221,3 +221,19 @@ def test_profiles_are_valid_and_bad_options_are_one_line_errors():
         RDBTConfig.from_options({"patch_size": 100})
     with pytest.raises(ConfigError, match="density_range"):
         RDBTConfig.from_options({"density_range": [0.8, 0.5]})
+
+
+def test_dilated_phi_adds_csrnet_backend_as_the_deepest_unetpp_level():
+    """RDBT §3.3: Φ is "the nested UNet with dilated VGG-16 structure [14]" ([14] = CSRNet: VGG-16's first 10
+    convolutions and a back end of 3×3 convolutions with dilation 2, Li et al. 2018 Table 3 B)."""
+    from harness_rdbt.models import CSRNET_BACKEND, PhiUNetPP
+
+    plain, dilated = PhiUNetPP(0.125), PhiUNetPP(0.125, dilated=True)
+    convs = [m for m in dilated.backend if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == len(CSRNET_BACKEND) == 6 and all(c.dilation == (2, 2) for c in convs)
+    assert [c.out_channels for c in convs] == [max(4, round(v * 0.125)) for v in CSRNET_BACKEND]
+    assert not hasattr(plain, "backend") and hasattr(dilated, "x04")
+    x = torch.rand(1, 1, 37, 50)
+    assert dilated(x).shape == plain(x).shape == (1, 1, 37, 50)
+    full = PhiUNetPP(1.0, dilated=True)
+    assert full.backend[0].in_channels == 512 and full.x31[0].in_channels == 512 + 64

@@ -33,6 +33,8 @@ def test_paper_profile_has_section_4_2_values():
     assert v["density_range"] == [0.5, 0.7] and v["cycles"] == 4             # §3.4 / §4.4
     assert v["mse_weight"] == 0.0 and v["ssim_weight"] == 1.0               # §3.2 R: DMS-SSIM loss alone
     assert v["phi_threshold"] == 0.2 and v["vgg_width"] == 1.0 and v["dssinet_scales"] == [1.0, 0.5, 2.0]
+    assert v["phi_encoder"] == "dilated-vgg16"                                # §3.3 "dilated VGG-16 structure [14]"
+    assert v["csp_pretrain"] == "widerface"                                   # §4.2 CSP pre-trained on WiderFace
     assert _values("regnet")["vgg_init"] == "imagenet" and _values("detnet")["csp_init"] == "imagenet"
 
 
