@@ -25,7 +25,8 @@ class VQOptions:
         block_out_channels: channels per level; ``len − 1`` down-samplings give ``f = 2**(len − 1)`` (paper: LDM's
             VQ-f4 (Rombach et al., CVPR 2022, Table 8): ``(128, 256, 512)``, f = 4).
         layers_per_block, norm_num_groups: ResNet blocks per level and GroupNorm groups.
-        latent_channels: latent (and code) dimension (poster: 3 × 64 × 64 for a 256 crop).
+        latent_channels: latent (and code) dimension (poster §"Method": z ∈ R^{1×1×64×64} for a 256 × 256 crowd map,
+            i.e. 1 channel at f = 4).
         num_vq_embeddings: codebook size (LDM VQ-f4: 8192).
         mid_attention: self-attention in the encoder's and decoder's middle block (diffusers' default, LDM's).
         steps, batch_size, lr: training (AdamW; reconstruction + diffusers' commitment loss).
@@ -55,7 +56,10 @@ class VQOptions:
 
 @dataclass
 class UNetOptions:
-    """The denoiser ε_θ: a diffusers ``UNet2DModel`` on ``[z_t, T(y)]`` (channel-wise concatenation).
+    """The denoiser ε_θ on ``[z_t, T(y)]`` (channel-wise concatenation): a diffusers ``UNet2DModel``, or with
+    ``cross_attention`` a ``UNet2DConditionModel`` whose attention levels also attend to tokens of the same
+    concatenation (the poster: "channel-wise concatenated and further mapped to the intermediate layers of the U-Net
+    via a cross-attention layer").
 
     Attributes:
         init: ``None`` (build from the config below) or a hub id / local folder / ``"tiny[:seed]"``
@@ -65,9 +69,15 @@ class UNetOptions:
         attention: per level, whether its blocks have self-attention (LDM-4: at latent 32/16/8; CrowdDiff: at 32/16/8).
         attention_head_dim: channels per attention head (LDM: 32; CrowdDiff: 64).
         mid_attention: self-attention in the middle block (diffusers' default; LDM and CrowdDiff have it).
+        cross_attention: the poster's cross-attention conditioning (above); ``context_dim`` is the token width and
+            ``context_patch`` the side of the non-overlapping patches of ``[z_t, T(y)]`` that become tokens (a
+            strided convolution: 64 × 64 latent / 8 = 64 tokens). The poster gives neither: ours.
     """
 
     init: str | None = None
+    cross_attention: bool = False
+    context_dim: int = 256
+    context_patch: int = 8
     block_out_channels: tuple[int, ...] = (224, 448, 672, 896)
     layers_per_block: int = 2
     attention: tuple[bool, ...] = (False, True, True, True)
@@ -205,6 +215,10 @@ class LDMOptions:
                 p.append("vq.steps must be >= 0, vq.batch_size and vq.eval_every >= 1, vq.lr and vq.fg_weight > 0")
             if self.cond_width % 8:
                 p.append(f"cond_width must be a multiple of 8 (GroupNorm of T), got {self.cond_width}")
+        if u.cross_attention and (u.context_dim < 1 or u.context_patch < 1 or (self.crop_size // self.factor)
+                                  % u.context_patch):
+            p.append(f"unet.context_patch {u.context_patch} must divide the diffused size "
+                     f"{self.crop_size // self.factor} and unet.context_dim must be >= 1")
         if len(u.attention) != len(u.block_out_channels):
             p.append(f"unet.attention has {len(u.attention)} entries for {len(u.block_out_channels)} levels")
         if any(ch % u.norm_num_groups for ch in u.block_out_channels) or u.attention_head_dim < 1:
@@ -261,16 +275,18 @@ def parse_options(values: dict | None, where: str = "ldm") -> LDMOptions:
     return parse_or_raise(LDMOptions, values or {}, where)
 
 
-#: the poster's sizes (256 crops, VQ f = 4 with 3 latent channels, 500 DDIM steps) on LDM-4's denoiser; training
-#: lengths are not in the poster (ours, in the range of LDM's and CrowdDiff's schedules); GPU
+#: the poster's sizes and conditioning (256 crops, VQ f = 4 with a 1-channel 64 × 64 latent, T(y) 3 × 64 × 64
+#: concatenated channel-wise and attended to by cross-attention, 500 DDIM steps) on LDM-4's denoiser; training lengths
+#: and the token embedding are not in the poster (ours, in the range of LDM's and CrowdDiff's schedules); GPU
 PAPER = {
     "space": "latent", "sigma": 0.5, "crop_size": 256, "scale": 1.0, "max_side": None, "source_images": None,
     "val_images": 8, "cond_channels": 3, "cond_width": 64,
-    "vq": {"block_out_channels": [128, 256, 512], "layers_per_block": 2, "norm_num_groups": 32, "latent_channels": 3,
+    "vq": {"block_out_channels": [128, 256, 512], "layers_per_block": 2, "norm_num_groups": 32, "latent_channels": 1,
            "num_vq_embeddings": 8192, "mid_attention": True, "steps": 20000, "batch_size": 8, "lr": 1e-4,
            "fg_weight": 30.0, "eval_every": 2000},
     "unet": {"block_out_channels": [224, 448, 672, 896], "layers_per_block": 2,
-             "attention": [False, True, True, True], "attention_head_dim": 32, "norm_num_groups": 32},
+             "attention": [False, True, True, True], "attention_head_dim": 32, "norm_num_groups": 32,
+             "cross_attention": True, "context_dim": 256, "context_patch": 8},
     "diffusion": {"steps": 100000, "batch_size": 16, "lr": 1e-4, "ema_decay": 0.9999, "train_timesteps": 1000,
                   "beta_start": 1e-4, "beta_end": 0.02, "prediction_type": "epsilon", "eval_every": 5000,
                   "val_ddim_steps": 50},
@@ -284,7 +300,7 @@ PAPER = {
 #: 32/16/8, head channels 64, batch 4, lr 1e-4, linear 1000-step schedule) with the same sampler and counting
 PAPER_PIXEL = {
     **PAPER, "space": "pixel",
-    "unet": {"block_out_channels": [192, 192, 384, 384, 768, 768], "layers_per_block": 2,
+    "unet": {"block_out_channels": [192, 192, 384, 384, 768, 768], "layers_per_block": 2, "cross_attention": False,
              "attention": [False, False, False, True, True, True], "attention_head_dim": 64, "norm_num_groups": 32},
     "diffusion": {**PAPER["diffusion"], "batch_size": 4},
 }

@@ -1,9 +1,10 @@
 """The networks: first stage E / D (diffusers ``VQModel``), condition encoder T(y), denoiser ε_θ (diffusers
 ``UNet2DModel``), the DDPM / DDIM schedulers, and :class:`LDMNet` holding them (poster Figures 3–4).
 
-The pattern is diffusers' ``LDMSuperResolutionPipeline``: a ``VQModel`` with f = 4 and 3 latent channels, a
-``UNet2DModel`` whose input is the noisy latent concatenated channel-wise with the condition at every step, a
-``DDIMScheduler``; the latent is decoded by ``VQModel.decode`` (which quantises: LDM's "quantisation absorbed into the
+The pattern is diffusers' ``LDMSuperResolutionPipeline``: a ``VQModel`` with f = 4 (the poster: a 1-channel latent),
+a ``UNet2DModel`` whose input is the noisy latent concatenated channel-wise with the condition at every step (with
+``unet.cross_attention``, the poster's conditioning: a ``UNet2DConditionModel`` on the same input whose attention
+levels also attend to tokens of that concatenation, :class:`ContextTokens`), a ``DDIMScheduler``; the latent is decoded by ``VQModel.decode`` (which quantises: LDM's "quantisation absorbed into the
 decoder", Rombach et al., CVPR 2022, §3). Diffusion runs on ``latent_scale · E(x)`` (E's pre-quantisation output,
 scaled to unit standard deviation over the training crops, as Stable Diffusion's ``scaling_factor``).
 
@@ -68,30 +69,57 @@ def build_vq(o: VQOptions, crop: int, cache_root: Any = None):
 
 
 def build_unet(o: UNetOptions, sample_size: int, in_channels: int, out_channels: int, cache_root: Any = None):
-    """The denoiser: a diffusers ``UNet2DModel`` (``in_channels`` = diffused channels + condition channels), from
-    ``o.init`` or from the config (``AttnDownBlock2D`` / ``AttnUpBlock2D`` on the levels with ``attention``).
+    """The denoiser: a diffusers ``UNet2DModel`` (``in_channels`` = diffused channels + condition channels), or with
+    ``o.cross_attention`` a ``UNet2DConditionModel`` (``CrossAttnDownBlock2D`` / ``CrossAttnUpBlock2D`` on the levels
+    with ``attention``, ``cross_attention_dim = o.context_dim``), from ``o.init`` or from the config
+    (``AttnDownBlock2D`` / ``AttnUpBlock2D`` on the levels with ``attention``).
 
     Raises:
         WeightsError: ``o.init`` cannot be resolved. ConfigError: its channels do not match."""
-    from diffusers import UNet2DModel
+    from diffusers import UNet2DConditionModel, UNet2DModel
 
+    cls = UNet2DConditionModel if o.cross_attention else UNet2DModel
     if o.init is not None:
         from harness import quiet_hf, resolve_model
 
         quiet_hf()
         folder = resolve_model(o.init, kind="unet2d", cache_root=cache_root, what="denoising UNet",
                                option="unet.init").folder
-        unet = UNet2DModel.from_pretrained(str(folder))
+        unet = cls.from_pretrained(str(folder))
         if (unet.config.in_channels, unet.config.out_channels) != (in_channels, out_channels):
             raise ConfigError(f"unet.init {o.init!r} maps {unet.config.in_channels} -> {unet.config.out_channels} "
                               f"channels; this model needs {in_channels} -> {out_channels}")
         return unet
+    if o.cross_attention:
+        down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in o.attention)
+        up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(o.attention))
+        heads = tuple(max(1, ch // o.attention_head_dim) for ch in o.block_out_channels)
+        return UNet2DConditionModel(
+            sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
+            layers_per_block=o.layers_per_block, block_out_channels=tuple(o.block_out_channels),
+            down_block_types=down, up_block_types=up, cross_attention_dim=o.context_dim,
+            attention_head_dim=heads, norm_num_groups=o.norm_num_groups,
+            mid_block_type="UNetMidBlock2DCrossAttn" if o.mid_attention else None)
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in o.attention)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(o.attention))
     return UNet2DModel(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
                        layers_per_block=o.layers_per_block, block_out_channels=tuple(o.block_out_channels),
                        down_block_types=down, up_block_types=up, attention_head_dim=o.attention_head_dim,
                        norm_num_groups=o.norm_num_groups, add_attention=o.mid_attention)
+
+
+class ContextTokens(nn.Module):
+    """Tokens of ``[z_t, T(y)]`` for the UNet's cross-attention: non-overlapping ``patch × patch`` patches of the
+    ``(B, C, s, s)`` concatenation embedded by a strided convolution into ``(B, (s / patch)², dim)`` (the poster maps
+    the concatenation "to the intermediate layers of the U-Net via a cross-attention layer" without giving the
+    embedding: ours, as a ViT patch embedding)."""
+
+    def __init__(self, in_channels: int, dim: int, patch: int):
+        super().__init__()
+        self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x).flatten(2).transpose(1, 2)
 
 
 class CondEncoder(nn.Module):
@@ -173,12 +201,15 @@ class LDMNet(nn.Module):
                 self.cond = nn.Identity()
                 cond_ch = 3
             if saved.get("unet") is not None:
-                from diffusers import UNet2DModel
+                from diffusers import UNet2DConditionModel, UNet2DModel
 
-                self.unet = UNet2DModel.from_config(saved["unet"])
+                cls = UNet2DConditionModel if saved["unet"].get("cross_attention_dim") else UNet2DModel
+                self.unet = cls.from_config(saved["unet"])
             else:
                 self.unet = build_unet(o.unet, self.crop // self.factor, self.channels + cond_ch, self.channels,
                                        cache_root)
+            self.context = ContextTokens(self.channels + cond_ch, o.unet.context_dim, o.unet.context_patch) \
+                if o.unet.cross_attention else None
         self.register_buffer("latent_scale", torch.tensor(1.0))
         self.register_buffer("normaliser", torch.tensor(1.0))
 
@@ -203,8 +234,12 @@ class LDMNet(nn.Module):
         return self.vq.decode(z / self.latent_scale).sample.clamp(-1, 1)
 
     def eps(self, z_t: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
-        """ε_θ(z_t, t, T(y)): the UNet on ``[z_t, cond]`` (channel-wise concatenation)."""
-        return self.unet(torch.cat([z_t, cond], dim=1), t).sample
+        """ε_θ(z_t, t, T(y)): the UNet on ``[z_t, cond]`` (channel-wise concatenation); with cross-attention its
+        attention levels also attend to the tokens of that concatenation (:class:`ContextTokens`)."""
+        x = torch.cat([z_t, cond], dim=1)
+        if self.context is None:
+            return self.unet(x, t).sample
+        return self.unet(x, t, encoder_hidden_states=self.context(x)).sample
 
 
 def configs(net: LDMNet) -> dict:
@@ -254,5 +289,5 @@ def reconstruct(net: LDMNet, maps: torch.Tensor, batch_size: int = 32) -> torch.
     return torch.cat(out)
 
 
-__all__ = ["LDMNet", "CondEncoder", "build_vq", "build_unet", "ddpm_scheduler", "ddim_scheduler", "ddim_sample",
+__all__ = ["LDMNet", "CondEncoder", "ContextTokens", "build_vq", "build_unet", "ddpm_scheduler", "ddim_scheduler", "ddim_sample",
            "reconstruct", "to_unit", "seeded", "configs"]

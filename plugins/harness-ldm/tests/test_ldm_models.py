@@ -27,7 +27,7 @@ def tiny_vq_net(tmp_path_factory):
 
 def test_vq_round_trip_shapes_and_latent_scale(tiny_vq_net):
     net, o = tiny_vq_net
-    assert net.factor == 4 and net.vq.config.latent_channels == 3  # f = 4, 3 latent channels (the poster's E)
+    assert net.factor == 4 and net.vq.config.latent_channels == 3  # f = 4; the core's tiny VQModel has 3 channels
     pts = np.array([[5.5, 5.5], [20.2, 11.7], [30.0, 30.0]])
     x = torch.from_numpy(np.stack([render_crowd_map(pts, (32, 32), 0.5)] * 2))[:, None]
     z = net.encode_maps(x)
@@ -144,3 +144,42 @@ def test_bad_options_are_one_line_config_errors(change, msg):
     with pytest.raises(ConfigError, match=msg) as exc:
         parse_options(d)
     assert "\n" not in str(exc.value)
+
+
+def test_paper_profile_is_the_posters_latent_and_conditioning():
+    """Poster §"Method": "z ∈ R^{1×1×64×64}" from a 256 × 256 crowd map (f = 4, one channel); T(y) ∈ R^{1×3×64×64};
+    "channel-wise concatenated and further mapped to the intermediate layers of the U-Net via a cross-attention
+    layer"."""
+    from harness_ldm.config import PAPER
+
+    o = parse_options(PAPER)
+    assert o.crop_size == 256 and o.vq.factor == 4 and o.vq.latent_channels == 1 and o.cond_channels == 3
+    assert o.unet.cross_attention and (o.crop_size // o.vq.factor) // o.unet.context_patch == 8  # 64 tokens
+    assert o.sampling.ddim_steps == 500
+
+
+def test_cross_attention_unet_attends_to_tokens_of_the_concatenation(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    o = opts(vq={**TINY["vq"], "latent_channels": 1},
+             unet={**TINY["unet"], "attention": [False, True], "cross_attention": True, "context_dim": 16,
+                   "context_patch": 4})
+    net = LDMNet(o, seed=0)
+    assert isinstance(net.unet, UNet2DConditionModel) and net.unet.config.cross_attention_dim == 16
+    assert net.unet.config.in_channels == 1 + 3 and net.latent_shape(2) == (2, 1, 8, 8)
+    z, cond, t = torch.randn(2, 1, 8, 8), torch.randn(2, 3, 8, 8), torch.tensor([3, 700])
+    assert net.context(torch.cat([z, cond], 1)).shape == (2, 4, 16)  # (8 / 4)² tokens of width 16
+    with torch.no_grad():
+        base = net.eps(z, t, cond)
+        net.context.embed.weight.mul_(3.0)  # the tokens reach the UNet: changing them changes ε
+        assert not torch.allclose(net.eps(z, t, cond), base)
+    # a saved model rebuilds the same class and weights without the options' init
+    path = tmp_path / "model.pt"
+    save_model(path, net, o, {})
+    again = load_counter(path, "cpu", "fp32")
+    assert isinstance(again.net.unet, UNet2DConditionModel)
+    with torch.no_grad():
+        assert torch.allclose(again.net.eps(z, t, cond), net.eps(z, t, cond), atol=1e-6)
+    with pytest.raises(ConfigError, match="context_patch 3 must divide"):
+        opts(vq={**TINY["vq"], "latent_channels": 1}, unet={**TINY["unet"], "cross_attention": True,
+                                                            "context_patch": 3})
