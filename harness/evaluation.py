@@ -263,6 +263,9 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
                               if isinstance(v, (int, float, np.number)) and math.isfinite(float(v))},
                    "pred_points": _round(pts), "scores": _round(scores, 6), "gt_points": _round(sample.points),
                    "has_density": pred.density is not None}
+            if "nwpu_sigma" in sample.meta:  # NWPU-Crowd head boxes: the official localisation evaluation
+                rec["gt_nwpu_sigma"] = np.asarray(sample.meta["nwpu_sigma"]).tolist()
+                rec["gt_nwpu_level"] = np.asarray(sample.meta["nwpu_level"]).tolist()
             if fh is not None:
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()  # a killed process loses nothing flushed; fsync (power loss) at most once a second
@@ -302,7 +305,9 @@ def output_metrics(records: list[dict]) -> dict:
 def metrics_from_records(records: list[dict], *, localises: bool = True) -> dict:
     """MAE, MSE (root), NAE (:func:`harness.metrics.count_metrics`) with their 95 % bootstrap intervals over the
     images (``mae_ci``, ``mse_ci``; :mod:`harness.stats`), per-output MAE/MSE, and — for counters that localise,
-    when every record has points — mAP over δ = 1..100 with AP@5/10/20 (``None`` otherwise)."""
+    when every record has points — mAP over δ = 1..100 with AP@5/10/20 (``None`` otherwise), and where the target
+    has NWPU-Crowd head boxes (``gt_nwpu_sigma``) the official NWPU localisation metrics under ``"nwpu"``
+    (:func:`harness.metrics.nwpu_localisation`: P/R/F1 at σ_s and σ_l, per-level recall)."""
     from .metrics import count_metrics, localisation_map
 
     if not records:
@@ -326,6 +331,11 @@ def metrics_from_records(records: list[dict], *, localises: bool = True) -> dict
         metrics["map"], metrics["ap"] = _finite(float(loc["map"])), ap
         for d in AP_DELTAS_REPORTED:
             metrics[f"ap@{d}"] = ap.get(str(d))
+        if all("gt_nwpu_sigma" in r for r in records):
+            from .metrics import nwpu_localisation
+
+            metrics["nwpu"] = nwpu_localisation([(p, g, r["gt_nwpu_sigma"], r["gt_nwpu_level"])
+                                                 for (p, _, g), r in zip(items, records)])
     else:
         metrics.update({"map": None, "ap": {}, **{f"ap@{d}": None for d in AP_DELTAS_REPORTED}})
     return {k: _finite(v) for k, v in metrics.items()}

@@ -43,6 +43,9 @@ __all__ = [
     "match_points",
     "nwpu_prf",
     "nwpu_sigmas",
+    "nwpu_levels",
+    "nwpu_localisation",
+    "NWPU_LEVELS",
     "precision_recall_f1",
     "points_from_density",
     "DEFAULT_PEAK_THRESHOLD",
@@ -256,18 +259,79 @@ def localisation_ap(items: Iterable, delta: float) -> float:
 # ------------------------------------------------------------------------------------------ NWPU P/R/F1
 
 
+def _half_up(x) -> np.ndarray:
+    """Round half up to integers (``floor(x + 0.5)``), as the NWPU-Crowd localisation files are written."""
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+
+
 def nwpu_sigmas(boxes_wh) -> tuple[np.ndarray, np.ndarray]:
-    """NWPU-Crowd matching thresholds from head boxes (Wang et al., TPAMI 2020, §4.2).
+    """NWPU-Crowd matching thresholds from head boxes (Wang et al., TPAMI 2020, §4.2), as the official
+    ``val_gt_loc.txt`` holds them (NWPU-Crowd-Sample-Code-for-Localization ``eval/``): integer pixels.
 
     Args:
-        boxes_wh: ``(N, 2)`` head-box width and height in pixels.
+        boxes_wh: ``(N, 2)`` head-box width and height in pixels (rounded half up to integers first).
 
     Returns:
-        ``(sigma_s, sigma_l)``, each ``(N,)``: σ_s = min(w, h) / 2 (strict) and σ_l = sqrt(w² + h²) / 2
-        (loose).
+        ``(sigma_s, sigma_l)``, each ``(N,) int64``: σ_s = min(w, h) / 2 (strict) and σ_l = sqrt(w² + h²) / 2
+        (loose), each rounded half up (a 16 × 16 box: 8 and 11; a 1 × 3 box: 1 and 2).
     """
-    wh = _points(boxes_wh, "head boxes (w, h)")
-    return wh.min(axis=1) / 2.0, np.hypot(wh[:, 0], wh[:, 1]) / 2.0
+    wh = _half_up(_points(boxes_wh, "head boxes (w, h)"))
+    return (_half_up(wh.min(axis=1) / 2.0).astype(np.int64),
+            _half_up(np.hypot(wh[:, 0], wh[:, 1]) / 2.0).astype(np.int64))
+
+
+#: NWPU-Crowd's head-size levels A0..A5 by box area in px²: [0, 10], (10, 100], (100, 10³], (10³, 10⁴], (10⁴, 10⁵],
+#: > 10⁵ (the per-level recall of the official localisation evaluation)
+NWPU_LEVELS = 6
+
+
+def nwpu_levels(boxes_wh) -> np.ndarray:
+    """``(N,) int64`` head-size level 0..5 of each box (area of the integer box, see :data:`NWPU_LEVELS`)."""
+    wh = _half_up(_points(boxes_wh, "head boxes (w, h)"))
+    area = wh[:, 0] * wh[:, 1]
+    return np.clip(np.ceil(np.log10(np.maximum(area, 1.0))) - 1, 0, NWPU_LEVELS - 1).astype(np.int64)
+
+
+def nwpu_localisation(items) -> dict:
+    """The official NWPU-Crowd localisation evaluation (``eval/eval.py`` of the NWPU-Crowd localisation sample code)
+    over images.
+
+    Args:
+        items: per image ``(pred_points (M, 2), gt_points (N, 2), sigma (N, 2) [σ_s, σ_l], level (N,))``; points
+            are rounded half up to integer pixels first, as the official prediction and ground-truth files hold
+            them.
+
+    Returns:
+        for σ_s (``_s``) and σ_l (``_l``): ``precision``, ``recall``, ``f1`` over all images' summed tp / fp / fn
+        (micro-averaged, denominators + 1e-20 as the official code), ``recall_levels`` (6 values, A0..A5; a level
+        with no head counts 0, as officially) and ``recall_level_mean``; plus the totals ``tp``, ``fp``, ``fn``.
+    """
+    out: dict = {}
+    for k, tag in ((0, "s"), (1, "l")):
+        tp = fp = fn = 0
+        tp_c, fn_c = np.zeros(NWPU_LEVELS), np.zeros(NWPU_LEVELS)
+        for pred, gt, sigma, level in items:
+            pred = _half_up(np.asarray(pred, dtype=np.float64).reshape(-1, 2))
+            gt = _half_up(np.asarray(gt, dtype=np.float64).reshape(-1, 2))
+            sig = np.asarray(sigma, dtype=np.float64).reshape(-1, 2)[:, k]
+            lev = np.asarray(level, dtype=np.int64).reshape(-1)
+            match = match_points(pred, gt, sig) if len(gt) else np.full(len(pred), -1)
+            hit = np.zeros(len(gt), dtype=bool)
+            hit[match[match >= 0]] = True
+            tp += int(hit.sum())
+            fp += int(len(pred) - hit.sum())
+            fn += int(len(gt) - hit.sum())
+            tp_c += np.bincount(lev[hit], minlength=NWPU_LEVELS)[:NWPU_LEVELS]
+            fn_c += np.bincount(lev[~hit], minlength=NWPU_LEVELS)[:NWPU_LEVELS]
+        p = tp / (tp + fp + 1e-20)
+        r = tp / (tp + fn + 1e-20)
+        levels = tp_c / (tp_c + fn_c + 1e-20)
+        out.update({f"precision_{tag}": float(p), f"recall_{tag}": float(r),
+                    f"f1_{tag}": float(2 * p * r / (p + r)) if p + r else 0.0,
+                    f"recall_levels_{tag}": [float(v) for v in levels],
+                    f"recall_level_mean_{tag}": float(levels.mean()), f"tp_{tag}": tp, f"fp_{tag}": fp,
+                    f"fn_{tag}": fn})
+    return out
 
 
 def match_points(pred_points, gt_points, sigma) -> np.ndarray:

@@ -229,10 +229,39 @@ def test_nwpu_matching_size_equals_hungarian():
         assert len(set(match[ok].tolist())) == ok.sum()  # one-to-one
 
 
+def test_nwpu_levels_are_box_area_decades():
+    from harness.metrics import nwpu_levels
+
+    # A0 [0, 10], A1 (10, 100], A2 (100, 1e3], A3 (1e3, 1e4], A4 (1e4, 1e5], A5 > 1e5 (px², integer boxes)
+    assert nwpu_levels([[3, 3], [2, 5], [4, 4], [10, 10], [10, 11], [30, 35], [92, 123], [394, 471]]).tolist() == \
+        [0, 0, 1, 1, 2, 3, 4, 5]
+
+
+def test_nwpu_localisation_follows_the_official_evaluation():
+    """eval/eval.py of the NWPU-Crowd localisation code: integer points, one-to-one matching within σ of the
+    ground-truth head, micro-averaged P/R/F1 with + 1e-20 denominators, per-level recall with empty levels as 0."""
+    from harness.metrics import nwpu_localisation
+
+    gt = np.array([[10, 10], [50, 50], [100, 100]])
+    sigma = np.array([[2, 3], [2, 3], [8, 11]])
+    level = np.array([1, 1, 3])
+    pred = np.array([[12.4, 10.0], [52.6, 50.0], [100.0, 109.0], [300.0, 300.0]])  # 12.4 -> 12; 52.6 -> 53
+    out = nwpu_localisation([(pred, gt, sigma, level), (np.zeros((0, 2)), np.array([[5, 5]]), [[1, 1]], [0])])
+    # σ_s: (12,10) within 2 of (10,10); (53,50) is 3 from (50,50) > 2; (100,109) is 9 > 8
+    assert (out["tp_s"], out["fp_s"], out["fn_s"]) == (1, 3, 3)
+    # σ_l: 3 px reaches (50,50) and 11 px reaches (100,100)
+    assert (out["tp_l"], out["fp_l"], out["fn_l"]) == (3, 1, 1)
+    assert out["precision_l"] == pytest.approx(0.75) and out["recall_l"] == pytest.approx(0.75)
+    assert out["f1_l"] == pytest.approx(0.75)
+    assert out["recall_levels_l"] == pytest.approx([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])  # A0's only head missed
+    assert out["recall_level_mean_l"] == pytest.approx(2 / 6)
+
+
 def test_nwpu_sigmas_and_prf():
-    s_small, s_large = nwpu_sigmas(np.array([[4.0, 3.0], [10.0, 10.0]]))
-    assert s_small.tolist() == [1.5, 5.0]
-    assert s_large == pytest.approx([2.5, math.sqrt(200) / 2])
+    """Integer σ as the official val_gt_loc.txt holds them: min(w, h)/2 and sqrt(w² + h²)/2 rounded half up."""
+    s_small, s_large = nwpu_sigmas(np.array([[4.0, 3.0], [10.0, 10.0], [16, 16], [1, 3]]))
+    assert s_small.tolist() == [2, 5, 8, 1]            # 1.5 -> 2, 0.5 -> 1 (half up, not truncated)
+    assert s_large.tolist() == [3, 7, 11, 2]           # 2.5 -> 3, 7.07 -> 7, 11.31 -> 11, 1.58 -> 2
     p, r, f1 = precision_recall_f1(3, 1, 2)
     assert (p, r) == pytest.approx((0.75, 0.6)) and f1 == pytest.approx(2 * 0.75 * 0.6 / 1.35)
     assert precision_recall_f1(0, 0, 0) == (0.0, 0.0, 0.0)

@@ -472,3 +472,21 @@ def test_datasets_verify_against_the_official_releases(tmp_path):
     assert "UCF50: ok — test 50" in r.output
     r = CliRunner().invoke(main, ["datasets", "--data-root", str(tmp_path), "verify", "UCF50"])
     assert r.exit_code == 0, r.output
+
+
+def test_nwpu_boxes_give_the_official_localisation_metrics(tmp_path):
+    """NWPU json ``boxes`` (x1, y1, x2, y2) -> per-head integer σ_s / σ_l and A0..A5 level (the official
+    val_gt_loc.txt fields), and every cell scored on NWPU gets the official P/R/F1 and per-level recall."""
+    from harness import evaluate_counter
+    from harness.models.mcnn import mcnn_counter
+
+    make_nwpu(tmp_path, {"train": 2, "val": 3, "test": 0})
+    refs = NWPUCrowd(tmp_path).samples("val")
+    s = refs[1].load()
+    assert len(s.points) and s.meta["nwpu_sigma"].tolist() == [[2, 3]] * len(s.points)  # 4 × 4 boxes
+    assert s.meta["nwpu_level"].tolist() == [1] * len(s.points)                            # area 16: A1
+    res = evaluate_counter(mcnn_counter("SHA", weights="random"), refs, seed=0)
+    nwpu = res.metrics["nwpu"]
+    assert set(nwpu) >= {"precision_s", "recall_l", "f1_l", "recall_levels_l", "recall_level_mean_s"}
+    assert nwpu["tp_l"] + nwpu["fn_l"] == sum(len(r.load().points) for r in refs)
+    assert len(nwpu["recall_levels_s"]) == 6

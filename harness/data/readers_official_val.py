@@ -175,13 +175,21 @@ class NWPUCrowd(_FolderDataset):
             raise DataError(f"{path}: expected key 'points' (a list of [x, y] head points) but found: "
                             f"{keys or '(none)'}; re-download NWPU-Crowd")
         points = _as_points(data["points"] if data["points"] else np.zeros((0, 2)), path, "'points'")
-        meta = {}
+        meta, per_head = {}, {}
+        boxes = data.get("boxes")
+        if isinstance(boxes, list) and len(boxes) == len(points):
+            from ..metrics import nwpu_levels, nwpu_sigmas
+
+            b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # x1, y1, x2, y2 (the 2020-05-22 box labels)
+            wh = np.abs(b[:, 2:4] - b[:, 0:2])
+            per_head["nwpu_sigma"] = np.stack(nwpu_sigmas(wh), axis=1)
+            per_head["nwpu_level"] = nwpu_levels(wh)
         if "human_num" in data:
             meta["human_num"] = int(data["human_num"])
             if meta["human_num"] != len(points):
                 log.warning("%s: human_num=%d but %d points; the points are used", path, meta["human_num"],
                             len(points))
-        return _Annotation(points, meta)
+        return _Annotation(points, meta, per_head)
 
 
 __all__ = ["JHUCrowd", "NWPUCrowd"]
