@@ -90,7 +90,7 @@ def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None, 
     """The resolved configuration recorded in ``config.json`` (with the data fingerprints of source and target and
     the conditions of :mod:`harness.conditions`: device kind and, on a CPU, the pinned thread count)."""
     from . import __version__
-    from .conditions import conditions
+    from .conditions import conditions, package_versions
     from .options import to_dict
 
     spec = plan.registries.methods.get(cell.method)
@@ -102,6 +102,7 @@ def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None, 
         "limit_test": cell.limit_test, "device": device, "precision": plan.precision,
         "harness_version": __version__, "git_commit": commit,
         "data_root": str(plan.data_root) if plan.data_root else None, "python": platform.python_version(),
+        "packages": package_versions(),
         "data_content": plan_fingerprints(plan, cell), "command": plan.command, **conditions(device, threads),
     }
 

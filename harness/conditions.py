@@ -107,5 +107,29 @@ def fit_conditions(*, seed: int, source: str, precision: str, device: str, threa
             "harness_version": __version__}
 
 
-__all__ = ["CONDITION_KEYS", "default_threads", "resolve_device", "device_type", "device_kind", "same_device_kind", "conditions",
+#: the libraries whose versions a result records (numerics of training, image decoding and resizing, model code)
+RECORDED_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow", "opencv-python-headless", "accelerate",
+                     "diffusers", "transformers", "timm", "open_clip_torch", "pandas")
+
+
+def package_versions() -> dict:
+    """``{distribution: version}`` of :data:`RECORDED_PACKAGES` and every installed ``harness`` plugin distribution
+    (None where not installed): recorded in each cell's ``config.json``, so a number that changes with a library
+    release can be traced (not part of the identity: a cell is not refused for another library version)."""
+    import importlib.metadata as md
+
+    out: dict = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    for ep in md.entry_points(group="harness"):
+        dist = getattr(ep, "dist", None)
+        if dist is not None:
+            out[dist.name] = dist.version
+    return dict(sorted(out.items()))
+
+
+__all__ = ["CONDITION_KEYS", "RECORDED_PACKAGES", "package_versions", "default_threads", "resolve_device", "device_type", "device_kind", "same_device_kind", "conditions",
            "fit_conditions"]

@@ -201,6 +201,9 @@ def test_run_writes_layout_and_metrics(regs, tmp_path):
     assert config["method"] == "fake-method" and config["strategy"] == "fake-strategy"
     assert config["seed"] == 0 and config["device"] == "cpu" and config["profile"] == "smoke"
     assert config["limit_test"] is None and "harness_version" in config and "git_commit" in config
+    import importlib.metadata as md
+
+    assert config["packages"]["torch"] == md.version("torch") and "numpy" in config["packages"]  # traceable numerics
 
     preds = pd.read_csv(cell / "predictions.csv")
     assert list(preds.columns[:4]) == ["image_id", "gt_count", "pred_count", "abs_error"]
