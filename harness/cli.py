@@ -288,6 +288,21 @@ for _command in RESULT_COMMANDS:
     main.add_command(_command)
 
 
+@main.command("new-plugin")
+@click.argument("name")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder in which harness-NAME/ is written.")
+@click.option("--title", default=None, help="One line naming the method (README, descriptions).")
+def new_plugin(name, out_dir, title):
+    """Write harness-NAME/: a method distribution (pyproject with the harness entry point, a strategy built from
+    core pieces, its method, README with the paper ↔ profile table, tests) whose tests pass right away."""
+    from .newplugin import write_plugin
+
+    root = write_plugin(name, out_dir, title)
+    click.echo(f"wrote {root}\nnext: pip install -e {root} && (cd {root} && pytest) && "
+               f"pytest --harness-plugin {name.replace('-', '_')}")
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--counter", "counter_name", required=True, help="Counter name (see `harness plugins`).")

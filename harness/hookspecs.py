@@ -6,6 +6,10 @@ never touch globals and import heavy libraries (torch, diffusers) lazily, inside
 
 Hooks are called once each when the registries are first built (:func:`harness.plugins.get_registries`),
 in plugin registration order: built-in default plugins first, then ``harness`` entry-point plugins.
+
+:data:`API_VERSION` is the version of this plugin API (the hooks, the specs and the public ``harness`` names plugins
+use). A plugin module declares the version it was written for as ``HARNESS_API = <int>``; a plugin declaring another
+version is refused at load time in one line (reported by ``harness plugins``), never half-loaded.
 """
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ from pluggy import HookimplMarker, HookspecMarker
 
 from .specs import (AnnotatorSpec, CommandSpec, CounterSpec, DatasetSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
                     StrategySpec, TinyModelSpec)
+
+#: the plugin API version of this harness (see the module notes)
+API_VERSION = 1
 
 hookspec = HookspecMarker("harness")
 hookimpl = HookimplMarker("harness")

@@ -117,7 +117,11 @@ def make_plugin_manager(extra_plugins: Sequence[Any] = ()) -> tuple[pluggy.Plugi
         infos.append(info)
         try:
             plugin = ep.load()
+            _check_api(plugin, ep.name)
             pm.register(plugin, name=ep.name)
+        except HarnessError as exc:
+            info.error = str(exc)
+            warnings.warn(f"harness plugin {ep.name!r}: {info.error}", stacklevel=2)
         except Exception as exc:
             info.error = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"harness plugin {ep.name!r} failed to load: {info.error}", stacklevel=2)
@@ -126,11 +130,27 @@ def make_plugin_manager(extra_plugins: Sequence[Any] = ()) -> tuple[pluggy.Plugi
         info = PluginInfo(name=name, module=name, version=None, distribution=None, builtin=False)
         infos.append(info)
         try:
+            _check_api(plugin, name)
             pm.register(plugin, name=name)
+        except HarnessError as exc:
+            info.error = str(exc)
+            warnings.warn(f"harness plugin {name!r}: {info.error}", stacklevel=2)
         except Exception as exc:
             info.error = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"harness plugin {name!r} failed to load: {info.error}", stacklevel=2)
     return pm, infos
+
+
+def _check_api(plugin: Any, name: str) -> None:
+    """Refuse a plugin that declares another plugin API version (``HARNESS_API``) than :data:`hookspecs.API_VERSION`.
+
+    Raises:
+        HarnessError: one line naming both versions and the fix."""
+    declared = getattr(plugin, "HARNESS_API", None)
+    if declared is not None and declared != hookspecs.API_VERSION:
+        raise HarnessError(f"written for harness plugin API {declared}, this crowd-harness provides API "
+                           f"{hookspecs.API_VERSION}: install a version of the plugin made for it (or of "
+                           f"crowd-harness made for the plugin); the plugin is not loaded")
 
 
 def _dist_version(name: str) -> str | None:

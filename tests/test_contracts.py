@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import ast
 import inspect
-import logging
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import harness.hookspecs
-from harness import CellContext, GenerationRequest, MethodSpec, Prediction, PseudoLabel, Segmentation, hookimpl
-from harness.evaluation import validate_prediction
-from harness.io import ArtifactCache
-from harness.planning import method_options
+from harness import testing
 from harness.plugins import build_registries, get_registries
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,90 +24,64 @@ def entries(kind: str) -> list:
 
 @pytest.fixture
 def ctx(tmp_path):
-    from harness.data.synthetic import SyntheticCrowds
-
-    return CellContext(source=SyntheticCrowds("SYN-SPARSE"), source_name="SYN-SPARSE", target_name="SYN-DENSE",
-                       target_images=[], profile="smoke", seed=0, device="cpu", workdir=tmp_path,
-                       cache=ArtifactCache(tmp_path / "cache"), registries=REGS, options=None,
-                       log=logging.getLogger("contracts"))
-
-
-def image(h=48, w=64) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return testing.contract_context(tmp_path, REGS)
 
 
 @pytest.mark.parametrize("entry", entries("counter"))
 def test_counter_contract(entry, ctx):
-    counter = ctx.build("counter", entry.spec.name, **entry.spec.tiny_options)
-    pred = counter.predict(image())
-    validate_prediction(pred, f"counter {entry.spec.name}")
-    assert isinstance(pred, Prediction) and math.isfinite(pred.count)
-    if getattr(counter, "localises", True):
-        assert pred.density is not None or pred.points is not None
-    assert ctx.components[-1]["kind"] == "counter" and ctx.components[-1]["name"] == entry.spec.name
+    testing.check_counter(entry, ctx)
 
 
 @pytest.mark.parametrize("entry", entries("generator"))
 def test_generator_contract(entry, ctx):
-    gen = ctx.build("generator", entry.spec.name, **entry.spec.tiny_options)
-    reqs = []
-    if "text" in entry.spec.modes:
-        reqs.append(GenerationRequest(seed=1, size=(32, 48), prompt="a crowd", negative_prompt="nobody"))
-    if "image" in entry.spec.modes:
-        reqs.append(GenerationRequest(seed=1, size=(32, 48), prompt="an empty square", init_image=image(),
-                                      strength=0.5))
-    if "mask" in entry.spec.modes:
-        reqs.append(GenerationRequest(seed=1, size=(32, 48), label_mask=np.zeros((32, 48), np.int32)))
-    assert reqs, f"generator {entry.spec.name} declares no known mode: {entry.spec.modes}"
-    out = gen.generate(reqs)
-    assert len(out) == len(reqs) and all(o.request == r for o, r in zip(out, reqs))
-    assert all(o.image.dtype == np.uint8 and o.image.ndim == 3 and o.image.shape[2] == 3 for o in out)
-    assert isinstance(gen.key(), dict) and gen.key() == gen.key()
+    testing.check_generator(entry, ctx)
 
 
 @pytest.mark.parametrize("entry", entries("annotator"))
 def test_annotator_contract(entry, ctx):
-    ann = ctx.build("annotator", entry.spec.name, **entry.spec.tiny_options)
-    label = ann.annotate(image())
-    assert isinstance(label, PseudoLabel) and math.isfinite(label.count)
-    assert isinstance(ann.key(), dict) and ann.name
+    testing.check_annotator(entry, ctx)
 
 
 @pytest.mark.parametrize("entry", entries("segmenter"))
 def test_segmenter_contract(entry, ctx):
-    seg = ctx.build("segmenter", entry.spec.name, **entry.spec.tiny_options)
-    img = image()
-    out = seg.segment(img, np.array([[10.0, 10.0], [30.0, 20.0]]))
-    assert isinstance(out, Segmentation) and out.labels.shape == img.shape[:2]
-    assert np.issubdtype(out.labels.dtype, np.integer)
-    assert out.labels.min() >= 0 and out.labels.max() < len(out.label_names) == len(seg.label_names)
+    testing.check_segmenter(entry, ctx)
 
 
 @pytest.mark.parametrize("entry", entries("strategy"))
 def test_strategy_contract_fits_with_tiny_options(entry, tmp_path):
     """A seconds-long fit on SYN-SPARSE→SYN-DENSE through the planner and the runner, scored on 2 images."""
-    from harness.runner import execute, plan_run
+    testing.check_strategy(entry, tmp_path)
 
-    class Tiny:
-        @hookimpl
-        def harness_register_methods(self, register):
-            register(MethodSpec(f"tiny-{entry.spec.name}", entry.spec.name, {"smoke": dict(entry.spec.tiny_options)}))
 
-    regs = build_registries(extra_plugins=[Tiny()])
-    plan = plan_run("SYN-SPARSE→SYN-DENSE", f"tiny-{entry.spec.name}", "0", "smoke", regs, None, limit_test=2)
-    summary = execute(plan, tmp_path / "run", "cpu", progress=False, cache=ArtifactCache(tmp_path / "cache"))
-    assert not summary.failed, summary.failed
-    metrics = next((tmp_path / "run").rglob("metrics.json"))
-    assert "mae" in metrics.read_text()
+@pytest.mark.parametrize("entry", entries("tiny_model"))
+def test_tiny_model_contract(entry, tmp_path):
+    testing.check_tiny_model(entry, tmp_path)
+
+
+def test_a_broken_component_fails_its_check(ctx):
+    """The checks can fail: a counter that localises but gives neither map nor points is caught."""
+    from harness import CounterSpec, Prediction, Provenance
+    from harness.registry import Registry
+
+    class Blind:
+        name, provenance = "blind", Provenance("x")
+
+        def predict(self, image):
+            return Prediction(count=1.0)
+
+    counters = Registry("counter")
+    counters.register(CounterSpec("blind", lambda device="cpu": Blind()), "t")
+    ctx.registries = build_registries()
+    ctx.registries._by_kind["counter"] = ctx.registries.counters = counters
+    with pytest.raises(AssertionError, match="localising counter"):
+        testing.check_counter(counters.entry("blind"), ctx)
 
 
 def test_every_strategy_has_a_method_and_every_method_profile_parses():
     strategies = {m.spec.strategy for m in REGS.methods}
     assert {s.spec.name for s in REGS.strategies} <= strategies
     for entry in REGS.methods:
-        for profile in entry.spec.profiles:
-            parsed, problems = method_options(REGS, entry.spec.name, profile)
-            assert not problems and parsed is not None, (entry.spec.name, profile, problems)
+        testing.check_method_profiles(entry, REGS)
 
 
 def test_plugins_import_only_the_public_api():

@@ -279,3 +279,32 @@ def test_build_passes_exactly_the_cell_arguments_a_spec_declares(tmp_path):
     assert seen[2]["seed"] == 5
     with pytest.raises(ValueError, match="build_args.*'workdir'.*device, cache_root, registries, seed"):
         CounterSpec("bad", factory, build_args=("device", "workdir"))
+
+
+def test_a_plugin_written_for_another_api_version_is_refused_in_one_line():
+    import warnings
+
+    from harness.hookspecs import API_VERSION
+
+    class Future:
+        HARNESS_API = API_VERSION + 1
+
+        @hookimpl
+        def harness_register_methods(self, register):
+            register(MethodSpec("from-the-future", "source-only", {"smoke": {}}))
+
+    class Current(Future):
+        HARNESS_API = API_VERSION
+
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        regs = build_registries(extra_plugins=[Future()])
+    info = next(p for p in regs.plugins if p.name == "Future")
+    assert f"plugin API {API_VERSION + 1}" in info.error and "\n" not in info.error
+    assert "from-the-future" not in regs.methods
+    assert "from-the-future" in build_registries(extra_plugins=[Current()]).methods
+    # every plugin shipped here declares the API it is written for
+    import importlib
+
+    for mod in ("harness_promptmix", "harness_rdbt", "harness_syrac", "harness_ldm", "harness_spade", "harness_dmap"):
+        assert importlib.import_module(f"{mod}.plugin").HARNESS_API == API_VERSION

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from harness import MethodSpec, StrategySpec, hookimpl
 
+#: the harness plugin API this plugin is written for (harness.hookspecs.API_VERSION)
+HARNESS_API = 1
+
 PAPER = {"width": 1.0, "input_size": 224, "regressor_hidden": 4028, "regressor_layers": 3, "train_images": 2000,
          "val_images": None, "batch_size": 8, "map_epochs": 20, "regressor_epochs": 20, "map_lr": 1e-3,
          "regressor_lr": 1e-4, "radius": 2.0, "sigma": 2.0, "checkpoint_every": 500}

@@ -17,6 +17,9 @@ from harness import CommandSpec, CounterSpec, MethodSpec, StrategySpec, hookimpl
 
 from .config import PAPER, PAPER_PIXEL, SMOKE, SMOKE_PIXEL, TINY, LDMOptions
 
+#: the harness plugin API this plugin is written for (harness.hookspecs.API_VERSION)
+HARNESS_API = 1
+
 
 def _strategy(options: LDMOptions):
     from .strategy import LDMStrategy

@@ -25,6 +25,9 @@ from __future__ import annotations
 from harness import (PAPER_TRAIN, SD15_ID, SMOKE_TRAIN, TINY_TRAIN, CommandSpec, MethodSpec, StrategySpec,
                      TinyModelSpec, hookimpl)
 
+#: the harness plugin API this plugin is written for (harness.hookspecs.API_VERSION)
+HARNESS_API = 1
+
 BLIP_ID = "Salesforce/blip-image-captioning-base"
 R_MIX = {"r0": 0.0, "r50": 0.5, "r100": 1.0, "r500": 5.0, "r1000": 10.0}
 

@@ -12,6 +12,9 @@ from harness import CommandSpec, DatasetSpec, MethodSpec, StrategySpec, hookimpl
 
 from .config import PAPER, SMOKE, TINY, RDBTConfig
 
+#: the harness plugin API this plugin is written for (harness.hookspecs.API_VERSION)
+HARNESS_API = 1
+
 
 def _rdbt(options: RDBTConfig):
     from .strategy import RDBT

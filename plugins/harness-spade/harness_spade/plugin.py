@@ -26,6 +26,9 @@ from __future__ import annotations
 from harness import (PAPER_TRAIN, SMOKE_TRAIN, TINY_TRAIN, CommandSpec, GeneratorSpec, MethodSpec, SegmenterSpec,
                      StrategySpec, hookimpl)
 
+#: the harness plugin API this plugin is written for (harness.hookspecs.API_VERSION)
+HARNESS_API = 1
+
 R_MIX = {"r50": 0.5, "r100": 1.0, "r500": 5.0}
 
 SMOKE_GAN = {"crop_size": 128, "ngf": 8, "ndf": 16, "spade_hidden": 32, "z_dim": 64, "epochs": 4, "batch_size": 2,

@@ -25,6 +25,9 @@ from harness import CommandSpec, MethodSpec, StrategySpec, hookimpl
 
 from .config import AUTHORS_CODE, PAPER, SMOKE, TINY, SyracOptions
 
+#: the harness plugin API this plugin is written for (harness.hookspecs.API_VERSION)
+HARNESS_API = 1
+
 
 def _strategy(options: SyracOptions):
     from .strategy import Syrac
