@@ -1,4 +1,5 @@
-"""Figures for reports and plugin ``inspect`` commands: contact sheets and histograms (matplotlib, Agg backend).
+"""Figures for reports and plugin ``inspect`` commands: contact sheets, histograms, scatter and forest plots
+(matplotlib, Agg backend).
 
 Every function writes one PNG atomically and returns its path.
 """
@@ -103,6 +104,33 @@ def scatter(x: Sequence[float], y: Sequence[float], out: str | Path, *, xlabel: 
     return _save(fig, plt, out)
 
 
+def forest(rows: Sequence[tuple[str, float, float | None, float | None]], out: str | Path, *,
+           baselines: dict[str, float] | None = None, xlabel: str = "MAE", title: str = "") -> Path:
+    """A forest plot: one row per ``(label, value, low, high)`` (a point and its interval, best first), with each
+    ``baselines`` value (e.g. ``{"zero": 123.8, "source-mean": 417.6}``) drawn as a labelled vertical line."""
+    plt = _plt()
+    rows = sorted(rows, key=lambda r: r[1])
+    fig, ax = plt.subplots(figsize=(7.0, 1.1 + 0.38 * max(1, len(rows))))
+    for i, (label, v, lo, hi) in enumerate(rows):
+        y = len(rows) - 1 - i
+        if lo is not None and hi is not None:
+            ax.plot([lo, hi], [y, y], color="#1f4e79", linewidth=2)
+        ax.plot([v], [y], "o", color="#1f4e79")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r[0] for r in reversed(rows)], fontsize=8)
+    styles = ("--", ":", "-.")
+    for k, (name, v) in enumerate(sorted((baselines or {}).items())):
+        ax.axvline(v, color="#b03a2e", linestyle=styles[k % len(styles)], linewidth=1, label=f"{name} {v:.2f}")
+    if baselines:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_xlabel(xlabel)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
 def _save(fig, plt, out) -> Path:
     out = Path(out)
     try:
@@ -112,4 +140,4 @@ def _save(fig, plt, out) -> Path:
     return out
 
 
-__all__ = ["contact_sheet", "histograms", "scatter"]
+__all__ = ["contact_sheet", "histograms", "scatter", "forest"]

@@ -1,6 +1,7 @@
 """``harness report RUN_DIR -o DIR``: a static HTML report that works offline (docs/design.md §12).
 
-- ``DIR/index.html``: the leaderboard (:func:`harness.leaderboard.leaderboard`) — a rank by the first MAE column,
+- ``DIR/index.html``: first the picture — per cell, a forest plot of every method's MAE with its 95 % interval and
+  the trivial baselines (``zero``, ``source-mean``) as vertical lines — then the leaderboard (:func:`harness.leaderboard.leaderboard`) — a rank by the first MAE column,
   every header sortable by a click (numbers by value, missing cells "—" last; the metric's direction ↓/↑ gives the
   first click's order), the best value of each metric column in bold, the flags explained below, and every method's
   cell linked to its page.
@@ -77,7 +78,38 @@ def cell_slug(method: str, cell: str, seed: int, limit=None) -> str:
     return f"{safe}.html"
 
 
-def _index(df: pd.DataFrame, board: pd.DataFrame, run_dir: Path) -> str:
+_INTERVAL = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(?:\s*\[(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)\])?")
+BASELINES = ("zero", "source-mean")
+
+
+def _forests(board: pd.DataFrame, tmp: Path) -> str:
+    """One forest plot per cell column ``<cell> MAE↓`` of the board (its values and intervals as printed)."""
+    from .figures import forest
+
+    out = []
+    for k, col in enumerate(c for c in board.columns if c.endswith(" MAE↓")):
+        rows, base = [], {}
+        for _, r in board.iterrows():
+            m = _INTERVAL.match(str(r[col]))
+            if not m:
+                continue
+            v = float(m.group(1))
+            if r["method"] in BASELINES:
+                base[r["method"]] = v
+            else:
+                lo, hi = (float(m.group(2)), float(m.group(3))) if m.group(2) else (None, None)
+                rows.append((str(r["method"]), v, lo, hi))
+        if not rows:
+            continue
+        cell = col[:-len(" MAE↓")]
+        png = forest(rows, tmp / f"forest-{k}.png", baselines=base, xlabel="MAE (95 % interval)", title=cell)
+        out.append(f"<figure><img alt='forest plot of MAE, {html.escape(cell)}' src='{_png(png)}'></figure>")
+    return ("<h2>MAE per cell</h2><p class='small'>Each method's MAE with its 95 % bootstrap interval; the dashed "
+            "lines are the trivial baselines of the cell: a method left of both beats them.</p>"
+            f"<div class='grid'>{''.join(out)}</div><h2>Leaderboard</h2>") if out else ""
+
+
+def _index(df: pd.DataFrame, board: pd.DataFrame, run_dir: Path, figures: str = "") -> str:
     from .leaderboard import _cell_label
 
     pages: dict[tuple[str, str], str] = {}  # (method, column label) -> the page of its first seed
@@ -120,7 +152,7 @@ def _index(df: pd.DataFrame, board: pd.DataFrame, run_dir: Path) -> str:
                "MAE column; click a header to sort (missing cells, —, stay last).</li>")
     return _page(f"crowd-harness: {run_dir.name}",
                  f"<h1>Leaderboard: {html.escape(run_dir.name)}</h1><p class='small'>{html.escape(str(run_dir))} · "
-                 f"{len(df)} finished cell(s)</p><table class='sortable'><thead>{head}</thead><tbody>"
+                 f"{len(df)} finished cell(s)</p>{figures}<table class='sortable'><thead>{head}</thead><tbody>"
                  + "".join(rows) + f"</tbody></table><ul class='notes'>{legend}</ul>")
 
 
@@ -152,7 +184,7 @@ def _cell_page(row: pd.Series, tmp: Path) -> str:
     keys = ("mae", "mae_ci", "mse", "mse_ci", "nae", "r", "map", "ap@5", "ap@10", "ap@20", "n_images", "eval_split",
             "protocol", "target_labels_seen", "labels_used", "uses_target_images", "selection_split", "fit_s",
             "eval_s")
-    mrows = "".join(f"<tr><td>{k}</td><td>{html.escape(json.dumps(metrics.get(k)))}</td></tr>" for k in keys
+    mrows = "".join(f"<tr><td>{k}</td><td>{html.escape(_shown(k, metrics.get(k)))}</td></tr>" for k in keys
                     if k in metrics or k in ("map",))
     prov = {k: metrics.get(k) for k in ("provenance", "provenance_notes", "components")}
     return _page(f"{row['method']} {row['cell']} seed {int(row['seed'])}",
@@ -164,6 +196,21 @@ def _cell_page(row: pd.Series, tmp: Path) -> str:
                  f"<div class='grid'>{ov or '<p>no overlays in this cell</p>'}</div><h2>Provenance</h2>"
                  f"<pre>{html.escape(json.dumps(prov, indent=2))}</pre><h2>Configuration</h2>"
                  f"<pre>{html.escape(json.dumps(config, indent=2, ensure_ascii=False))}</pre>")
+
+
+def _shown(key: str, value) -> str:
+    """A metric as the leaderboard prints it: counts (MAE, MSE, their intervals, seconds) with 2 decimals, ratios
+    (NAE, r, mAP, AP) with 3, missing as —."""
+    if value is None:
+        return "—"
+    digits = 2 if key.startswith(("mae", "mse", "fit", "eval")) else 3
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+        return "[" + ", ".join(f"{v:.{digits}f}" for v in value) + "]"
+    return json.dumps(value)
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
@@ -179,8 +226,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
         for _, row in df.iterrows():
             atomic_write_text(out_dir / "cells" / cell_slug(row["method"], row["cell"], row["seed"], row["limit_test"]),
                               _cell_page(row, Path(tmp)))
+        figures = _forests(board, Path(tmp))
     index = out_dir / "index.html"
-    atomic_write_text(index, _index(df, board, run_dir))
+    atomic_write_text(index, _index(df, board, run_dir, figures))
     return index
 
 

@@ -61,6 +61,11 @@ def test_report_files_are_self_contained(report):
     page = next(p for p in pages if p.name.startswith("mcnn-random__SYN-SPARSE-SYN-DENSE")).read_text()
     assert page.count("data:image/png;base64,") >= 2 + 4  # scatter, histogram, 2 best + 2 worst overlays
     assert "harness run" in page and "SYN-SPARSE→SYN-DENSE" in page and "labels_used" in page
+    # metrics as the leaderboard prints them, not raw floats
+    mae = re.search(r"<td>mae</td><td>([^<]*)</td>", page).group(1)
+    assert re.fullmatch(r"\d+\.\d{2}", mae), mae
+    # the picture first: one forest plot per cell (baselines as lines), above the table
+    assert index.count("alt='forest plot of MAE") == 2 and index.index("forest plot") < index.index("<table")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: install Debian's chromium (`apt-get install chromium`)")
