@@ -30,7 +30,7 @@ from rich.table import Table
 from .errors import HarnessError
 
 #: defaults of ``harness run`` without / with a data root
-SYNTHETIC_MATRIX = "SYN-SPARSE→SYN-DENSE,SYN-DENSE→SYN-SPARSE"
+SYNTHETIC_MATRIX = "SYN-PARK→SYN-STREET,SYN-STREET→SYN-PARK"
 SYNTHETIC_METHODS = "source-only-rescsrnet,zero,source-mean"
 REAL_MATRIX = "SHA→SHB,SHB→SHA"
 
@@ -209,6 +209,16 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
         sys.exit(1)
     if summary.interrupted:
         sys.exit(143 if summary.signal == "SIGTERM" else 130)
+    if data_root is None and matrix == SYNTHETIC_MATRIX and methods == SYNTHETIC_METHODS:
+        trained = SYNTHETIC_METHODS.split(",")[0]
+        err_console.print(
+            "\n[bold]next[/bold]\n"
+            f"  harness compare {out_dir} {trained} source-mean   # is the trained counter better? (paired, 95 %)\n"
+            f"  harness report {out_dir} -o {out_dir}/report       # HTML: forest plots, per-cell pages, overlays\n"
+            "  harness run --data-root DIR --matrix 'SHA→SHB,SHB→SHA' --methods source-only-mcnn-sha,zero,source-mean"
+            "   # ShanghaiTech\n"
+            "  harness plugins                                     # the methods (PromptMix, RDBT, SYRAC, LDM, ...)\n"
+            "  harness new-plugin my-method                        # a method of your own", highlight=False)
 
 
 def _write_board(out_dir: Path) -> str:

@@ -7,9 +7,16 @@ variant       image W×H   people        head radius (px)     perspective
 ============  ==========  ============  ===================  =========================================
 SYN-SPARSE    320 × 240   5 – 40        6 → 11 (top → bottom) mild: horizon at 30 % of the height
 SYN-DENSE     320 × 240   100 – 400     1.5 → 6              strong: horizon at 12 %, more people far away
+SYN-PARK      160 × 120   40 – 160      2.2 → 5.5            moderate: horizon at 25 %
+SYN-STREET    160 × 120   60 – 200      1.8 → 4.6            stronger: horizon at 18 %, more people far away
 ============  ==========  ============  ===================  =========================================
 
-Every split has a fixed size (:data:`SPLIT_SIZES`: train 60, val 15, test 30 images). Image ``index`` of
+SYN-PARK and SYN-STREET are the default demo pair of ``harness run`` without a data root: their counts overlap, so
+predicting zero or the source's mean count is far from the truth and a trained counter has something to show; the
+shift between them is in scale and perspective. They have 30 train / 10 val / 30 test images (the others 60 / 15 / 30).
+
+Every split has a fixed size (:data:`SPLIT_SIZES`: train 60, val 15, test 30 images; the demo pair
+:data:`DEMO_SPLITS`). Image ``index`` of
 ``split`` of a variant is rendered from a seed derived from ``(variant, split, index)`` alone (SHA-256 of
 ``"SYN-SPARSE/train/7"``), so the data are identical on every machine and splits never share an image.
 
@@ -32,8 +39,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from ..errors import DataError
 from ..types import Sample, SampleRef
 
-#: number of images per split (fixed, identical for both variants)
+#: number of images per split (fixed; the demo pair has :data:`DEMO_SPLITS`)
 SPLIT_SIZES: dict[str, int] = {"train": 60, "val": 15, "test": 30}
+DEMO_SPLITS = (("train", 30), ("val", 10), ("test", 30))
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class SyntheticVariant:
         horizon: horizon row as a fraction of the height; heads lie below it.
         far_bias: exponent ``p`` of the row sampling density ``∝ r(y)^-p`` (0: uniform rows; 2: constant
             people per ground area under the perspective, i.e. many small far heads).
+        splits: images per split (default :data:`SPLIT_SIZES`).
     """
 
     name: str
@@ -58,11 +67,19 @@ class SyntheticVariant:
     radius_near: float
     horizon: float
     far_bias: float
+    splits: tuple[tuple[str, int], ...] = tuple(SPLIT_SIZES.items())
+
+    def split_size(self, split: str) -> int:
+        return dict(self.splits)[split]
 
 
 VARIANTS: dict[str, SyntheticVariant] = {
     "SYN-SPARSE": SyntheticVariant("SYN-SPARSE", 320, 240, (5, 40), 6.0, 11.0, 0.30, 0.0),
     "SYN-DENSE": SyntheticVariant("SYN-DENSE", 320, 240, (100, 400), 1.5, 6.0, 0.12, 1.5),
+    # the demo pair: overlapping counts (predicting zero is far from optimal), a shift in scale and perspective,
+    # small images and 30 training images so `harness run` without a data root finishes in minutes
+    "SYN-PARK": SyntheticVariant("SYN-PARK", 160, 120, (40, 160), 2.2, 5.5, 0.25, 0.5, DEMO_SPLITS),
+    "SYN-STREET": SyntheticVariant("SYN-STREET", 160, 120, (60, 200), 1.8, 4.6, 0.18, 1.0, DEMO_SPLITS),
 }
 
 _SKIN = np.array([[255, 224, 189], [234, 192, 134], [198, 134, 66], [141, 85, 36], [94, 58, 30],
@@ -79,10 +96,11 @@ def _variant(name: str) -> SyntheticVariant:
 
 
 def _check_split(variant: SyntheticVariant, split: str, index: int | None = None) -> None:
-    if split not in SPLIT_SIZES:
-        raise DataError(f"{variant.name} has no split {split!r}; use one of {', '.join(SPLIT_SIZES)}")
-    if index is not None and not 0 <= index < SPLIT_SIZES[split]:
-        raise DataError(f"{variant.name} {split} has images 0..{SPLIT_SIZES[split] - 1}; got index {index}")
+    sizes = dict(variant.splits)
+    if split not in sizes:
+        raise DataError(f"{variant.name} has no split {split!r}; use one of {', '.join(sizes)}")
+    if index is not None and not 0 <= index < sizes[split]:
+        raise DataError(f"{variant.name} {split} has images 0..{sizes[split] - 1}; got index {index}")
 
 
 def scene_seed(variant: str, split: str, index: int) -> int:
@@ -201,7 +219,7 @@ def _cached(variant: str, split: str, index: int) -> tuple[np.ndarray, np.ndarra
 class SyntheticCrowds:
     """The :class:`harness.specs.Dataset` of one synthetic variant (no files; ``root`` is None).
 
-    ``samples(split)`` returns ``SPLIT_SIZES[split]`` refs with ids ``"<split>_0000"`` ...; loading renders
+    ``samples(split)`` returns the variant's split size (``SPLIT_SIZES[split]``) refs with ids ``"<split>_0000"`` ...; loading renders
     the scene (cached in memory, ~0.23 MB per image) and returns a :class:`Sample` with writable copies;
     ``meta`` holds ``head_radii`` (``(N,)`` px), ``seed``, ``variant`` and ``original_size`` ``(W, H)``.
 
@@ -221,7 +239,7 @@ class SyntheticCrowds:
         _check_split(self.variant, split)
         return [SampleRef(dataset=self.name, split=split, id=f"{split}_{i:04d}", image_path=None,
                           annotation_path=None, loader=self._load, image_loader=self._load_image)
-                for i in range(SPLIT_SIZES[split])]
+                for i in range(self.variant.split_size(split))]
 
     @staticmethod
     def _index(ref: SampleRef) -> int:

@@ -32,3 +32,11 @@ def harness_register_datasets(register):
         aliases=("synthetic-dense", "syn_dense", "syndense"),
         description="synthetic crowds, 100-400 small people per 320x240 image, strong perspective "
                     "(train 60 / val 15 / test 30)"))
+    register(DatasetSpec(
+        name="SYN-PARK", factory=_factory("SYN-PARK"), needs_root=False, aliases=("synthetic-park",),
+        description="synthetic crowds, 40-160 people per 192x144 image, moderate perspective (the demo pair; "
+                    "train 60 / val 15 / test 30)"))
+    register(DatasetSpec(
+        name="SYN-STREET", factory=_factory("SYN-STREET"), needs_root=False, aliases=("synthetic-street",),
+        description="synthetic crowds, 60-200 smaller people per 192x144 image, stronger perspective (the demo "
+                    "pair; train 60 / val 15 / test 30)"))
