@@ -55,16 +55,19 @@ def plugin_entries(kind: str, plugins: list[str] | None = None, regs: Any = None
     return list(regs.by_kind(kind))
 
 
-def contract_context(tmp_path: Path, regs: Any = None):
-    """A :class:`~harness.CellContext` on the built-in synthetic source (SYN-SPARSE → SYN-DENSE) in ``tmp_path``."""
+def contract_context(tmp_path: Path, regs: Any = None, *, cache_root: Path | None = None, options: Any = None):
+    """A :class:`~harness.CellContext` on the built-in synthetic source (SYN-SPARSE → SYN-DENSE) with its workdir
+    ``tmp_path`` (and ``checkpoints/`` in it) and its artefact cache in ``cache_root`` (default ``tmp_path/cache``;
+    pass one folder to several contexts to test cache hits)."""
     from .context import CellContext
     from .data.synthetic import SyntheticCrowds
     from .io import ArtifactCache
 
+    (Path(tmp_path) / "checkpoints").mkdir(parents=True, exist_ok=True)
     return CellContext(source=SyntheticCrowds("SYN-SPARSE"), source_name="SYN-SPARSE", target_name="SYN-DENSE",
                        target_images=[], profile="smoke", seed=0, device="cpu", workdir=Path(tmp_path),
-                       cache=ArtifactCache(Path(tmp_path) / "cache"), registries=regs or registries(), options=None,
-                       log=logging.getLogger("contracts"))
+                       cache=ArtifactCache(Path(cache_root) if cache_root else Path(tmp_path) / "cache"),
+                       registries=regs or registries(), options=options, log=logging.getLogger("contracts"))
 
 
 def _image(h: int = 48, w: int = 64) -> np.ndarray:

@@ -31,24 +31,30 @@ def _ch(c: int, width: float) -> int:
     return max(4, int(round(c * width)))
 
 
+def _convs(widths, width: float, cin: int = 3) -> tuple[list[nn.Module], int]:
+    """3 × 3 convolutions (padding 1) each followed by ReLU, ``"M"`` a 2 × 2 max-pool; ``(layers, out channels)``.
+    A width of 1 stays 1 (a map output)."""
+    if not width > 0:
+        raise ConfigError(f"width must be > 0, got {width}")
+    layers: list[nn.Module] = []
+    for v in widths:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            cout = 1 if v == 1 else _ch(v, width)
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+            cin = cout
+    return layers, cin
+
+
 class VGGMapNet(nn.Module):
     """``(B, 3, S, S)`` ImageNet-normalised RGB -> ``(B, 1, S, S)`` non-negative map (S a multiple of 4)."""
 
     def __init__(self, width: float = 1.0):
         super().__init__()
-        if not width > 0:
-            raise ConfigError(f"width must be > 0, got {width}")
-        layers: list[nn.Module] = []
-        cin = 3
-        for v in VGG_BLOCKS_1_3:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, _ch(v, width), 3, padding=1), nn.ReLU(inplace=True)]
-                cin = _ch(v, width)
+        layers, cin = _convs(VGG_BLOCKS_1_3, width)
         self.features = nn.Sequential(*layers)  # indices = torchvision vgg16.features[0:16]
-        self.head = nn.Sequential(nn.Conv2d(cin, _ch(128, width), 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(_ch(128, width), 1, 3, padding=1), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(*_convs((128, 1), width, cin)[0])
         self.up = nn.Upsample(scale_factor=4, mode="nearest")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,15 +66,7 @@ class NoPoolMapNet(nn.Module):
 
     def __init__(self, width: float = 1.0):
         super().__init__()
-        if not width > 0:
-            raise ConfigError(f"width must be > 0, got {width}")
-        layers: list[nn.Module] = []
-        cin = 3
-        for v in NOPOOL + (1,):
-            cout = 1 if v == 1 else _ch(v, width)
-            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
-            cin = cout
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*_convs(NOPOOL + (1,), width)[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

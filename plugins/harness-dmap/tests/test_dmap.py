@@ -4,16 +4,14 @@ regressor (§12), the train / validation RMSE protocol (§13), and the Gaussian 
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from harness import CellContext, ConfigError, parse_or_raise
+from harness import ConfigError, parse_or_raise
 from harness.cli import main
-from harness.io import ArtifactCache
 from harness.plugins import get_registries
 from harness_dmap.maps import circle_map, gaussian_map
 from harness_dmap.models import CountRegressor, NoPoolMapNet, VGGMapNet
@@ -79,16 +77,13 @@ def test_paper_profile_is_the_reports():
 
 
 def test_fit_records_train_and_validation_rmse_and_is_cached(tmp_path):
-    regs = get_registries()
-    src = regs.datasets.get("SYN-SPARSE").factory(None)
+    from harness.testing import contract_context
+
+    src = get_registries().datasets.get("SYN-SPARSE").factory(None)
     o = parse_or_raise(DmapOptions, {**TINY, "network": "nopool", "train_images": 3, "val_images": 2})
 
     def ctx(sub):
-        (tmp_path / sub / "checkpoints").mkdir(parents=True)
-        return CellContext(source=src, source_name="SYN-SPARSE", target_name="SYN-DENSE", target_images=[],
-                           profile="smoke", seed=0, device="cpu", workdir=tmp_path / sub,
-                           cache=ArtifactCache(tmp_path / "cache"), registries=regs, options=o,
-                           log=logging.getLogger("dmap"))
+        return contract_context(tmp_path / sub, cache_root=tmp_path / "cache", options=o)
 
     c1 = ctx("a")
     counter = Dmap(o).fit(c1)

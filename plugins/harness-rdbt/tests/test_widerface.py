@@ -3,14 +3,12 @@ count, then one line ``x1 y1 w h blur expression illumination invalid occlusion 
 has count 0 and one line of zeros), and CSP's pre-training stage on it (RDBT §4.2)."""
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from harness import CellContext, DataError, parse_or_raise
-from harness.io import ArtifactCache
+from harness import DataError, parse_or_raise
 from harness.plugins import get_registries
 from harness_rdbt.config import RDBTConfig
 from harness_rdbt.strategy import SourceModels
@@ -73,18 +71,15 @@ def test_csp_is_pretrained_on_widerface_before_the_source_and_cached(tmp_path):
     """csp_pretrain=widerface: D first trains on WIDER FACE boxes (its own cached fit), then on the source."""
     write_widerface(tmp_path / "data")
     regs = get_registries()
-    src = regs.datasets.get("SYN-SPARSE").factory(None)
     opts = {"max_side": 64, "resnet_width": 0.0625, "crop_size": 32, "batch_size": 1, "d_steps": 1,
             "source_images": 1, "csp_pretrain": "widerface", "widerface_root": str(tmp_path / "data"),
             "widerface_steps": 2, "checkpoint_every": 1}
     cfg = parse_or_raise(RDBTConfig, opts)
 
     def ctx(sub):
-        (tmp_path / sub / "checkpoints").mkdir(parents=True)
-        return CellContext(source=src, source_name="SYN-SPARSE", target_name="SYN-DENSE", target_images=[],
-                           profile="smoke", seed=0, device="cpu", workdir=tmp_path / sub,
-                           cache=ArtifactCache(tmp_path / "cache"), registries=regs, options=cfg,
-                           log=logging.getLogger("test-wider"))
+        from harness.testing import contract_context
+
+        return contract_context(tmp_path / sub, regs, cache_root=tmp_path / "cache", options=cfg)
 
     first = SourceModels(cfg, ctx("a"))
     first.get("D")
