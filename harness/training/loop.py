@@ -352,28 +352,8 @@ def _train(task: Any, cfg: LoopConfig, *, seed: int, device: str, checkpoint_dir
 
     sums: dict[str, list[float]] = {}
     for step in range(start, cfg.steps):
-        rng = step_rng(seed, step)
-        torch.manual_seed(_torch_seed(seed, step))
-        if hasattr(task, "train_mode"):
-            task.train_mode()
-        else:
-            for m in modules.values():
-                m.train()
-        batch = task.batch(step, rng)
-        lr_used = float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
-        for obj, opt, sch in zip(objectives, optimizers, schedulers):
-            opt.zero_grad(set_to_none=True)
-            with autocast(device, cfg.precision):
-                out = obj.loss(batch, step)
-            loss, parts = out if isinstance(out, tuple) else (out, {})
-            accelerator.backward(loss)
-            if obj.optim.grad_clip is not None:
-                accelerator.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], obj.optim.grad_clip)
-            opt.step()
-            sch.step()
-            sums.setdefault(obj.name, []).append(float(loss.detach()))
-            for k, v in parts.items():
-                sums.setdefault(f"{obj.name}/{k}", []).append(float(v))
+        lr_used = _step(task, modules, list(zip(objectives, optimizers, schedulers)), accelerator, step, seed, device,
+                        cfg.precision, sums)
         for n, avg in ema.items():
             avg.update_parameters(modules[n])
         state.step = step + 1
@@ -393,7 +373,45 @@ def _train(task: Any, cfg: LoopConfig, *, seed: int, device: str, checkpoint_dir
                 on_checkpoint(state.step)
     if evaluate is not None and state.best_state is None and cfg.steps == 0:
         run_eval(0)
-    # hand back the selected weights (best evaluation; else the last, EMA where on)
+    _hand_back(accelerator, names, prepared, ema, state)
+    return LoopResult(steps_done=state.step, resumed_from=start, best_step=state.best_step,
+                      best_metric=state.best_metric, history=list(state.history), seconds=time.perf_counter() - t0)
+
+
+def _step(task: Any, modules: dict, stepped: list, accelerator: Any, step: int, seed: int, device: str,
+          precision: str, sums: dict) -> float | None:
+    """One optimiser step of every objective in order (``stepped``: ``(objective, optimiser, scheduler)``): the
+    step's seeds, train mode, the task's batch, backward with autocast, clipping, stepping; the losses are appended to
+    ``sums``. Returns the first optimiser's learning rate before the step."""
+    import torch
+
+    rng = step_rng(seed, step)
+    torch.manual_seed(_torch_seed(seed, step))
+    if hasattr(task, "train_mode"):
+        task.train_mode()
+    else:
+        for m in modules.values():
+            m.train()
+    batch = task.batch(step, rng)
+    lr_used = float(stepped[0][1].param_groups[0]["lr"]) if stepped else None
+    for obj, opt, sch in stepped:
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            out = obj.loss(batch, step)
+        loss, parts = out if isinstance(out, tuple) else (out, {})
+        accelerator.backward(loss)
+        if obj.optim.grad_clip is not None:
+            accelerator.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], obj.optim.grad_clip)
+        opt.step()
+        sch.step()
+        sums.setdefault(obj.name, []).append(float(loss.detach()))
+        for k, v in parts.items():
+            sums.setdefault(f"{obj.name}/{k}", []).append(float(v))
+    return lr_used
+
+
+def _hand_back(accelerator: Any, names: list, prepared: tuple, ema: dict, state: LoopState) -> None:
+    """Load the selected weights into the task's modules (the best evaluation; else the last, EMA where on)."""
     for i, n in enumerate(names):
         target = accelerator.unwrap_model(prepared[i], keep_fp32_wrapper=False)
         if state.best_state is not None:
@@ -402,8 +420,6 @@ def _train(task: Any, cfg: LoopConfig, *, seed: int, device: str, checkpoint_dir
             target.load_state_dict(ema[n].module.state_dict())
         target.eval()
     accelerator.free_memory()
-    return LoopResult(steps_done=state.step, resumed_from=start, best_step=state.best_step,
-                      best_metric=state.best_metric, history=list(state.history), seconds=time.perf_counter() - t0)
 
 
 def _swap_in_ema(modules: dict, ema: dict) -> dict:
