@@ -147,3 +147,25 @@ def test_not_an_image_and_missing(tmp_path):
         image_size(tmp_path / "x.jpg")
     with pytest.raises(DataError, match="does not exist"):
         read_image(tmp_path / "nope.jpg")
+
+
+def test_large_images_decode_without_the_bomb_warning_and_bombs_are_one_line(tmp_path, monkeypatch, recwarn):
+    """A 10 000 × 10 000 crowd photograph is legitimate (Pillow warns above 89 M pixels); above the harness's
+    limit the file is refused in one line naming it."""
+    from PIL import Image
+
+    import harness.data.images as images
+    from harness.errors import DataError
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # Pillow alone would warn (and at 2x: refuse)
+    assert images.read_image(path).shape == (200, 300, 3)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert Image.MAX_IMAGE_PIXELS == 10_000  # restored
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 50_000)  # 60 000 pixels: over the limit
+    with pytest.raises(DataError, match="wide.png has more than 50,000 pixels") as err:
+        images.read_image(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match="more than 50,000 pixels"):
+        images.image_size(path)

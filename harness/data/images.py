@@ -27,6 +27,10 @@ __all__ = ["read_image", "read_image_with_meta", "image_size"]
 
 _TRUNCATION_LOCK = threading.Lock()
 
+#: the largest image decoded, in pixels (20000 × 20000): large crowd photographs (10 000 × 10 000 and more) are read
+#: without Pillow's decompression-bomb warning; a larger file is refused in one line
+MAX_IMAGE_PIXELS = 400_000_000
+
 #: single-channel modes holding more than 8 bits per pixel
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I", "I;32", "F")
 
@@ -34,14 +38,19 @@ _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I", "I;32", "F")
 @contextmanager
 def _strict_decoding():
     """Hold ``ImageFile.LOAD_TRUNCATED_IMAGES = False`` while decoding (restored afterwards), so that a
-    truncated file raises instead of decoding to a grey-padded image even if another library flipped it."""
-    with _TRUNCATION_LOCK:
-        saved = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    truncated file raises instead of decoding to a grey-padded image even if another library flipped it; and
+    Pillow's pixel limit at :data:`MAX_IMAGE_PIXELS`, its decompression-bomb warning raised (then reported in one
+    line by the caller) instead of printed."""
+    import warnings
+
+    with _TRUNCATION_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved, limit = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, MAX_IMAGE_PIXELS
         try:
             yield
         finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = saved
+            ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = saved, limit
 
 
 def _bad_image(path: Path, exc: BaseException) -> DataError:
@@ -116,8 +125,10 @@ def read_image_with_meta(path: str | Path) -> tuple[np.ndarray, dict]:
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist; check the data root or re-download the "
                         f"dataset") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
-            Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"image {path} has more than {MAX_IMAGE_PIXELS:,} pixels (the harness's limit; a "
+                        f"decompression bomb?): shrink it or remove it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise _bad_image(path, exc) from exc
     return image, meta
 
@@ -139,8 +150,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with _strict_decoding(), Image.open(path) as img:
             return img.height, img.width
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"image {path} has more than {MAX_IMAGE_PIXELS:,} pixels (the harness's limit; a "
+                        f"decompression bomb?): shrink it or remove it") from None
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist; check the data root or re-download the "
                         f"dataset") from None
