@@ -30,11 +30,22 @@ def colormap(values: np.ndarray) -> np.ndarray:
 _CMAP_LUT = colormap(np.linspace(0.0, 1.0, 1024)).astype(np.float32)
 
 
+#: overlays are drawn at most this many pixels on the longer side (a 10 000 × 10 000 photograph would otherwise take
+#: ~6 GB of float arrays); the image is shrunk first (Pillow, antialiased)
+OVERLAY_MAX_SIDE = 2048
+
+
 def density_overlay(image: np.ndarray, density: np.ndarray, count: float | None = None, *,
-                    alpha: float = 0.6, label: str | None = None) -> np.ndarray:
-    """The overlay as an ``(H, W, 3) uint8`` array (see :func:`save_density_overlay`)."""
+                    alpha: float = 0.6, label: str | None = None,
+                    max_side: int | None = OVERLAY_MAX_SIDE) -> np.ndarray:
+    """The overlay as an ``(H, W, 3) uint8`` array (see :func:`save_density_overlay`); an image larger than
+    ``max_side`` on its longer side is shrunk to it first (None: full size)."""
     if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
         raise DataError(f"overlay image must be (H, W, 3) uint8 RGB, got {getattr(image, 'shape', type(image))}")
+    if max_side is not None and max(image.shape[:2]) > max_side:
+        f = max_side / max(image.shape[:2])
+        size = (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f)))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
     density = np.asarray(density, dtype=np.float32)
     if density.ndim != 2 or density.size == 0:
         raise DataError(f"overlay density must be a non-empty (h, w) array, got shape {density.shape}")
@@ -78,7 +89,7 @@ def save_density_overlay(image: np.ndarray, density: np.ndarray, count: float | 
         label: text to write instead of ``"count {count:.1f}"``.
 
     Returns:
-        ``path``; the PNG has the image's size ``W × H``.
+        ``path``; the PNG has the image's size ``W × H``, shrunk to :data:`OVERLAY_MAX_SIDE` px on the longer side.
 
     Raises:
         DataError: wrong image or density shapes.
