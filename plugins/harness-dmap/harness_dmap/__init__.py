@@ -9,7 +9,8 @@ layers of 4028, one output) maps the predicted map to the count. Modules:
 
 - :mod:`harness_dmap.maps`: circle maps (PIL) and Gaussian maps at the network size;
 - :mod:`harness_dmap.models`: the two map networks and the count regressor;
-- :mod:`harness_dmap.strategy`: the ``dmap`` strategy (both stages on the core training loop) and its counter;
+- :mod:`harness_dmap.config`: the options (no torch); :mod:`harness_dmap.strategy`: the ``dmap`` strategy (both stages
+  on the core training loop) and its counter;
 - :mod:`harness_dmap.plugin`: hook implementations (entry point ``dmap`` of the ``harness`` group).
 """
 __version__ = "0.1.0"

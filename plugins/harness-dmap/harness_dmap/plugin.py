@@ -46,7 +46,7 @@ def _profiles(network: str, **extra) -> dict:
 
 @hookimpl
 def harness_register_strategies(register):
-    from .strategy import DmapOptions
+    from .config import DmapOptions
 
     register(StrategySpec("dmap", _strategy, options=DmapOptions, uses_target_images=False,
                           tiny_options={**TINY, "network": "nopool"},

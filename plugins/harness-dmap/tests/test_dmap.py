@@ -16,7 +16,8 @@ from harness.plugins import get_registries
 from harness_dmap.maps import circle_map, gaussian_map
 from harness_dmap.models import CountRegressor, NoPoolMapNet, VGGMapNet
 from harness_dmap.plugin import TINY
-from harness_dmap.strategy import Dmap, DmapOptions
+from harness_dmap.config import DmapOptions
+from harness_dmap.strategy import Dmap
 
 
 def n_params(m) -> int:
