@@ -211,14 +211,14 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
         sys.exit(143 if summary.signal == "SIGTERM" else 130)
     if data_root is None and matrix == SYNTHETIC_MATRIX and methods == SYNTHETIC_METHODS:
         trained = SYNTHETIC_METHODS.split(",")[0]
-        err_console.print(
-            "\n[bold]next[/bold]\n"
+        click.echo(  # plain lines (no rich wrapping): commands to copy
+            "\nnext:\n"
             f"  harness compare {out_dir} {trained} source-mean   # is the trained counter better? (paired, 95 %)\n"
             f"  harness report {out_dir} -o {out_dir}/report       # HTML: forest plots, per-cell pages, overlays\n"
             "  harness run --data-root DIR --matrix 'SHA→SHB,SHB→SHA' --methods source-only-mcnn-sha,zero,source-mean"
             "   # ShanghaiTech\n"
             "  harness plugins                                     # the methods (PromptMix, RDBT, SYRAC, LDM, ...)\n"
-            "  harness new-plugin my-method                        # a method of your own", highlight=False)
+            "  harness new-plugin my-method                        # a method of your own", err=True)
 
 
 def _write_board(out_dir: Path) -> str:

@@ -247,3 +247,17 @@ def test_an_ascii_filesystem_encoding_is_one_line(tmp_path):
                        text=True, env=env)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "PYTHONUTF8=1" in r.stderr and "LC_ALL=C.UTF-8" in r.stderr
+
+
+def test_the_default_run_is_the_demo_pair_and_ends_with_the_next_commands(tmp_path, monkeypatch):
+    """`harness run` without a data root or a matrix runs the built-in demo pair and prints what to do next (the
+    trained default method is swapped for `zero` here to keep the test short)."""
+    import harness.cli as cli
+
+    monkeypatch.delenv("HARNESS_DATA", raising=False)
+    monkeypatch.setattr(cli, "SYNTHETIC_METHODS", "zero,source-mean")
+    r = CliRunner().invoke(cli.main, ["run", "--out", str(tmp_path / "demo"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "SYN-PARK→SYN-STREET" in r.output and "SYN-STREET→SYN-PARK" in r.output
+    assert f"harness compare {tmp_path / 'demo'} zero source-mean" in r.output
+    assert "harness report" in r.output and "harness new-plugin" in r.output
