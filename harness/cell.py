@@ -264,10 +264,33 @@ def make_context(plan: Plan, cell: Cell, fit: Fit, device: str, cache: ArtifactC
 
 def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: ArtifactCache,
              commit: str | None, on_image: Callable[[int, int], None] | None = None) -> dict:
-    """Fit and evaluate one cell in ``cell_dir`` (see the module notes); returns the metrics written.
+    """Fit and evaluate one cell in ``cell_dir`` (see the module notes); returns the metrics written. With
+    ``--log-with`` the cell is one tracked run (:mod:`harness.tracking`).
 
     Exceptions propagate (the caller records them); an interruption leaves the progress files for resume.
     """
+    from .tracking import CellTracker, final_values, run_name, tracking
+
+    tracker = None
+    if plan.spec.trackers:
+        folder = Path(plan.spec.tracker_dir) if plan.spec.tracker_dir else cell_dir.parents[2] / "trackers"
+        tracker = CellTracker(plan.spec.trackers, run_name(cell.method, cell.source, cell.target, cell.seed_dir),
+                              folder, {"method": cell.method, "source": cell.source, "target": cell.target,
+                                       "seed": cell.seed, "profile": plan.profile, "precision": plan.precision,
+                                       "device": device, "commit": commit or ""})
+    with tracking(tracker):
+        metrics = _run_cell(plan, cell, cell_dir, device, cache=cache, commit=commit, on_image=on_image)
+        if tracker is not None:
+            tracker.log(final_values(metrics), step=0)
+            from PIL import Image
+
+            tracker.log_images({f"overlays/{p.stem}": np.asarray(Image.open(p).convert("RGB"))
+                                for p in sorted((cell_dir / OVERLAYS).glob("*.png"))})
+    return metrics
+
+
+def _run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: ArtifactCache,
+              commit: str | None, on_image: Callable[[int, int], None] | None = None) -> dict:
     from .evaluation import metrics_from_records
 
     method = plan.registries.methods.get(cell.method)

@@ -143,10 +143,15 @@ def _check_filesystem_encoding() -> None:
               help="Wait for cells another driver is computing (else leave them to it).")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Also load this plugin module (not installed as a distribution); repeatable. Workers import it too.")
+@click.option("--log-with", "trackers", multiple=True, type=click.Choice(["tensorboard", "mlflow", "wandb"]),
+              help="Experiment tracker (repeatable): one tracked run per cell (training losses, final metrics, "
+                   "overlays); pip install 'crowd-harness[trackers]'.")
+@click.option("--tracker-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the trackers write (default OUT/trackers; W&B runs offline there).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
 def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, force, workers, threads,
         executor, address, gpus_per_cell, cpus_per_cell, max_retries, slurm_partition, slurm_time, slurm_gpus_per_task,
-        slurm_cpus_per_task, slurm_array_parallelism, wait, plugins, progress):
+        slurm_cpus_per_task, slurm_array_parallelism, wait, plugins, trackers, tracker_dir, progress):
     """Run METHODS on every SRC→TGT cell of MATRIX for each seed, then print the leaderboard.
 
     Finished cells are never recomputed; failed cells are retried on the next run. Exits 1 when any cell
@@ -175,9 +180,13 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
                          + (["--limit-test", str(limit_test)] if limit_test else [])
                          + (["--threads", str(threads)] if threads else [])
                          + (["--executor", executor] if executor != "local" else [])
-                         + [a for m in plugins for a in ("--plugin", m)])
+                         + [a for m in plugins for a in ("--plugin", m)]
+                         + [a for t in trackers for a in ("--log-with", t)]
+                         + (["--tracker-dir", str(tracker_dir)] if tracker_dir else []))
     # the same validated plan with the run's command line, workers and plugins on its spec (a new frozen value)
-    plan = replace(planned, spec=replace(canonical, command=command, workers=workers, plugins=tuple(plugins)))
+    plan = replace(planned, spec=replace(canonical, command=command, workers=workers, plugins=tuple(plugins),
+                                         trackers=tuple(dict.fromkeys(trackers)),
+                                         tracker_dir=str(tracker_dir.resolve()) if tracker_dir else None))
     if any(not (Path(out_dir) / c.relpath / "metrics.json").exists() for c in plan.cells):
         check_writable_dir(out_dir, "--out")  # a finished run in a read-only folder is only printed
         check_writable_dir(default_cache_dir(), "the artefact cache (HARNESS_CACHE)")

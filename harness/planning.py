@@ -154,7 +154,9 @@ class RunSpec:
     ``matrix``: ``"SHA→SHB,SHB->SHA"`` or ``(source, target)`` pairs; ``methods``: ``"a,b"`` or names; ``seeds``:
     ``"0,1"`` or ints. ``command``: the command line that made the run (recorded in each cell's ``config.json``);
     ``workers``: image-decoding worker processes (``--workers``); ``plugins``: extra plugin modules (``--plugin``),
-    loaded by every worker too. Lists are stored as tuples. :meth:`plan` validates it into a :class:`Plan`."""
+    loaded by every worker too; ``trackers`` / ``tracker_dir``: experiment trackers of every cell
+    (:mod:`harness.tracking`; default folder ``<out>/trackers``). Lists are stored as tuples. :meth:`plan` validates it
+    into a :class:`Plan`."""
 
     matrix: str | tuple[tuple[str, str], ...]
     methods: str | tuple[str, ...]
@@ -166,6 +168,8 @@ class RunSpec:
     command: str | None = None
     workers: int = 0
     plugins: tuple[str, ...] = ()
+    trackers: tuple[str, ...] = ()
+    tracker_dir: str | None = None
 
     def __post_init__(self):
         def frozen(v):
@@ -174,6 +178,7 @@ class RunSpec:
         object.__setattr__(self, "methods", frozen(self.methods))
         object.__setattr__(self, "seeds", frozen([self.seeds] if isinstance(self.seeds, int) else self.seeds))
         object.__setattr__(self, "plugins", tuple(self.plugins))
+        object.__setattr__(self, "trackers", tuple(self.trackers))
         if self.data_root is not None:
             object.__setattr__(self, "data_root", os.fspath(self.data_root))
 

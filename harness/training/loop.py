@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 
 from ..errors import ConfigError
+from ..tracking import log_training
 from .checkpoints import LoopState, fingerprint, load_latest, save
 from .precision import PRECISIONS, autocast, autocast_dtype, make_accelerator  # noqa: F401  (re-exported)
 
@@ -345,6 +346,7 @@ def _train(task: Any, cfg: LoopConfig, *, seed: int, device: str, checkpoint_dir
         finally:
             _swap_back(modules, swapped)
         state.history.append({"step": step, "eval": metric})
+        log_training(name, {"step": step, "eval": metric})
         if metric < state.best_metric:
             state.best_metric, state.best_step = metric, step
             state.best_state = module_state()
@@ -360,6 +362,7 @@ def _train(task: Any, cfg: LoopConfig, *, seed: int, device: str, checkpoint_dir
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
             rec = {"step": state.step, **{k: float(np.mean(v)) for k, v in sums.items()}, "lr": lr_used}
             state.history.append(rec)
+            log_training(name, rec)
             log.info("%s: step %d/%d %s (%.1fs)", name, state.step, cfg.steps,
                      " ".join(f"{k} {v:.5g}" for k, v in rec.items() if k not in ("step",) and v is not None),
                      time.perf_counter() - t0)
