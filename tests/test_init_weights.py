@@ -167,3 +167,29 @@ def test_cached_fit_never_crosses_precision_threads_or_seed(tmp_path):
         torch.set_num_threads(before)
     conditions = _ctx(tmp_path).fit_conditions()
     assert {"seed", "source", "precision", "device_kind", "threads", "harness_version"} <= set(conditions)
+
+
+def test_rescsrnet_head_starts_from_the_imagenet_resnet18_of_the_real_layout(tmp_path, monkeypatch):
+    """The report's student is "based on a modified ResNet-18 architecture which is pretrained on ImageNet"
+    (§III-E): `init: imagenet` loads torchvision's resnet18 file (conv1, bn1, layer1, layer2) into the head; absent,
+    one line naming the file; the counter's provenance carries ImageNet labels."""
+    import torchvision
+
+    from harness import WeightsError
+    from harness.models.rescsrnet import rescsrnet_counter
+
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    (tmp_path / "imagenet").mkdir()
+    with pytest.raises(WeightsError, match="resnet18-f37072fd.pth") as err:
+        rescsrnet_counter(width=0.125, init="imagenet")
+    assert "\n" not in str(err.value)
+    torch.manual_seed(1)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(state, tmp_path / "imagenet" / "resnet18-f37072fd.pth")
+    counter = rescsrnet_counter(width=0.125, init="imagenet", seed=0)
+    head = counter.model.head.state_dict()
+    assert torch.equal(head["0.weight"], state["conv1.weight"]) and torch.equal(head["5.1.bn2.bias"],
+                                                                                state["layer2.1.bn2.bias"])
+    assert counter.provenance.trained_on == frozenset({"ImageNet"})
+    assert rescsrnet_counter(width=0.125, seed=0).provenance.trained_on == frozenset()

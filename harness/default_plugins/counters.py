@@ -31,11 +31,12 @@ def _csrnet(device: str = "cpu", weights=None):
     return csrnet_counter(weights=weights, device=device)
 
 
-def _rescsrnet(device: str = "cpu", width: float = 1.0, seed: int | None = None):
-    """Untrained ResCSRNet (options: width = back-end channel multiplier, seed = init seed)."""
+def _rescsrnet(device: str = "cpu", width: float = 1.0, seed: int | None = None, init: str = "random"):
+    """Untrained ResCSRNet (options: width = back-end channel multiplier, seed = init seed, init = random |
+    imagenet | a ResNet-18 file for the head)."""
     from ..models.rescsrnet import rescsrnet_counter
 
-    return rescsrnet_counter(width=width, seed=seed, device=device)
+    return rescsrnet_counter(width=width, seed=seed, device=device, init=init)
 
 
 @hookimpl

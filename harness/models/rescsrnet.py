@@ -12,9 +12,10 @@ Architecture (our reading of that description):
 - output: 1×1 conv to one channel, no activation (as CSRNet); count = sum of the map.
 
 Output stride 8; the strided, padded convolutions give ``(ceil(H / 8), ceil(W / 8))`` outputs, the shape of
-``downsample_density(density, 8)``. No ImageNet weights are available here, so the head is randomly
-initialised (torchvision's Kaiming init) and the back end ~ N(0, 0.01²) as in CSRNet: provenance
-``"random-init"``, trained on nothing. Input: RGB / 255 with ImageNet mean/std (the normalisation the
+``downsample_density(density, 8)``. The head is randomly initialised (torchvision's Kaiming init) or, with
+``init="imagenet"`` (the report: "pretrained on ImageNet", §III-E), loaded from torchvision's ImageNet ResNet-18
+file (``conv1``, ``bn1``, ``layer1``, ``layer2``; provenance: ImageNet labels); the back end ~ N(0, 0.01²) as in
+CSRNet. Input: RGB / 255 with ImageNet mean/std (the normalisation the
 ResNet-18 head was designed for).
 """
 from __future__ import annotations
@@ -60,15 +61,32 @@ class ResCSRNet(nn.Module):
         return self.output_layer(self.backend(self.head(x)))
 
 
+#: torchvision ``resnet18`` state-dict prefixes -> the head's ``nn.Sequential`` indices
+_HEAD_KEYS = {"conv1.": "0.", "bn1.": "1.", "layer1.": "4.", "layer2.": "5."}
+
+
+def _head_key(key: str) -> str:
+    for src, dst in _HEAD_KEYS.items():
+        if key.startswith(src):
+            return dst + key[len(src):]
+    return key
+
+
 def rescsrnet_counter(*, width: float = 1.0, seed: int | None = None, device: str = "cpu",
-                      name: str = "rescsrnet") -> TorchDensityCounter:
-    """An untrained (random-init) ResCSRNet counter for training code (``.model``, ``.stride``,
-    ``.preprocess``, ``.train_forward``).
+                      name: str = "rescsrnet", init: str = "random") -> TorchDensityCounter:
+    """An untrained ResCSRNet counter for training code (``.model``, ``.stride``, ``.preprocess``,
+    ``.train_forward``).
 
     Args:
         width: back-end channel multiplier (see :class:`ResCSRNet`).
         seed: if given, initialise the weights under ``torch.manual_seed(seed)`` (global RNG state restored).
         device: torch device.
+        init: ``"random"``, ``"imagenet"`` (torchvision's ResNet-18 file: :func:`harness.resolve_pretrained`) or a
+            local ResNet-18 state-dict file, for the head.
+
+    Raises:
+        WeightsError: the ImageNet file is absent offline (one line: which file, from where, where to put it) or not
+            a ResNet-18.
     """
     if seed is None:
         model = ResCSRNet(width=width)
@@ -77,6 +95,13 @@ def rescsrnet_counter(*, width: float = 1.0, seed: int | None = None, device: st
             torch.manual_seed(int(seed))
             model = ResCSRNet(width=width)
     prov = Provenance(weights="random-init", trained_on=frozenset(), licence="")
+    if init != "random":
+        from .pretrained import pretrained_backbone
+
+        loaded = pretrained_backbone(model.head, "resnet18", init, option="counter_options.init",
+                                     allow_unused=True, rename=_head_key)
+        prov = Provenance(weights=f"{loaded.path} (sha256 {loaded.sha256[:12]})",
+                          trained_on=frozenset(loaded.trained_on), licence="")
     return TorchDensityCounter(model, name=name, stride=STRIDE, provenance=prov, preprocess=imagenet_preprocess,
                                output_rounding="ceil", device=device,
                                receptive_field=RECEPTIVE_FIELD)

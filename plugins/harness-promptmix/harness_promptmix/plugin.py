@@ -34,7 +34,7 @@ R_MIX = {"r0": 0.0, "r50": 0.5, "r100": 1.0, "r500": 5.0, "r1000": 10.0}
 SMOKE = {"counter": "rescsrnet", "counter_options": {"width": 0.125}, "train": dict(SMOKE_TRAIN),
          "captioner": "tiny", "max_captioned_images": 20, "images_per_prompt": 2, "generator_model": "tiny",
          "steps": 10, "max_side": 256}
-PAPER = {"counter": "rescsrnet", "counter_options": {"width": 1.0}, "train": dict(PAPER_TRAIN),
+PAPER = {"counter": "rescsrnet", "counter_options": {"width": 1.0, "init": "imagenet"}, "train": dict(PAPER_TRAIN),
          "captioner": BLIP_ID, "images_per_prompt": 10, "generator_model": SD15_ID, "steps": 50}
 TINY = {"counter": "rescsrnet", "counter_options": {"width": 0.125}, "train": TINY_TRAIN, "captioner": "tiny",
         "max_captioned_images": 2, "images_per_prompt": 1, "generator_model": "tiny", "steps": 2, "max_side": 32,

@@ -37,7 +37,7 @@ PAPER_GAN = {"crop_size": 512, "ngf": 64, "ndf": 64, "spade_hidden": 128, "z_dim
              "batch_size": 1, "checkpoint_every_epochs": 10}
 SMOKE = {"counter": "rescsrnet", "counter_options": {"width": 0.125}, "train": dict(SMOKE_TRAIN), "masks": "SHTA_V2",
          "max_masks": 20, "images_per_mask": 2, "gan": SMOKE_GAN}
-PAPER = {"counter": "rescsrnet", "counter_options": {"width": 1.0}, "train": dict(PAPER_TRAIN), "masks": "SSU_V2",
+PAPER = {"counter": "rescsrnet", "counter_options": {"width": 1.0, "init": "imagenet"}, "train": dict(PAPER_TRAIN), "masks": "SSU_V2",
          "segmenter_options": {"crowd-segmentation": {"weights": "torchvision"},
                                "surroundings-segmentation": {"weights": "torchvision"}},
          "images_per_mask": 10, "gan": PAPER_GAN}
