@@ -30,8 +30,11 @@ def _make(name: str, run_name: str, folder: Path):
     elif name == "mlflow":
         tracker = tracking.MLflowTracker(experiment_name="crowd-harness", logging_dir=str(folder / "mlruns"),
                                          run_name=run_name)
-    elif name == "wandb":
-        tracker = tracking.WandBTracker(run_name, project="crowd-harness", dir=str(folder), name=run_name)
+    elif name == "wandb":  # the project is WandBTracker's first argument; offline unless WANDB_MODE says otherwise
+        import os
+
+        tracker = tracking.WandBTracker("crowd-harness", dir=str(folder), name=run_name, reinit=True,
+                                        mode=os.environ.get("WANDB_MODE", "offline"))
     else:
         raise ValueError(name)
     if hasattr(tracker, "start"):

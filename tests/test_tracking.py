@@ -70,3 +70,31 @@ def _without(missing):
         return real(name, run_name, folder)
 
     return make
+
+
+def test_tracker_constructors_follow_accelerate_signatures(tmp_path, monkeypatch):
+    """The three trackers are built with the arguments accelerate's classes take (the W&B project first, the run
+    name as `name`; MLflow's experiment, folder and run name), checked without starting them."""
+    from accelerate import tracking as acc
+
+    from harness import tracking
+
+    made = {}
+
+    def fake(cls):
+        class Fake:
+            def __init__(self, *args, **kwargs):
+                made[cls] = (args, kwargs)
+
+        return Fake
+
+    for cls in ("TensorBoardTracker", "MLflowTracker", "WandBTracker"):
+        monkeypatch.setattr(acc, cls, fake(cls))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for name in tracking.TRACKERS:
+        tracking._make(name, "m__A-B__seed-0", tmp_path)
+    assert made["TensorBoardTracker"][0] == ("m__A-B__seed-0", str(tmp_path / "tensorboard"))
+    assert made["MLflowTracker"][1] == {"experiment_name": "crowd-harness", "logging_dir": str(tmp_path / "mlruns"),
+                                        "run_name": "m__A-B__seed-0"}
+    args, kwargs = made["WandBTracker"]
+    assert args == ("crowd-harness",) and kwargs["name"] == "m__A-B__seed-0" and kwargs["mode"] == "offline"
