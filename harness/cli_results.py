@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 import click
-from rich.console import Console
 
+from .cli_common import err_console
 from .errors import HarnessError
 
-err_console = Console(stderr=True)
 
 
 @click.command("leaderboard")
