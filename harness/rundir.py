@@ -284,12 +284,18 @@ class RunDir:
             DataError: a damaged cell (one line naming it: damaged cells are never results)."""
         from .errors import DataError
 
-        bad = self.damaged()
+        bad, out = [], []
+        for cell in self.finished():  # each cell's files are checked once
+            state, why = cell.state()
+            if state == "damaged":
+                bad.append(why)
+            elif not bad:
+                out.append(CellResult.from_json(_read_json(cell.path / METRICS), cell.path))
         if bad:
             raise DataError(f"{len(bad)} damaged cell(s) are not results: {'; '.join(bad[:3])}"
                             + (" …" if len(bad) > 3 else "") + " — run the same `harness run` with --force to "
                             "compute them again")
-        return [c.result() for c in self.finished()]
+        return out
 
 
 __all__ = ["RunDir", "CellDir", "CellResult", "CELL_GLOB", "file_record", "damage", "cell_state", "is_done", "cell_dirs", "cells_of_strategy",
