@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli_common import err_console
+from .dryrun import DEFAULT_EFFICIENCY, GPUS
 from .cli_common import quiet_registries as _quiet_registries
 from .cli_common import registries as _registries
 from .errors import HarnessError
@@ -137,9 +138,20 @@ def _check_filesystem_encoding() -> None:
 @click.option("--tracker-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the trackers write (default OUT/trackers; W&B runs offline there).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
+@click.option("--dry-run", is_flag=True, help="Run a few units of every stage of every cell here, at the profile's "
+                                              "real shapes, and print memory, FLOPs and projected GPU-hours; "
+                                              "writes no cell.")
+@click.option("--gpu", type=click.Choice(sorted(GPUS)), default="a100", show_default=True,
+              help="Dry run: the GPU the hours are projected on.")
+@click.option("--gpu-efficiency", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_EFFICIENCY,
+              show_default=True, help="Dry run: sustained fraction of the GPU's peak FLOP/s (an assumption).")
+@click.option("--dry-run-units", type=click.IntRange(1, 100), default=2, show_default=True,
+              help="Dry run: units (steps, images) each stage runs.")
+@click.option("--json", "as_json", is_flag=True, help="Dry run: JSON instead of the table.")
 def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, force, workers, threads,
         executor, address, gpus_per_cell, cpus_per_cell, max_retries, slurm_partition, slurm_time, slurm_gpus_per_task,
-        slurm_cpus_per_task, slurm_array_parallelism, wait, plugins, trackers, tracker_dir, progress):
+        slurm_cpus_per_task, slurm_array_parallelism, wait, plugins, trackers, tracker_dir, progress, dry_run, gpu,
+        gpu_efficiency, dry_run_units, as_json):
     """Run METHODS on every SRC→TGT cell of MATRIX for each seed, then print the leaderboard.
 
     Finished cells are never recomputed; failed cells are retried on the next run. Exits 1 when any cell
@@ -175,6 +187,11 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
     plan = replace(planned, spec=replace(canonical, command=command, workers=workers, plugins=tuple(plugins),
                                          trackers=tuple(dict.fromkeys(trackers)),
                                          tracker_dir=str(tracker_dir.resolve()) if tracker_dir else None))
+    if dry_run:
+        from .cli_dryrun import dry_run_command
+
+        return dry_run_command(plan, device, gpu=gpu, efficiency=gpu_efficiency, max_units=dry_run_units,
+                               as_json=as_json)
     if any(not (Path(out_dir) / c.relpath / "metrics.json").exists() for c in plan.cells):
         check_writable_dir(out_dir, "--out")  # a finished run in a read-only folder is only printed
         check_writable_dir(default_cache_dir(), "the artefact cache (HARNESS_CACHE)")

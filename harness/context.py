@@ -83,10 +83,16 @@ class CellContext:
             ``(path, hit)``: the artefact and whether it was already cached (also recorded in
             ``provenance_notes["cached_fits"][kind]``, hence in the cell's ``metrics.json``).
         """
+        from .stages import active_meter
+
         full = {"fit": key, "conditions": self.fit_conditions()}
         path = self.cache.path(kind, full, suffix)
         hit = path.exists()
+        meter = active_meter()
+        before = meter.names() if meter is not None else set()
         path = self.cache.get_or_create(kind, full, suffix, create)
+        if meter is not None:  # a dry run: a fit another cell made lends this cell the stages it ran
+            meter.artefact(str(path), before, hit)
         self.provenance_notes.setdefault("cached_fits", {})[kind] = {"hit": hit, "key": path.stem[:16]}
         return path, hit
 

@@ -17,6 +17,7 @@ Used by the runner for every cell and by any report (e.g. RDBT's per-iteration t
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -31,6 +32,7 @@ import numpy as np
 
 from .errors import DataError, PluginError
 from .io import atomic_write_text
+from .stages import params_of, stage
 from .types import counter_is_stochastic, counter_localises, output_stride
 
 #: localisation thresholds δ in pixels for mAP (Idrees et al., ECCV 2018; RDBT Table 1)
@@ -248,12 +250,16 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
     todo = [ref for ref in refs if ref.id not in done]
     last_sync = time.monotonic()
     extremes = _Extremes(keep_extremes)
+    stack = contextlib.ExitStack()
     try:
         if on_image and resumed:
             on_image(resumed, len(refs))
+        predict = stack.enter_context(stage("evaluate: predict", units=len(todo), unit="test image",
+                                            params=params_of(counter)))
         for i, (ref, sample) in enumerate(zip(todo, load_samples(todo, workers)), resumed + 1):
             where = f"counter {name!r} on image {ref.key}"
-            pred = predict_image(counter, sample.image, image_seed(seed, ref.key), where)
+            with predict.unit():
+                pred = predict_image(counter, sample.image, image_seed(seed, ref.key), where)
             pts, scores = (points_and_scores(pred, sample.image.shape, stride) if localises else (None, None))
             gt = float(sample.count)
             rec = {"image_id": sample.id, "gt_count": gt, "pred_count": float(pred.count),
@@ -276,7 +282,10 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
             extremes.offer(rec["abs_error"], rec["image_id"], pred.density)
             if on_image:
                 on_image(i, len(refs))
+            if predict.done:  # only in a dry run (harness.stages)
+                break
     finally:
+        stack.close()
         if fh is not None:
             fh.close()
     by_id = {r["image_id"]: r for r in records}

@@ -22,6 +22,7 @@ labels count as labels the counter saw.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -33,6 +34,7 @@ import numpy as np
 from .errors import ConfigError
 from .io import atomic_write_json
 from .options import component
+from .stages import params_of, stage
 from .training.density import EpochExtras
 from .types import GenerationRequest, Provenance, PseudoLabel, output_stride
 
@@ -300,16 +302,26 @@ def generate_cached(ctx: Any, generator: Any, requests: Sequence[GenerationReque
     """Stage 1: ``(records, number generated now)``; cached images are reused, missing ones generated (resume)."""
     gkey = generator.key()
     size_of = getattr(generator, "output_size", lambda h, w: (h, w))
-    records, n_new = [], 0
-    for req in requests[:limit] if limit else requests:
-        size = tuple(int(s) for s in size_of(*req.size))
-        ikey = {"generator": gkey, "request": req.key(), "size": list(size)}
-        path = ctx.cache.path("synthetic/image", ikey, ".png")
-        if not path.exists():
-            img = generator.generate([req])[0].image
-            ctx.cache.get_or_create("synthetic/image", ikey, ".png", lambda p, im=img: _save_png(p, im))
-            n_new += 1
-        records.append(SyntheticRecord(req, path, size))
+    records, made, n_new = [], [], 0
+    todo = requests[:limit] if limit else requests
+    label = getattr(generator, "model_id", None) or type(generator).__name__
+    with stage(f"generate: {label}", units=len(todo), unit="image", key=gkey, max_units=1) as st:
+        for req in todo:
+            size = tuple(int(s) for s in size_of(*req.size))
+            ikey = {"generator": gkey, "request": req.key(), "size": list(size)}
+            path = ctx.cache.path("synthetic/image", ikey, ".png")
+            if not path.exists() and st.done and made:
+                # a dry run (harness.stages): an image made here stands in, so every later stage sees the full pool
+                stand_in = made[len(records) % len(made)]
+                records.append(SyntheticRecord(req, stand_in.path, stand_in.size))
+                continue
+            if not path.exists():
+                with st.unit():
+                    img = generator.generate([req])[0].image
+                ctx.cache.get_or_create("synthetic/image", ikey, ".png", lambda p, im=img: _save_png(p, im))
+                n_new += 1
+            records.append(SyntheticRecord(req, path, size))
+            made.append(records[-1])
     return records, n_new
 
 
@@ -336,6 +348,32 @@ def build_pool(ctx: Any, generator: Any, requests: Sequence[GenerationRequest], 
     anns = {n: ctx.build("annotator", "heavyweight-counter", counter=n, **opts.annotator_options.get(n, {}))
             for n in names}
     kept = anns[kept_name]
+    stack = contextlib.ExitStack()  # one dry-run stage per annotator (harness.stages; inert in a real run)
+    ann_stages = {n: stack.enter_context(stage(f"annotate: {n}", units=len(records), unit="image", key=a.key(),
+                                               params=params_of(a)))
+                  for n, a in anns.items()}
+    with stack:
+        _annotate(ctx, records, anns, ann_stages, kept_name, kept, opts)
+    stats = q_stats(np.array([r.q for r in records if r.q is not None]))
+    n_kept = sum(r.kept for r in records)
+    ctx.log.info("annotated by %s in %.1f s; q (%s) %s; kept %d of %d (max_quality %s); pseudo-labels from %s",
+                 ", ".join(names), time.perf_counter() - t1, opts.quality_distance, stats, n_kept, len(records),
+                 opts.max_quality, kept_name)
+    atomic_write_json(Path(ctx.workdir) / SYNTHETIC_FILE, {
+        "source": ctx.source_name, "target": ctx.target_name, **(about or {}), "generator": generator.key(),
+        "annotators": [a.key() for a in anns.values()], "kept_annotator": kept_name,
+        "quality_distance": opts.quality_distance, "max_quality": opts.max_quality, "q_stats": stats,
+        "n_kept": n_kept, "images": [r.to_dict() for r in records]})
+    ctx.provenance_notes.update({"synthetic_images": len(records), "synthetic_kept": n_kept, "q_stats": stats,
+                                 "annotators": names, "pseudo_labels_from": kept_name,
+                                 "pool_seconds": round(time.perf_counter() - t0, 2)})
+    return SyntheticPool(records, kept_name, names, stats)
+
+
+def _annotate(ctx: Any, records: list, anns: dict, ann_stages: dict, kept_name: str, kept: Any,
+              opts: PoolOptions) -> None:
+    """Stages 2–3 for each record: every annotator's label (cached), the quality score, kept or not, the kept
+    annotator's label as head points."""
     for rec in records:
         image, labels = None, {}
         for name, ann in anns.items():
@@ -343,7 +381,8 @@ def build_pool(ctx: Any, generator: Any, requests: Sequence[GenerationRequest], 
             apath = ctx.cache.path("synthetic/annotation", akey, ".npz")
             if not apath.exists():
                 image = _read_png(rec.path) if image is None else image
-                lab = ann.annotate(image)
+                with ann_stages[name].unit():
+                    lab = ann.annotate(image)
                 ctx.cache.get_or_create("synthetic/annotation", akey, ".npz",
                                         lambda p, lb=lab, s=output_stride(ann, 1): _save_label(p, lb, s))
             labels[name] = _load_label(apath, name)
@@ -361,20 +400,6 @@ def build_pool(ctx: Any, generator: Any, requests: Sequence[GenerationRequest], 
             "synthetic/points", {"image": rec.path.stem, "annotator": kept.key()}, ".npy",
             lambda p, d=kept_label.density, r=rng, sz=rec.size: _save_npy(
                 p, density_to_points(d, int(kept_label.meta.get("stride", 1)), sz, r)))
-    stats = q_stats(np.array([r.q for r in records if r.q is not None]))
-    n_kept = sum(r.kept for r in records)
-    ctx.log.info("annotated by %s in %.1f s; q (%s) %s; kept %d of %d (max_quality %s); pseudo-labels from %s",
-                 ", ".join(names), time.perf_counter() - t1, opts.quality_distance, stats, n_kept, len(records),
-                 opts.max_quality, kept_name)
-    atomic_write_json(Path(ctx.workdir) / SYNTHETIC_FILE, {
-        "source": ctx.source_name, "target": ctx.target_name, **(about or {}), "generator": generator.key(),
-        "annotators": [a.key() for a in anns.values()], "kept_annotator": kept_name,
-        "quality_distance": opts.quality_distance, "max_quality": opts.max_quality, "q_stats": stats,
-        "n_kept": n_kept, "images": [r.to_dict() for r in records]})
-    ctx.provenance_notes.update({"synthetic_images": len(records), "synthetic_kept": n_kept, "q_stats": stats,
-                                 "annotators": names, "pseudo_labels_from": kept_name,
-                                 "pool_seconds": round(time.perf_counter() - t0, 2)})
-    return SyntheticPool(records, kept_name, names, stats)
 
 
 def pool_extras(ctx: Any, pool: SyntheticPool, r_mix: float, n_real: int) -> EpochExtras:

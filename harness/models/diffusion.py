@@ -10,10 +10,11 @@ PromptMix: SD v1.5, 50 steps, the captioned image's size; SYRAC: SD 2.1, strengt
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -140,13 +141,53 @@ class StableDiffusionGenerator:
                     raise ConfigError(f"img2img with {self.steps} steps and strength {req.strength} runs "
                                       f"int(steps × strength) = 0 denoising steps: raise steps or strength")
                 init = Image.fromarray(np.asarray(req.init_image, np.uint8)).resize((w, h), Image.BICUBIC)
-                result = self.pipe("image")(image=init, strength=float(req.strength), **common)
+                pipe = self.pipe("image")
+                with _denoising_stage(pipe, int(self.steps * req.strength), (h, w), self.key()) as cb:
+                    result = pipe(image=init, strength=float(req.strength), callback_on_step_end=cb, **common)
             else:
-                result = self.pipe("text")(height=int(h), width=int(w), **common)
+                pipe = self.pipe("text")
+                with _denoising_stage(pipe, self.steps, (h, w), self.key()) as cb:
+                    result = pipe(height=int(h), width=int(w), callback_on_step_end=cb, **common)
             img = np.clip(np.round(result.images[0] * 255), 0, 255).astype(np.uint8)
             out.append(SyntheticImage(image=img, request=req,
                                       meta={"model": self.model_id, "steps": self.steps, "size": [int(h), int(w)]}))
         return out
+
+
+@contextlib.contextmanager
+def _denoising_stage(pipe: Any, steps: int, size: tuple[int, int], key: dict):
+    """The U-Net steps of one image as a dry-run stage (:mod:`harness.stages`): each U-Net call (the guided batch)
+    is a unit; in a dry run the pipeline is interrupted (diffusers' ``interrupt``) after the stage's units and
+    decodes what it has. Yields the ``callback_on_step_end`` to pass (None outside a dry run)."""
+    from ..stages import active_meter, count_params, stage
+
+    if active_meter() is None:
+        yield None
+        return
+    with stage("generate: U-Net step", units=steps, unit="denoising step", params=count_params(pipe.unet),
+               key={**key, "size": list(size)}) as st:
+        open_units: list = []
+
+        def pre(module, args, kwargs):
+            cm = st.unit()
+            cm.__enter__()
+            open_units.append(cm)
+
+        def post(module, args, kwargs, output):
+            open_units.pop().__exit__(None, None, None)
+
+        def on_step_end(p, i, t, kw):
+            if st.done:
+                p._interrupt = True
+            return kw
+
+        hooks = [pipe.unet.register_forward_pre_hook(pre, with_kwargs=True),
+                 pipe.unet.register_forward_hook(post, with_kwargs=True)]
+        try:
+            yield on_step_end
+        finally:
+            for h in hooks:
+                h.remove()
 
 
 __all__ = ["StableDiffusionGenerator", "size_multiple", "round_size", "SD15_ID", "SD21_ID"]

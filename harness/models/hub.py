@@ -6,6 +6,8 @@
   hub is reachable and ``HF_HUB_OFFLINE`` is not set. When neither works, :class:`harness.errors.WeightsError`
   says in one line which model is missing and how to provide it (``huggingface-cli download ID`` elsewhere, or a
   local folder as the named option).
+- In a dry run (``harness run --dry-run``) a hub id that does not resolve but whose configuration ships with the
+  harness (:mod:`harness.models.architecture`) is built with random weights and recorded as "architecture only".
 - ``"tiny"`` / ``"tiny:<seed>"`` builds a tiny, randomly initialised model of the same architecture from configs
   into the harness cache, with the builder registered for the model's kind (``harness_register_tiny_models``; the
   core's own: :mod:`harness.models.tiny`): tests and ``smoke`` profiles run with no download and no weights.
@@ -126,7 +128,17 @@ def resolve_model(model_id: str, *, kind: str, cache_root: str | Path, what: str
         folder = Path(cache_root) / "tiny" / f"{spec.name}-v{spec.version}-seed{seed}"
         spec.build(folder, seed)
         return ResolvedModel(folder, {"model": model_id, "kind": spec.name, "tiny_version": spec.version}, tiny=True)
-    folder = resolve_model_dir(model_id, what, option)
+    try:
+        folder = resolve_model_dir(model_id, what, option)
+    except WeightsError as exc:
+        from ..stages import active_meter, note_weights
+        from .architecture import ARCHITECTURE_VERSION, build_architecture, has_architecture
+
+        if active_meter() is None or not has_architecture(model_id):
+            raise
+        folder = build_architecture(model_id, cache_root)  # a dry run: the real architecture, random weights
+        note_weights(f"{what} {model_id}", f"architecture only ({str(exc).split(':')[0]})")
+        return ResolvedModel(folder, {"model": model_id, "architecture_only": ARCHITECTURE_VERSION})
     return ResolvedModel(folder, {"model": model_id, "files": folder_fingerprint(folder)})
 
 

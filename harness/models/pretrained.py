@@ -241,13 +241,28 @@ def pretrained_backbone(module: Any, arch: str, weights: str | os.PathLike, *, o
     Returns:
         :class:`PretrainedInit` (recorded in the cell's provenance by the caller).
 
+    In a dry run (``harness run --dry-run``) a file that does not resolve leaves ``module`` randomly initialised
+    and is recorded as "architecture only".
+
     Raises:
         WeightsError: file missing offline (one line: which file, from where, where to put it), unreadable, or not
             of ``module``'s architecture and size.
     """
     from ..io import file_sha256
 
-    path = resolve_pretrained(arch, weights, option)
+    try:
+        path = resolve_pretrained(arch, weights, option)
+    except WeightsError as exc:
+        from ..stages import active_meter, note_weights
+
+        if active_meter() is None:
+            raise
+        # a dry run: the module keeps its random initialisation (same architecture, same cost)
+        note_weights(f"{arch} ({option})", f"architecture only ({str(exc).split(':')[0]})")
+        return PretrainedInit(arch=arch, weights=str(weights), path="", sha256="",
+                              trained_on=tuple(trained_on if trained_on is not None else
+                                               (IMAGENET_LABELS,) if str(weights).lower() == "imagenet" else ()),
+                              report={"architecture_only": True})
     what = f"{arch} weights ({option})"
     state = read_state_dict(path, what, select=select)
     rep = load_into(module, state, what, str(path), ignore=ignore, allow_unused=allow_unused,

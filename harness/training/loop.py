@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 
 from ..errors import ConfigError
+from ..stages import count_params, stage
 from ..tracking import log_training
 from .checkpoints import LoopState, fingerprint, load_latest, save
 from .precision import PRECISIONS, autocast, autocast_dtype, make_accelerator  # noqa: F401  (re-exported)
@@ -164,7 +165,9 @@ class TrainTask(Protocol):
     function of the step and the step's seeded ``numpy.random.Generator``).
     Optional: ``evaluate() -> float`` (lower is better; the selection metric), ``ema: Sequence[str]``
     (module names to average), ``train_mode()`` (put modules in train mode; default: ``.train()`` on all),
-    ``fingerprint() -> dict`` (the task's options, part of the resume guard).
+    ``fingerprint() -> dict`` (the task's options, part of the resume guard), ``cost_key() -> dict`` (what fixes
+    the work of one step — network configuration, batch shape — so that a dry run measures it once and other cells
+    with the same key borrow the figures: :func:`harness.stages.stage`).
     """
 
     def modules(self) -> dict: ...
@@ -352,33 +355,55 @@ def _train(task: Any, cfg: LoopConfig, *, seed: int, device: str, checkpoint_dir
             state.best_state = module_state()
         log.info("%s: step %d eval %.4g (best %.4g @ %s)", name, step, metric, state.best_metric, state.best_step)
 
-    sums: dict[str, list[float]] = {}
-    for step in range(start, cfg.steps):
-        lr_used = _step(task, modules, list(zip(objectives, optimizers, schedulers)), accelerator, step, seed, device,
-                        cfg.precision, sums)
-        for n, avg in ema.items():
-            avg.update_parameters(modules[n])
-        state.step = step + 1
-        if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-            rec = {"step": state.step, **{k: float(np.mean(v)) for k, v in sums.items()}, "lr": lr_used}
-            state.history.append(rec)
-            log_training(name, rec)
-            log.info("%s: step %d/%d %s (%.1fs)", name, state.step, cfg.steps,
-                     " ".join(f"{k} {v:.5g}" for k, v in rec.items() if k not in ("step",) and v is not None),
-                     time.perf_counter() - t0)
-            sums = {}
-        if evaluate is not None and (state.step == cfg.steps or (cfg.eval_every and state.step % cfg.eval_every == 0)):
-            run_eval(state.step)
-        if folder is not None and cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0
-                                                            or state.step == cfg.steps):
-            save(accelerator, folder, state, fp, cfg.keep_checkpoints)
-            if on_checkpoint is not None:
-                on_checkpoint(state.step)
+    with contextlib.ExitStack() as stack:  # the dry run's stages (harness.stages; inert in a real run)
+        cost = task.cost_key() if hasattr(task, "cost_key") else None
+        key = None if cost is None else {"task": type(task).__name__, "precision": cfg.precision, **cost}
+        steps_stage = stack.enter_context(stage(f"train: {name}", units=cfg.steps - start, unit="optimiser step",
+                                                params=count_params(*modules.values()), key=key))
+        select = stack.enter_context(stage(f"select: {name}", units=_evaluations(cfg), unit="evaluation pass",
+                                           key=key)) if evaluate is not None else None
+        sums: dict[str, list[float]] = {}
+        for step in range(start, cfg.steps):
+            if steps_stage.done:  # only in a dry run: one evaluation pass is measured when none came yet
+                if select is not None and not select.run and not select.done:
+                    with select.unit():
+                        run_eval(state.step)
+                break
+            with steps_stage.unit():
+                lr_used = _step(task, modules, list(zip(objectives, optimizers, schedulers)), accelerator, step, seed,
+                                device, cfg.precision, sums)
+                for n, avg in ema.items():
+                    avg.update_parameters(modules[n])
+            state.step = step + 1
+            if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+                rec = {"step": state.step, **{k: float(np.mean(v)) for k, v in sums.items()}, "lr": lr_used}
+                state.history.append(rec)
+                log_training(name, rec)
+                log.info("%s: step %d/%d %s (%.1fs)", name, state.step, cfg.steps,
+                         " ".join(f"{k} {v:.5g}" for k, v in rec.items() if k not in ("step",) and v is not None),
+                         time.perf_counter() - t0)
+                sums = {}
+            if evaluate is not None and (state.step == cfg.steps
+                                         or (cfg.eval_every and state.step % cfg.eval_every == 0)):
+                with select.unit():
+                    run_eval(state.step)
+            if folder is not None and cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0
+                                                                or state.step == cfg.steps):
+                save(accelerator, folder, state, fp, cfg.keep_checkpoints)
+                if on_checkpoint is not None:
+                    on_checkpoint(state.step)
     if evaluate is not None and state.best_state is None and cfg.steps == 0:
         run_eval(0)
     _hand_back(accelerator, names, prepared, ema, state)
     return LoopResult(steps_done=state.step, resumed_from=start, best_step=state.best_step,
                       best_metric=state.best_metric, history=list(state.history), seconds=time.perf_counter() - t0)
+
+
+def _evaluations(cfg: LoopConfig) -> int:
+    """Evaluation passes of a full training (every ``eval_every`` steps and at the end)."""
+    if not cfg.eval_every:
+        return 1
+    return cfg.steps // cfg.eval_every + (1 if cfg.steps % cfg.eval_every else 0)
 
 
 def _step(task: Any, modules: dict, stepped: list, accelerator: Any, step: int, seed: int, device: str,

@@ -1,0 +1,255 @@
+"""``harness run … --dry-run``: every stage of every cell at its real architecture and shapes, a few units each,
+with measured memory, FLOPs and a projected GPU-hour bill (docs/design.md §14).
+
+Each cell of the plan (the first seed; the others cost the same) runs through the same code as a real cell
+(:func:`harness.cell.run_cell`) with a :class:`~harness.stages.Meter` active, in a temporary folder with a
+temporary artefact cache shared by the dry run's cells, so nothing is written into the run folder and no cell is
+ever marked done. Every stage (:mod:`harness.stages`) stops after ``max_units`` units. Pretrained weights that do
+not resolve are replaced by random weights of the same architecture, built from the configuration the harness
+ships (``harness/models/configs``), and the cell is marked "architecture only".
+
+Projection of one stage onto a GPU: ``units × FLOPs per unit / (peak FLOP/s of the GPU at the run's precision ×
+efficiency)``. Stages without FLOPs (image decoding, drawing, CRF in numpy…) are counted at this machine's measured
+time per unit. Peak figures are NVIDIA's dense (no sparsity) datasheet numbers; ``fp32`` uses the plain FP32 rate
+(TF32 tensor cores not assumed). The efficiency (default :data:`DEFAULT_EFFICIENCY`) is an assumption, stated in
+every output and set with ``--gpu-efficiency``.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, HarnessError
+from .stages import Meter, metering
+
+#: peak dense FLOP/s per precision (NVIDIA datasheets: V100 SXM2, A100 SXM4, H100 SXM5, H200 SXM, L40S, RTX 4090;
+#: fp16/bf16 with FP32 accumulate on tensor cores; fp32 without TF32)
+GPUS: dict[str, dict[str, float]] = {
+    "v100": {"fp32": 15.7e12, "fp16": 125e12, "bf16": 15.7e12},  # no bf16 tensor cores: bf16 runs at the fp32 rate
+    "a100": {"fp32": 19.5e12, "fp16": 312e12, "bf16": 312e12},
+    "h100": {"fp32": 67e12, "fp16": 989e12, "bf16": 989e12},
+    "h200": {"fp32": 67e12, "fp16": 989e12, "bf16": 989e12},
+    "l40s": {"fp32": 91.6e12, "fp16": 362e12, "bf16": 362e12},
+    "rtx4090": {"fp32": 82.6e12, "fp16": 165.2e12, "bf16": 165.2e12},
+}
+#: assumed fraction of peak a training/inference step sustains (override with --gpu-efficiency)
+DEFAULT_EFFICIENCY = 0.3
+
+
+@dataclass
+class StageCost:
+    """One stage of one dry-run cell and its projection (see the module notes)."""
+
+    name: str
+    unit: str
+    params: int | None
+    peak_bytes: int
+    flops_per_unit: float | None
+    seconds_per_unit: float | None
+    units_run: int
+    units: float
+    device_hours: float
+    gpu_hours: float
+    parent: str | None = None
+    timed_with_counter: bool = False
+    reused_from: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CellCost:
+    """A dry-run cell: its stages, how its weights were obtained, its wall time here and its error (one line)."""
+
+    method: str
+    source: str
+    target: str
+    seconds: float
+    stages: list[StageCost] = field(default_factory=list)
+    weights: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def architecture_only(self) -> bool:
+        return any(w.startswith("architecture only") for w in self.weights.values())
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(s.gpu_hours for s in self.stages)
+
+    @property
+    def device_hours(self) -> float:
+        return sum(s.device_hours for s in self.stages)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "source": self.source, "target": self.target, "dry_run_seconds":
+                round(self.seconds, 2), "weights": self.weights, "architecture_only": self.architecture_only,
+                "error": self.error, "gpu_hours": self.gpu_hours, "device_hours": self.device_hours,
+                "stages": [s.to_dict() for s in self.stages]}
+
+
+@dataclass
+class DryRunReport:
+    """The dry run of a plan: per cell, per stage; totals per method and for the matrix (× seeds)."""
+
+    profile: str
+    precision: str
+    device: str
+    gpu: str
+    efficiency: float
+    seeds: int
+    max_units: int
+    cells: list[CellCost]
+    seconds: float
+
+    def method_totals(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for c in self.cells:
+            t = out.setdefault(c.method, {"gpu_hours": 0.0, "device_hours": 0.0, "largest_stage": None,
+                                          "largest_gpu_hours": 0.0})
+            t["gpu_hours"] += c.gpu_hours * self.seeds
+            t["device_hours"] += c.device_hours * self.seeds
+            for s in c.stages:
+                if s.gpu_hours >= t["largest_gpu_hours"]:
+                    t["largest_stage"], t["largest_gpu_hours"] = s.name, s.gpu_hours
+        return out
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(c.gpu_hours for c in self.cells) * self.seeds
+
+    def to_dict(self) -> dict:
+        return {"profile": self.profile, "precision": self.precision, "device": self.device, "gpu": self.gpu,
+                "gpu_peak_flops": GPUS[self.gpu][self.precision], "efficiency": self.efficiency,
+                "seeds": self.seeds, "max_units": self.max_units, "dry_run_seconds": round(self.seconds, 1),
+                "gpu_hours": self.gpu_hours, "methods": self.method_totals(),
+                "cells": [c.to_dict() for c in self.cells]}
+
+
+def _costs(meter: Meter, scope: str, peak: float) -> list[StageCost]:
+    out = []
+    for rec in meter.scope_records(scope):
+        units = meter.full_units(rec)
+        per_s = rec.seconds_per_unit or 0.0
+        device_s = units * per_s
+        gpu_s = units * rec.flops_per_unit / peak if rec.flops_per_unit else device_s
+        out.append(StageCost(rec.name, rec.unit, rec.params, rec.peak_bytes, rec.flops_per_unit, rec.seconds_per_unit,
+                             rec.units_run, units, device_s / 3600, gpu_s / 3600, rec.parent, rec.timed_with_counter,
+                             rec.reused_from))
+    return out
+
+
+def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DEFAULT_EFFICIENCY,
+            max_units: int = 2, on_cell: Any = None) -> DryRunReport:
+    """Run every cell of ``plan`` (first seed) under a :class:`~harness.stages.Meter` (see the module notes).
+
+    Args:
+        plan: a :class:`harness.planning.Plan`.
+        device: the resolved device (``cpu`` / ``cuda[:n]``).
+        gpu: the GPU the projection is for (a key of :data:`GPUS`).
+        efficiency: sustained fraction of the GPU's peak, in (0, 1].
+        max_units: units each stage entry runs.
+        on_cell: ``on_cell(i, n, cell)`` before each cell (progress).
+
+    Raises:
+        ConfigError: unknown GPU or an efficiency outside (0, 1].
+    """
+    from .cell import run_cell
+    from .io import ArtifactCache
+
+    if gpu not in GPUS:
+        raise ConfigError(f"unknown GPU {gpu!r}: choose one of {', '.join(GPUS)}")
+    if not 0 < efficiency <= 1:
+        raise ConfigError(f"--gpu-efficiency must lie in (0, 1], got {efficiency}")
+    peak = GPUS[gpu][plan.precision] * efficiency
+    first = plan.seeds[0]
+    cells = [c for c in plan.cells if c.seed == first]
+    meter = Meter(max_units, device)
+    tmp = Path(tempfile.mkdtemp(prefix="harness-dry-run-"))
+    out, t_all = [], time.perf_counter()
+    try:
+        cache = ArtifactCache(tmp / "cache")
+        for i, cell in enumerate(cells):
+            if on_cell is not None:
+                on_cell(i, len(cells), cell)
+            scope = f"{cell.method} {cell.pair}"
+            cell_dir = tmp / "cells" / f"{i:04d}"
+            cell_dir.mkdir(parents=True)
+            t0, error = time.perf_counter(), None
+            with metering(meter, scope):
+                try:
+                    run_cell(plan, cell, cell_dir, device, cache=cache, commit=None)
+                except HarnessError as exc:
+                    error = str(exc).splitlines()[0]
+                except Exception as exc:  # a stage that cannot run is the finding: one line, the next cell goes on
+                    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            out.append(CellCost(cell.method, cell.source, cell.target, time.perf_counter() - t0,
+                                _costs(meter, scope, peak), dict(meter.weights.get(scope, {})), error))
+            shutil.rmtree(cell_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return DryRunReport(plan.profile, plan.precision, device, gpu, efficiency, len(plan.seeds), max_units, out,
+                        time.perf_counter() - t_all)
+
+
+def _si(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "—"
+    for f, p in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= f:
+            return f"{x / f:.3g} {p}{unit}"
+    return f"{x:.3g} {unit}".rstrip()
+
+
+def _hours(h: float) -> str:
+    return f"{h:.3g}" if h >= 0.001 else ("0" if h == 0 else f"{h * 3600:.2g} s")
+
+
+def render(report: DryRunReport) -> Any:
+    """A rich renderable: one table of stages per cell, then the totals per method (see :func:`dry_run`)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    gpu_name = f"{report.gpu.upper()} {report.precision} at {report.efficiency:.0%} of peak"
+    t = Table(title=f"dry run: profile {report.profile}, measured on {report.device}, projected on {gpu_name}",
+              title_justify="left", show_lines=False)
+    for col, just in (("cell", "left"), ("stage", "left"), ("unit", "left"), ("params", "right"),
+                      ("peak mem", "right"), ("FLOPs/unit", "right"), (f"s/unit ({report.device})", "right"),
+                      ("units", "right"), ("GPU h", "right")):
+        t.add_column(col, justify=just)
+    for c in report.cells:
+        label = f"{c.method}\n{c.source}→{c.target}" + ("\n(architecture only)" if c.architecture_only else "")
+        first = True
+        for s in c.stages:
+            t.add_row(label if first else "", ("  " if s.parent else "") + s.name, s.unit, _si(s.params),
+                      _si(s.peak_bytes, "B"), _si(s.flops_per_unit),
+                      "—" if s.seconds_per_unit is None else f"{s.seconds_per_unit:.3g}"
+                      + ("*" if s.timed_with_counter else "") + ("†" if s.reused_from else ""),
+                      f"{s.units:,.0f}", _hours(s.gpu_hours))
+            first = False
+        if c.error:
+            t.add_row(label if first else "", Text(f"FAILED: {c.error}", style="red"), "", "", "", "", "", "", "")
+        t.add_row("", Text("cell total", style="bold"), "", "", "", "", "", "", Text(_hours(c.gpu_hours), style="bold"),
+                  end_section=True)
+    m = Table(title=f"per method (× {report.seeds} seed(s)), projected on {gpu_name}", title_justify="left")
+    for col in ("method", "GPU h", "largest stage", "its GPU h", f"hours on {report.device}"):
+        m.add_column(col, justify="left" if col in ("method", "largest stage") else "right")
+    for name, tot in report.method_totals().items():
+        m.add_row(name, _hours(tot["gpu_hours"]), tot["largest_stage"] or "—", _hours(tot["largest_gpu_hours"]),
+                  _hours(tot["device_hours"]))
+    m.add_row(Text("matrix", style="bold"), Text(_hours(report.gpu_hours), style="bold"), "", "", "")
+    notes = Text(f"{len(report.cells)} cell(s) dry-run in {report.seconds:.0f} s, {report.max_units} unit(s) per "
+                 f"stage; * timed with the FLOP counter on (one unit ran); † figures of the same stage in another "
+                 f"cell (its work was cached); stages without FLOPs are counted at this machine's time. GPU peak "
+                 f"{_si(GPUS[report.gpu][report.precision], 'FLOP/s')} ({report.precision}, dense datasheet figure), "
+                 f"efficiency {report.efficiency} assumed (--gpu-efficiency).", style="dim")
+    return Group(t, m, notes)
+
+
+__all__ = ["dry_run", "render", "DryRunReport", "CellCost", "StageCost", "GPUS", "DEFAULT_EFFICIENCY"]

@@ -1,0 +1,85 @@
+"""`harness run --dry-run`: every stage of every cell at the profile's shapes, a few units each, with memory, FLOPs,
+units and projected GPU-hours; nothing written to the run folder, no cell marked done; every registered method's
+`paper` profile runs (architecture-only weights where the released ones are absent)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.dryrun import GPUS
+
+SYN = "SYN-PARK→SYN-STREET"
+
+
+def _invoke(args, **env):
+    return CliRunner().invoke(main, args, catch_exceptions=False, env=env)
+
+
+def test_dry_run_reports_every_stage_and_writes_no_cell(tmp_path):
+    out = tmp_path / "run"
+    r = _invoke(["run", "--matrix", SYN, "--methods", "source-only-rescsrnet,zero", "--out", str(out), "--dry-run",
+                 "--json", "--gpu", "h100", "--precision", "bf16"], HARNESS_CACHE=str(tmp_path / "cache"))
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["gpu"] == "h100" and report["gpu_peak_flops"] == GPUS["h100"]["bf16"]
+    assert report["profile"] == "smoke" and report["precision"] == "bf16" and report["max_units"] == 2
+    cells = {c["method"]: c for c in report["cells"]}
+    trained = {s["name"]: s for s in cells["source-only-rescsrnet"]["stages"]}
+    assert set(trained) == {"train: density", "select: density", "evaluate: predict"}
+    steps = trained["train: density"]
+    assert steps["units_run"] == 2 and steps["units"] > 100 and steps["flops_per_unit"] > 1e8
+    assert steps["params"] > 1e5 and steps["seconds_per_unit"] > 0 and steps["gpu_hours"] > 0
+    # projection: units × FLOPs per unit / (peak × efficiency)
+    assert steps["gpu_hours"] * 3600 == pytest.approx(
+        steps["units"] * steps["flops_per_unit"] / (GPUS["h100"]["bf16"] * report["efficiency"]))
+    assert trained["evaluate: predict"]["units"] == 30 and trained["evaluate: predict"]["units_run"] == 2
+    zero = cells["zero"]["stages"]
+    assert [s["name"] for s in zero] == ["evaluate: predict"] and zero[0]["flops_per_unit"] == 0
+    assert report["methods"]["source-only-rescsrnet"]["largest_stage"] == "train: density"
+    assert report["gpu_hours"] == pytest.approx(sum(c["gpu_hours"] for c in report["cells"]))
+    assert not out.exists()  # nothing written, no cell done
+    # a real run after the dry run computes every cell
+    r = _invoke(["run", "--matrix", SYN, "--methods", "zero", "--out", str(out)],
+                HARNESS_CACHE=str(tmp_path / "cache"))
+    assert r.exit_code == 0 and "finished 1, already done 0" in r.output
+
+
+def test_dry_run_table_names_the_gpu_and_the_assumed_efficiency(tmp_path):
+    r = _invoke(["run", "--matrix", SYN, "--methods", "zero", "--dry-run", "--gpu-efficiency", "0.5",
+                 "--out", str(tmp_path / "run")], HARNESS_CACHE=str(tmp_path / "cache"))
+    assert r.exit_code == 0, r.output
+    assert "projected on A100 fp32 at 50% of peak" in r.stdout and "efficiency 0.5 assumed" in r.stdout
+    assert "evaluate: predict" in r.stdout and "cell total" in r.stdout
+    bad = CliRunner().invoke(main, ["run", "--matrix", SYN, "--methods", "zero", "--dry-run", "--gpu", "k80"])
+    assert bad.exit_code == 2 and "k80" in bad.output
+
+
+def test_every_registered_method_paper_profile_dry_runs(tmp_path):
+    """Every method's paper profile at its real architecture and shapes on the built-in pair, one unit per stage:
+    each cell finishes, every stage reports FLOPs (or is pure numpy), units and GPU-hours; pretrained weights absent
+    here are reported as architecture only."""
+    from harness.plugins import get_registries
+
+    methods = get_registries().methods.names()
+    env = {"HARNESS_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    r = _invoke(["run", "--matrix", SYN, "--methods", ",".join(methods), "--profile", "paper", "--dry-run",
+                 "--dry-run-units", "1", "--json", "--out", str(tmp_path / "run")], **env)
+    report = json.loads(r.stdout)
+    failed = {c["method"]: c["error"] for c in report["cells"] if c["error"]}
+    assert not failed and r.exit_code == 0
+    assert {c["method"] for c in report["cells"]} == set(methods)
+    for c in report["cells"]:
+        assert c["stages"], c["method"]
+        assert any(s["name"] == "evaluate: predict" for s in c["stages"]), c["method"]
+        for s in c["stages"]:
+            assert s["units"] >= 1 and s["gpu_hours"] >= 0 and s["seconds_per_unit"] is not None, (c["method"], s)
+        if c["method"] not in ("zero", "source-mean"):
+            assert c["gpu_hours"] > 0, c["method"]
+    by = {c["method"]: c for c in report["cells"]}
+    assert by["promptmix-r100"]["architecture_only"]  # SD 1.5, BLIP base, ImageNet ResNet-18: not here
+    assert any("stable-diffusion-2-1" in k for k in by["syrac"]["weights"])
+    assert not os.path.exists(tmp_path / "run")

@@ -1,0 +1,158 @@
+"""The dry run's meter (harness.stages): inert outside a dry run; inside one it stops loops, counts FLOPs of the
+first unit, times the others without the counter, attributes nested stages to themselves and projects their full
+counts; the core loops (training, evaluation, the synthetic pool) declare their stages."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from harness import LoopConfig, Objective, OptimConfig, train
+from harness.stages import Meter, active_meter, metering, stage
+
+LIN_FLOPS = 2 * 64 * 128 * 128  # one (64, 128) @ (128, 128) matrix product
+
+
+@pytest.fixture()
+def lin():
+    torch.manual_seed(0)
+    return nn.Linear(128, 128, bias=False), torch.randn(64, 128)
+
+
+def test_outside_a_dry_run_stages_do_nothing(lin):
+    net, x = lin
+    assert active_meter() is None
+    ran = 0
+    with stage("train: x", units=5) as st:
+        for _ in range(5):
+            with st.unit():
+                net(x)
+                ran += 1
+            assert not st.done
+    assert ran == 5
+
+
+def test_units_stop_flops_counted_once_and_nested_stages_attributed(lin):
+    net, x = lin
+    meter = Meter(max_units=2)
+    outer_ran = inner_ran = 0
+    with metering(meter, "m A→B"):
+        assert active_meter() is meter
+        with stage("outer", units=10, unit="image", params=123) as so:
+            for _ in range(10):
+                with so.unit():
+                    net(x)
+                    outer_ran += 1
+                    with stage("inner", units=5, unit="step") as si:
+                        for _ in range(5):
+                            with si.unit():
+                                net(net(x))
+                                inner_ran += 1
+                            if si.done:
+                                break
+                if so.done:
+                    break
+    assert active_meter() is None
+    assert (outer_ran, inner_ran) == (2, 4)  # each entry of a stage runs max_units units
+    outer, inner = meter.records[("m A→B", "outer")], meter.records[("m A→B", "inner")]
+    assert outer.flops_per_unit == LIN_FLOPS  # its own work only: the nested stage's is excluded
+    assert inner.flops_per_unit == 2 * LIN_FLOPS
+    assert inner.parent == "outer" and outer.parent is None
+    assert outer.params == 123 and outer.units_run == 2 and inner.entries == 2 and inner.units_run == 4
+    assert meter.full_units(outer) == 10
+    assert meter.full_units(inner) == 50  # 5 per entry × 1 entry per image × 10 images
+    # the second units were timed without the FLOP counter
+    assert not outer.timed_with_counter and not inner.timed_with_counter
+    assert outer.seconds_per_unit > 0 and inner.seconds_per_unit > 0
+
+
+def test_a_stage_that_ran_one_unit_says_it_was_timed_with_the_counter(lin):
+    net, x = lin
+    meter = Meter(max_units=1)
+    with metering(meter, "s"):
+        with stage("once", units=3) as st:
+            with st.unit():
+                net(x)
+    rec = meter.records[("s", "once")]
+    assert rec.timed_with_counter and rec.flops_per_unit == LIN_FLOPS and rec.units_declared == 3
+
+
+def test_cached_work_borrows_the_figures_of_the_same_stage_in_another_cell(lin):
+    net, x = lin
+    meter = Meter(max_units=2)
+    for scope, run in (("a", True), ("b", False)):
+        with metering(meter, scope):
+            with stage("generate: g", units=4, key={"g": 1}) as st:
+                if run:
+                    for _ in range(2):
+                        with st.unit():
+                            net(x)
+    b = meter.records[("b", "generate: g")]
+    assert b.units_run == 0 and b.reused_from == "a" and b.flops_per_unit == LIN_FLOPS
+
+
+class Task:
+    def __init__(self):
+        torch.manual_seed(0)
+        self.net = nn.Linear(4, 1)
+        self.evals = 0
+
+    def modules(self):
+        return {"net": self.net}
+
+    def objectives(self):
+        return [Objective("mse", self.net.parameters(), self.loss, OptimConfig(name="sgd", lr=0.1))]
+
+    def batch(self, step, rng):
+        return torch.from_numpy(rng.standard_normal((8, 4)).astype(np.float32))
+
+    def loss(self, batch, step):
+        return self.net(batch).pow(2).mean()
+
+    @torch.no_grad()
+    def evaluate(self):
+        self.evals += 1
+        return 1.0
+
+
+def test_the_training_loop_declares_its_steps_and_selection(tmp_path):
+    task = Task()
+    meter = Meter(max_units=2)
+    with metering(meter, "c"):
+        res = train(task, LoopConfig(steps=1000, eval_every=100, checkpoint_every=10), checkpoint_dir=tmp_path,
+                    name="toy")
+    assert res.steps_done == 2 and task.evals == 1  # stopped; one evaluation pass measured
+    steps, select = meter.records[("c", "train: toy")], meter.records[("c", "select: toy")]
+    assert steps.units_declared == 1000 and steps.units_run == 2 and steps.params == 5
+    assert steps.flops_per_unit > 0 and steps.unit == "optimiser step"
+    assert select.units_declared == 10 and select.units_run == 1
+    assert not list(tmp_path.iterdir())  # no checkpoint was written by the stopped loop
+
+
+def test_evaluation_declares_every_test_image_and_stops():
+    from harness import evaluate_counter
+    from harness.types import Prediction
+
+    class Ref:
+        def __init__(self, i):
+            self.id = self.key = f"img{i}"
+
+        def load(self):
+            from types import SimpleNamespace
+
+            return SimpleNamespace(id=self.id, image=np.zeros((8, 8, 3), np.uint8), count=3.0, points=np.zeros((3, 2)),
+                                   meta={})
+
+    class Zero:
+        name = "zero"
+        localises = False
+
+        def predict(self, image):
+            return Prediction(count=0.0)
+
+    meter = Meter(max_units=2)
+    with metering(meter, "e"):
+        res = evaluate_counter(Zero(), [Ref(i) for i in range(7)])
+    rec = meter.records[("e", "evaluate: predict")]
+    assert len(res.records) == 2 and rec.units_declared == 7 and meter.full_units(rec) == 7
