@@ -148,10 +148,11 @@ def _check_filesystem_encoding() -> None:
 @click.option("--dry-run-units", type=click.IntRange(1, 100), default=2, show_default=True,
               help="Dry run: units (steps, images) each stage runs.")
 @click.option("--json", "as_json", is_flag=True, help="Dry run: JSON instead of the table.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="Dry run: Markdown instead of the table.")
 def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test, precision, force, workers, threads,
         executor, address, gpus_per_cell, cpus_per_cell, max_retries, slurm_partition, slurm_time, slurm_gpus_per_task,
         slurm_cpus_per_task, slurm_array_parallelism, wait, plugins, trackers, tracker_dir, progress, dry_run, gpu,
-        gpu_efficiency, dry_run_units, as_json):
+        gpu_efficiency, dry_run_units, as_json, as_markdown):
     """Run METHODS on every SRC→TGT cell of MATRIX for each seed, then print the leaderboard.
 
     Finished cells are never recomputed; failed cells are retried on the next run. Exits 1 when any cell
@@ -191,7 +192,7 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
         from .cli_dryrun import dry_run_command
 
         return dry_run_command(plan, device, gpu=gpu, efficiency=gpu_efficiency, max_units=dry_run_units,
-                               as_json=as_json)
+                               as_json=as_json, as_markdown=as_markdown)
     if any(not (Path(out_dir) / c.relpath / "metrics.json").exists() for c in plan.cells):
         check_writable_dir(out_dir, "--out")  # a finished run in a read-only folder is only printed
         check_writable_dir(default_cache_dir(), "the artefact cache (HARNESS_CACHE)")

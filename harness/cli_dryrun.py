@@ -11,13 +11,14 @@ import click
 from .cli_common import err_console
 
 
-def dry_run_command(plan: Any, device: str, *, gpu: str, efficiency: float, max_units: int, as_json: bool) -> None:
-    """Dry-run every cell of ``plan`` here and print the table (stdout) or ``--json``; exits 1 when a cell's stage
-    could not run (each named in one line)."""
+def dry_run_command(plan: Any, device: str, *, gpu: str, efficiency: float, max_units: int, as_json: bool,
+                    as_markdown: bool = False) -> None:
+    """Dry-run every cell of ``plan`` here and print the table (stdout), ``--json`` or ``--markdown``; exits 1 when
+    a cell's stage could not run (each named in one line)."""
     from rich.console import Console
 
     from .conditions import resolve_device
-    from .dryrun import dry_run, render
+    from .dryrun import dry_run, markdown, render
 
     dev = resolve_device(device)
     plan = replace(plan, spec=replace(plan.spec, trackers=(), tracker_dir=None))
@@ -29,6 +30,8 @@ def dry_run_command(plan: Any, device: str, *, gpu: str, efficiency: float, max_
                                                                highlight=False))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1, default=float))
+    elif as_markdown:
+        click.echo(markdown(report))
     else:
         Console(width=max(160, Console().width), soft_wrap=False).print(render(report))
     failed = [c for c in report.cells if c.error]

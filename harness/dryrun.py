@@ -207,7 +207,14 @@ def _si(x: float | None, unit: str = "") -> str:
 
 
 def _hours(h: float) -> str:
-    return f"{h:.3g}" if h >= 0.001 else ("0" if h == 0 else f"{h * 3600:.2g} s")
+    """A duration given in hours, in the unit that reads best (s, min, h, d)."""
+    sec = h * 3600
+    if sec == 0:
+        return "0"
+    for limit, div, unit in ((60, 1, "s"), (3600, 60, "min"), (48 * 3600, 3600, "h")):
+        if sec < limit:
+            return f"{sec / div:.2g} {unit}" if sec / div < 10 else f"{sec / div:.0f} {unit}"
+    return f"{sec / 86400:.3g} d"
 
 
 def render(report: DryRunReport) -> Any:
@@ -221,7 +228,7 @@ def render(report: DryRunReport) -> Any:
               title_justify="left", show_lines=False)
     for col, just in (("cell", "left"), ("stage", "left"), ("unit", "left"), ("params", "right"),
                       ("peak mem", "right"), ("FLOPs/unit", "right"), (f"s/unit ({report.device})", "right"),
-                      ("units", "right"), ("GPU h", "right")):
+                      ("units", "right"), ("GPU time", "right")):
         t.add_column(col, justify=just)
     for c in report.cells:
         label = f"{c.method}\n{c.source}→{c.target}" + ("\n(architecture only)" if c.architecture_only else "")
@@ -238,7 +245,7 @@ def render(report: DryRunReport) -> Any:
         t.add_row("", Text("cell total", style="bold"), "", "", "", "", "", "", Text(_hours(c.gpu_hours), style="bold"),
                   end_section=True)
     m = Table(title=f"per method (× {report.seeds} seed(s)), projected on {gpu_name}", title_justify="left")
-    for col in ("method", "GPU h", "largest stage", "its GPU h", f"hours on {report.device}"):
+    for col in ("method", "GPU time", "largest stage", "its GPU time", f"time on {report.device}"):
         m.add_column(col, justify="left" if col in ("method", "largest stage") else "right")
     for name, tot in report.method_totals().items():
         m.add_row(name, _hours(tot["gpu_hours"]), tot["largest_stage"] or "—", _hours(tot["largest_gpu_hours"]),
@@ -252,4 +259,39 @@ def render(report: DryRunReport) -> Any:
     return Group(t, m, notes)
 
 
-__all__ = ["dry_run", "render", "DryRunReport", "CellCost", "StageCost", "GPUS", "DEFAULT_EFFICIENCY"]
+def markdown(report: DryRunReport) -> str:
+    """The report as Markdown (the ``leaderboards/`` cost table): per method the projected GPU-hours and largest
+    stage, then every stage of every cell."""
+    gpu = f"{report.gpu.upper()} {report.precision}, {report.efficiency:.0%} of the dense peak " \
+          f"{_si(GPUS[report.gpu][report.precision], 'FLOP/s')}"
+    out = [f"Projected on {gpu}; measured on {report.device}, {report.max_units} unit(s) per stage, "
+           f"{len(report.cells)} cell(s) in {report.seconds:.0f} s; × {report.seeds} seed(s).", "",
+           f"| method | GPU time ({report.gpu.upper()}) | largest stage | its GPU time | time on {report.device} "
+           f"| weights |", "|---|---:|---|---:|---:|---|"]
+    arch = {c.method for c in report.cells if c.architecture_only}
+    for name, tot in report.method_totals().items():
+        out.append(f"| {name} | {_hours(tot['gpu_hours'])} | {tot['largest_stage'] or '—'} | "
+                   f"{_hours(tot['largest_gpu_hours'])} | {_hours(tot['device_hours'])} | "
+                   f"{'architecture only' if name in arch else 'released / none needed'} |")
+    out += [f"| **matrix** | **{_hours(report.gpu_hours)}** | | | | |", "",
+            "| cell | stage | unit | params | peak mem | FLOPs/unit | s/unit | units | GPU time |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for c in report.cells:
+        label = f"{c.method} {c.source}→{c.target}"
+        for s in c.stages:
+            sec = "—" if s.seconds_per_unit is None else f"{s.seconds_per_unit:.3g}" + (
+                "*" if s.timed_with_counter else "") + ("†" if s.reused_from else "")
+            out.append(f"| {label} | {'↳ ' if s.parent else ''}{s.name} | {s.unit} | {_si(s.params)} | "
+                       f"{_si(s.peak_bytes, 'B')} | {_si(s.flops_per_unit)} | {sec} | {s.units:,.0f} | "
+                       f"{_hours(s.gpu_hours)} |")
+        if c.error:
+            out.append(f"| {label} | FAILED: {c.error} | | | | | | | |")
+        if c.weights:
+            out.append(f"| {label} | weights: " + "; ".join(f"{k}: {v}" for k, v in c.weights.items())
+                       + " | | | | | | | |")
+    out += ["", "\\* timed with the FLOP counter on (one unit ran); † figures borrowed from the same stage in "
+            "another cell (same cost key, or its work cached there); ↳ nested in the stage above."]
+    return "\n".join(out) + "\n"
+
+
+__all__ = ["dry_run", "render", "markdown", "DryRunReport", "CellCost", "StageCost", "GPUS", "DEFAULT_EFFICIENCY"]

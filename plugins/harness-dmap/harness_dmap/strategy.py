@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from harness import (ConfigError, LoopConfig, Objective, OptimConfig, Prediction, Provenance, derive_seed,
-                     imagenet_preprocess, points_from_density, read_checkpoint, subset, train)
+from harness import (ConfigError, LoopConfig, Objective, OptimConfig, Prediction, Provenance, count_params,
+                     derive_seed, imagenet_preprocess, points_from_density, read_checkpoint, stage, subset, train)
 
 from .config import CACHE_VERSION, DmapOptions
 from .maps import circle_map, gaussian_map
@@ -97,12 +97,25 @@ class MapTask:
     @torch.no_grad()
     def evaluate(self) -> float:
         dev = next(self.net.parameters()).device
-        err = [F.mse_loss(self.net(self.vx[i:i + 8].to(dev)).float(), self.vy[i:i + 8].to(dev), reduction="sum")
-               for i in range(0, len(self.vx), 8)]
+        err = []
+        with stage("validate: map network", units=math.ceil(len(self.vx) / 8), unit="batch of 8",
+                   key=self.cost_key()) as st:
+            for i in range(0, len(self.vx), 8):
+                if st.done:  # a dry run (harness.stages)
+                    break
+                with st.unit():
+                    err.append(F.mse_loss(self.net(self.vx[i:i + 8].to(dev)).float(), self.vy[i:i + 8].to(dev),
+                                          reduction="sum"))
         return float(sum(err) / max(1, self.vy.numel()))
 
     def fingerprint(self) -> dict:
         return {"stage": "map", **asdict(self.o)}
+
+    def cost_key(self) -> dict:
+        """What fixes the work of one step (the dry run's stage key: harness.stages)."""
+        o = self.o
+        return {"network": o.network, "width": o.width, "input_size": o.input_size, "batch": self.batches.batch,
+                "val_images": len(self.vx)}
 
 
 class RegressorTask:
@@ -142,7 +155,16 @@ def predict_maps(net, x: torch.Tensor, o: DmapOptions, batch: int = 8) -> torch.
     """Maps (``/ map_scale``) the network predicts for normalised images ``x``, on the CPU."""
     dev = next(net.parameters()).device
     net.eval()
-    return torch.cat([net(x[i:i + batch].to(dev)).float().cpu() for i in range(0, len(x), batch)]) / o.map_scale
+    out = []
+    with stage("predict: maps for the regressor", units=math.ceil(len(x) / batch), unit=f"batch of {batch}",
+               params=count_params(net)) as st:
+        for i in range(0, len(x), batch):
+            if st.done and out:  # a dry run (harness.stages): the maps made stand in for the rest
+                out.append(out[0][:len(x[i:i + batch])])
+                continue
+            with st.unit():
+                out.append(net(x[i:i + batch].to(dev)).float().cpu())
+    return torch.cat(out) / o.map_scale
 
 
 @torch.no_grad()

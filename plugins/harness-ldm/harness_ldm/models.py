@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness import ConfigError
+from harness import ConfigError, count_params, stage
 
 from .config import LDMOptions, UNetOptions, VQOptions
 
@@ -270,13 +270,26 @@ def ddim_sample(net: LDMNet, cond: torch.Tensor, scheduler, *, steps: int, eta: 
     z_all = torch.randn(net.latent_shape(cond.shape[0]), generator=generator, dtype=torch.float32)
     z_all = z_all * scheduler.init_noise_sigma
     out = []
-    for i in range(0, cond.shape[0], batch_size):
-        z = z_all[i:i + batch_size].to(device)
-        c = cond[i:i + batch_size]
-        for t in scheduler.timesteps:
-            eps = net.eps(z, t.to(device).expand(z.shape[0]), c).float()
-            z = scheduler.step(eps, t, z, eta=eta, generator=generator if eta > 0 else None).prev_sample
-        out.append(net.decode(z).float()[:, 0].cpu())
+    n_batches = -(-cond.shape[0] // batch_size)
+    # dry-run stages (harness.stages): a unit is one network call on a batch; once a stage has run its units the
+    # remaining calls are skipped (a dry run measures cost, the maps are not used)
+    with stage("sample: DDIM step", units=n_batches * len(scheduler.timesteps),
+               unit=f"U-Net call (≤{batch_size} crops)", params=count_params(net.unet)) as steps_stage, \
+            stage("sample: decode", units=n_batches, unit=f"decode (≤{batch_size} crops)") as decode_stage:
+        for i in range(0, cond.shape[0], batch_size):
+            z = z_all[i:i + batch_size].to(device)
+            c = cond[i:i + batch_size]
+            for t in scheduler.timesteps:
+                if steps_stage.done:
+                    break
+                with steps_stage.unit():
+                    eps = net.eps(z, t.to(device).expand(z.shape[0]), c).float()
+                    z = scheduler.step(eps, t, z, eta=eta, generator=generator if eta > 0 else None).prev_sample
+            if decode_stage.done:
+                out.append(torch.zeros((z.shape[0], net.crop, net.crop)))
+                continue
+            with decode_stage.unit():
+                out.append(net.decode(z).float()[:, 0].cpu())
     return torch.cat(out) if out else torch.zeros((0, net.crop, net.crop))
 
 

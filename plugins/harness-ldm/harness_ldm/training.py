@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness import LoopConfig, Objective, OptimConfig, derive_seed, resize_sample, scale_factor, train
+from harness import (LoopConfig, Objective, OptimConfig, count_params, derive_seed, resize_sample, scale_factor, stage,
+                     train)
 
 from .config import LDMOptions
 from .counter import LDMCounter, heads_of, replace_sampling
@@ -131,15 +132,22 @@ class VQTask:
         return recon_count_mae(self.net, self.val, self.o, self.device)
 
 
-def recon_count_mae(net: LDMNet, val: ValSet, o: LDMOptions, device: str) -> float:
-    """Count MAE of D(E(x)) of the val images' ground-truth maps (tiled, reconstructed, stitched, contour-counted)."""
+def recon_count_mae(net: LDMNet, val: ValSet, o: LDMOptions, device: str,
+                    stage_name: str = "reconstruct: val image") -> float:
+    """Count MAE of D(E(x)) of the val images' ground-truth maps (tiled, reconstructed, stitched, contour-counted);
+    ``stage_name``: its dry-run stage (:mod:`harness.stages`)."""
     errs = []
-    for cmap, c in zip(val.maps, val.counts):
-        grid = TileGrid.for_image(cmap.shape[0], cmap.shape[1], o.crop_size, 0)
-        tiles = torch.from_numpy(grid.split(cmap, -1.0))[:, None].to(device)
-        rec = reconstruct(net, tiles, o.sampling.batch_size).numpy()
-        errs.append(abs(heads_of(grid.stitch(rec), o).count - c))
-    return float(np.mean(errs))
+    with stage(stage_name, units=len(val.maps), unit="val image (tiles through E and D)",
+               params=count_params(net.vq)) as st:
+        for cmap, c in zip(val.maps, val.counts):
+            if st.done:  # a dry run (harness.stages)
+                break
+            with st.unit():
+                grid = TileGrid.for_image(cmap.shape[0], cmap.shape[1], o.crop_size, 0)
+                tiles = torch.from_numpy(grid.split(cmap, -1.0))[:, None].to(device)
+                rec = reconstruct(net, tiles, o.sampling.batch_size).numpy()
+                errs.append(abs(heads_of(grid.stitch(rec), o).count - c))
+    return float(np.mean(errs)) if errs else 0.0
 
 
 class DiffusionTask:
@@ -203,10 +211,15 @@ def latent_std(net: LDMNet, pool: CropPool, seed: int, n: int = 256, batch: int 
     """Standard deviation of E(x) (unscaled) over ``n`` seeded random training crops."""
     rng = np.random.default_rng([seed % 2**32, 77])
     vals = []
-    for i in range(0, n, batch):
-        maps = pool.draw(rng, min(batch, n - i))[1]
-        z = net.vq.encode(torch.from_numpy(maps)[:, None].to(net.device)).latents
-        vals.append(z.float().flatten().cpu())
+    with stage("latent scale: encode", units=-(-n // batch), unit=f"batch of {batch} crops",
+               params=count_params(net.vq)) as st:
+        for i in range(0, n, batch):
+            if st.done:  # a dry run (harness.stages)
+                break
+            with st.unit():
+                maps = pool.draw(rng, min(batch, n - i))[1]
+                z = net.vq.encode(torch.from_numpy(maps)[:, None].to(net.device)).latents
+                vals.append(z.float().flatten().cpu())
     return float(torch.cat(vals).std())
 
 
@@ -243,7 +256,7 @@ def train_model(o: LDMOptions, train_samples: Sequence[Any], val_samples: Sequen
                     checkpoint_dir=None if ck is None else ck / "ldm-vq")
         net.vq.requires_grad_(False)
         net.vq.eval()
-        mae = recon_count_mae(net, val, o, device)
+        mae = recon_count_mae(net, val, o, device, stage_name="reconstruct: val image (final)")
         info["vq"] = {"steps": res.steps_done, "best_step": res.best_step, "recon_count_mae": mae,
                       "seconds": round(time.perf_counter() - t1, 2),
                       "history": [h for h in res.history if "eval" in h]}

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness import (DensityTrainOptions, GenerationRequest, PoolOptions, atomic_write_json, atomic_write_text,
-                     component, file_sha256, fit_with_synthetic)
+                     component, file_sha256, fit_with_synthetic, params_of, stage)
 
 from .prompts import prompt_suffix, read_prompt_file
 
@@ -109,21 +109,29 @@ class PromptMix:
         if not (o.prompt_file and o.prompt_file_mode == "replace"):
             resolved = resolve_captioner(o.captioner, ctx.cache.root)
             captioner = None  # loaded only when a caption is missing from the cache
-            for ref in self._images_to_caption(ctx):
-                path = ref.image_path
-                key = {"captioner": resolved.identity, "image": {"dataset": ref.dataset, "split": ref.split,
-                                                                 "id": ref.id,
-                                                                 "sha256": file_sha256(path) if path else None}}
-                cpath = ctx.cache.path("promptmix/caption", key, ".json")
-                image = ref.load_image()
-                if cpath.exists():
-                    caption = json.loads(cpath.read_text(encoding="utf-8"))["caption"]
-                else:
-                    if captioner is None:
-                        captioner, _ = load_captioner(o.captioner, ctx.cache.root, ctx.device, resolved)
-                    caption = captioner.caption([image])[0]
-                    atomic_write_json(cpath, {"caption": caption, "key": key})
-                prompts.append((caption + prompt_suffix(image), tuple(image.shape[:2])))
+            refs = self._images_to_caption(ctx)
+            made: list[str] = []
+            with stage(f"caption: {o.captioner}", units=len(refs), unit="image", key=resolved.identity) as st:
+                for ref in refs:
+                    path = ref.image_path
+                    key = {"captioner": resolved.identity, "image": {
+                        "dataset": ref.dataset, "split": ref.split, "id": ref.id,
+                        "sha256": file_sha256(path) if path else None}}
+                    cpath = ctx.cache.path("promptmix/caption", key, ".json")
+                    image = ref.load_image()
+                    if cpath.exists():
+                        caption = json.loads(cpath.read_text(encoding="utf-8"))["caption"]
+                    elif st.done and made:  # a dry run (harness.stages): captions made here stand in for the rest
+                        caption = made[len(prompts) % len(made)]
+                    else:
+                        if captioner is None:
+                            captioner, _ = load_captioner(o.captioner, ctx.cache.root, ctx.device, resolved)
+                            st.set_params(params_of(captioner))
+                        with st.unit():
+                            caption = captioner.caption([image])[0]
+                        made.append(caption)
+                        atomic_write_json(cpath, {"caption": caption, "key": key})
+                    prompts.append((caption + prompt_suffix(image), tuple(image.shape[:2])))
         if o.prompt_file:
             size = prompts[0][1] if prompts else (512, 512)
             prompts += [(p, size) for p in read_prompt_file(o.prompt_file)]

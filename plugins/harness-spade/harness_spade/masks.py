@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness import ConfigError, DataError, Provenance, Segmentation, WeightsError
+from harness import ConfigError, DataError, Provenance, Segmentation, WeightsError, active_meter, note_weights
 
 #: the report's mask configurations (Table II): segmenters stacked bottom to top
 CONFIGS: dict[str, tuple[str, ...]] = {
@@ -153,7 +153,10 @@ class DeepLabSegmenter:
         else:
             if weights == "torchvision":
                 path, url = torchvision_weights_file(arch)
-                if not path.is_file():
+                if not path.is_file() and active_meter() is not None:  # a dry run: random weights, same cost
+                    note_weights(f"{name} {arch}", f"architecture only ({path.name} not in {path.parent})")
+                    path = None
+                elif not path.is_file():
                     raise WeightsError(f"{name}: torchvision's {arch} weights are not in {path.parent}: download {url} "
                                        f"to {path} where the internet is reachable, or pass a local file as option "
                                        f"'weights' of {name}")
@@ -163,9 +166,12 @@ class DeepLabSegmenter:
                     raise WeightsError(f"{name}: weights file {weights} does not exist: pass a local {arch} state dict "
                                        f"(e.g. torchvision's COCO_WITH_VOC_LABELS_V1 file) as option 'weights' of "
                                        f"{name}, or 'torchvision' for the file in the torch hub cache")
-            state = read_state_dict(path, f"{name}: torchvision {arch} weights")
-            sha = file_sha256(path)
-            identity = str(path.resolve())
+            if path is not None:
+                state = read_state_dict(path, f"{name}: torchvision {arch} weights")
+                sha = file_sha256(path)
+                identity = str(path.resolve())
+            else:
+                identity = f"architecture only: {arch}"
         aux = bool(state) and any(k.startswith("aux_classifier.") for k in state)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(weights[5:]) if weights.startswith("tiny:") else 0)

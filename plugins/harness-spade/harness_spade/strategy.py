@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from harness import (ConfigError, DensityTrainOptions, GenerationRequest, PoolOptions, atomic_write_text,
-                     component, fit_with_synthetic)
+                     component, count_params, fit_with_synthetic, stage)
 
 from .masks import CONFIGS, MaskBuilder, mask_ids, read_mask_file, write_mask
 from .training import GauGANOptions, prepare_item, square_mask, train_gaugan
@@ -214,13 +214,22 @@ class Spade:
         gan_refs, mask_refs = self.split_images(ctx)
         builder = self.mask_builder(ctx)
         names = builder.label_names
+        seg_name, seg_params = f"segment: {o.masks}", count_params(*(getattr(g, "model", None)
+                                                                     for g in builder.segmenters))
         if o.generator_weights is None:
-            items, keys = [], []
-            for ref in gan_refs:
-                s = ref.load()
-                lab = builder.build(s.image, s.points)
-                items.append(prepare_item(s.image, lab, o.gan.load))
-                keys.append([ref.key, array_sha256(s.image), array_sha256(lab)])
+            items, keys, made = [], [], 0
+            with stage(seg_name, units=len(gan_refs), unit="image", params=seg_params, key=builder.key()) as st:
+                for ref in gan_refs:
+                    if st.done and items:  # a dry run (harness.stages): the items made stand in for the rest
+                        items.append(items[len(items) % made])
+                        keys.append(keys[len(keys) % made] + [ref.key])
+                        continue
+                    s = ref.load()
+                    with st.unit():
+                        lab = builder.build(s.image, s.points)
+                    items.append(prepare_item(s.image, lab, o.gan.load))
+                    keys.append([ref.key, array_sha256(s.image), array_sha256(lab)])
+                    made = len(items)
             weights = str(self.trained_generator(ctx, items, keys, names))
         else:
             weights = o.generator_weights
@@ -231,11 +240,16 @@ class Spade:
         masks: dict[str, np.ndarray] = {}
         meta: dict[str, dict] = {}
         if not (o.mask_dir and o.mask_dir_mode == "replace"):
-            for ref in mask_refs:
-                s = ref.load()
-                masks[ref.id] = builder.build(s.image, s.points)
-                meta[ref.id] = {"source_image": ref.key,
-                                "image_path": None if ref.image_path is None else str(ref.image_path)}
+            with stage(seg_name, units=len(mask_refs), unit="image", params=seg_params, key=builder.key()) as st:
+                for ref in mask_refs:
+                    if st.done and masks:  # a dry run: the masks made stand in for the rest
+                        masks[ref.id] = next(iter(masks.values()))
+                    else:
+                        s = ref.load()
+                        with st.unit():
+                            masks[ref.id] = builder.build(s.image, s.points)
+                    meta[ref.id] = {"source_image": ref.key,
+                                    "image_path": None if ref.image_path is None else str(ref.image_path)}
         if o.mask_dir:
             files = mask_ids(o.mask_dir)
             for mid, path in files.items():

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from harness import GenerationRequest, atomic_write_json, generate_cached, read_image
+from harness import GenerationRequest, atomic_write_json, generate_cached, read_image, stage
 
 from .config import SyracOptions
 
@@ -131,38 +131,51 @@ def build_pairs(ctx: Any, o: SyracOptions, generator: Any, store: ImageStore) ->
     held = val_images(len(refs), o.train.val_fraction, ctx.seed, 11)
     pairs: list[Pair] = []
     n_new = 0
-    for i, ref in enumerate(refs):
-        split = "val" if i in held else "train"
-        real_key = ref.key
-        store.add(real_key, ref.load_image)
-        path = getattr(ref, "image_path", None)
-        seeds = [stable_seed(ctx.seed, real_key, g) for g in range(o.synthetic_per_image)]
-        if o.pretrain == "intra-image-rank":
-            image = ref.load_image()
-            for s in seeds:
-                box = crop_box(image.shape[:2], *o.crop_range, s)
-                key = f"crop:{real_key}:{','.join(map(str, box))}"
-                store.add(key, lambda r=ref, b=box: r.load_image()[b[1]:b[3], b[0]:b[2]])
-                pairs.append(Pair(real_key, key, split, s, str(path) if path else None, {"crop": list(box)}))
-            continue
-        image = ref.load_image()
-        if o.generation_size is not None:
-            from .model import resize_uint8
-
-            image = resize_uint8(image, tuple(o.generation_size))
-        reqs = [GenerationRequest(seed=s, size=tuple(image.shape[:2]), prompt=o.rank_prompt,
-                                  negative_prompt=o.rank_negative_prompt, init_image=image, strength=o.strength,
-                                  meta={"source_image": real_key}) for s in seeds]
-        records, new = generate_cached(ctx, generator, reqs)
-        n_new += new
-        for rec in records:
-            store.add(str(rec.path), lambda p=rec.path: read_image(p))
-            pairs.append(Pair(real_key, str(rec.path), split, rec.request.seed, str(path) if path else None,
-                              {"size": list(rec.size)}))
+    with stage("pairs: real image", units=len(refs), unit="real image", max_units=1) as st:
+        for i, ref in enumerate(refs):
+            split = "val" if i in held else "train"
+            if st.done:  # a dry run (harness.stages): the pairs of the first image stand in for the rest
+                pairs += [replace(p, split=split) for p in pairs if p.real == pairs[0].real]
+                continue
+            with st.unit():
+                new_pairs, new = _pairs_of(ctx, o, generator, store, ref, split)
+            pairs += new_pairs
+            n_new += new
     if o.pretrain == "synthetic-rank":
         ctx.log.info("syrac: %d ranking pairs from %d real images (%d img2img images generated now, %d cached)",
                      len(pairs), len(refs), n_new, len(pairs) - n_new)
     return pairs
+
+
+def _pairs_of(ctx: Any, o: SyracOptions, generator: Any, store: ImageStore, ref: Any,
+              split: str) -> tuple[list[Pair], int]:
+    """The ranking pairs of one real image (crops, or its img2img images generated or cached) and the number of
+    images generated now; registers the images with ``store``."""
+    real_key = ref.key
+    store.add(real_key, ref.load_image)
+    path = getattr(ref, "image_path", None)
+    seeds = [stable_seed(ctx.seed, real_key, g) for g in range(o.synthetic_per_image)]
+    image = ref.load_image()
+    if o.pretrain == "intra-image-rank":
+        pairs = []
+        for s in seeds:
+            box = crop_box(image.shape[:2], *o.crop_range, s)
+            key = f"crop:{real_key}:{','.join(map(str, box))}"
+            store.add(key, lambda r=ref, b=box: r.load_image()[b[1]:b[3], b[0]:b[2]])
+            pairs.append(Pair(real_key, key, split, s, str(path) if path else None, {"crop": list(box)}))
+        return pairs, 0
+    if o.generation_size is not None:
+        from .model import resize_uint8
+
+        image = resize_uint8(image, tuple(o.generation_size))
+    reqs = [GenerationRequest(seed=s, size=tuple(image.shape[:2]), prompt=o.rank_prompt,
+                              negative_prompt=o.rank_negative_prompt, init_image=image, strength=o.strength,
+                              meta={"source_image": real_key}) for s in seeds]
+    records, new = generate_cached(ctx, generator, reqs)
+    for rec in records:
+        store.add(str(rec.path), lambda p=rec.path: read_image(p))
+    return [Pair(real_key, str(rec.path), split, rec.request.seed, str(path) if path else None,
+                 {"size": list(rec.size)}) for rec in records], new
 
 
 def noisy_requests(o: SyracOptions, seed: int) -> list[tuple[int, GenerationRequest]]:

@@ -101,6 +101,12 @@ class RankTask:
     def fingerprint(self) -> dict:
         return self._fingerprint
 
+    def cost_key(self) -> dict:
+        """What fixes the work of one step and one selection pass (the dry run's stage key: harness.stages)."""
+        first = self.store.get(self.train_pairs[0].real).shape if self.train_pairs else None
+        return {"backbone": self.net.backbone, "pairs_per_batch": self.opts.pairs_per_batch,
+                "val_pairs": len(self.val_pairs), "image": first}
+
 
 class RegressionTask:
     """End-to-end count regression on the noisy set (see the module notes)."""
@@ -146,6 +152,12 @@ class RegressionTask:
 
     def fingerprint(self) -> dict:
         return self._fingerprint
+
+    def cost_key(self) -> dict:
+        """What fixes the work of one step and one selection pass (the dry run's stage key: harness.stages)."""
+        first = self.store.get(self.train_set[0].path).shape if self.train_set else None
+        return {"backbone": self.net.backbone, "images_per_batch": self.opts.images_per_batch,
+                "val_images": len(self.val_set), "image": first}
 
 
 def _loop(task: Any, n_train: int, per_batch: int, opts: SyracTrainOptions, *, seed: int, salt: int, device: str,
