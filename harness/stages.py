@@ -364,7 +364,7 @@ _NO_STAGE = _NoStage()
 
 @contextlib.contextmanager
 def stage(name: str, *, units: float, unit: str = "unit", params: int | None = None, key: Any = None,
-          max_units: int | None = None) -> Iterator[Any]:
+          max_units: int | None = None, per_cell: bool = False) -> Iterator[Any]:
     """Declare a stage (see the module notes) and yield its handle (``.unit()``, ``.done``).
 
     Args:
@@ -377,6 +377,8 @@ def stage(name: str, *, units: float, unit: str = "unit", params: int | None = N
             dry run measured runs no unit (``done`` at once; the loop must cope) and borrows that cell's figures;
             one whose work was cached does the same.
         max_units: a lower cap than the meter's for this stage (e.g. 1 generated image).
+        per_cell: the units are a budget of the stage in the cell, not of each entry: once spent, later entries run
+            none (for loops that cope with no unit, e.g. a sampler entered once per validation image).
     """
     m = _METER.get()
     if m is None:
@@ -394,6 +396,8 @@ def stage(name: str, *, units: float, unit: str = "unit", params: int | None = N
     st = _Stage(m, rec, units)
     if max_units is not None:
         st.limit = max(1, min(st.limit, int(max_units)))
+    if per_cell:
+        st.limit = max(0, st.limit - (rec.units_run if rec.entries > 1 else 0))
     if rec.key is not None and any(o.key == rec.key and o.name == name and o.units_run and o.scope != m.scope
                                    for o in m.records.values()):
         st.limit = 0  # measured in another cell of this dry run: its figures are borrowed (_reuse)

@@ -156,3 +156,27 @@ def test_evaluation_declares_every_test_image_and_stops():
         res = evaluate_counter(Zero(), [Ref(i) for i in range(7)])
     rec = meter.records[("e", "evaluate: predict")]
     assert len(res.records) == 2 and rec.units_declared == 7 and meter.full_units(rec) == 7
+
+
+def test_a_per_cell_budget_runs_no_unit_once_spent(lin):
+    net, x = lin
+    meter = Meter(max_units=2)
+    ran = []
+    with metering(meter, "p"):
+        with stage("outer", units=4) as so:
+            for _ in range(4):
+                with so.unit():
+                    n = 0
+                    with stage("sampler", units=3, per_cell=True) as si:
+                        for _ in range(3):
+                            if si.done:
+                                break
+                            with si.unit():
+                                net(x)
+                                n += 1
+                    ran.append(n)
+                if so.done:
+                    break
+    assert ran == [2, 0]  # the second image's sampler found the cell's budget spent
+    rec = meter.records[("p", "sampler")]
+    assert rec.entries == 2 and meter.full_units(rec) == 12  # 3 per entry × 1 entry per image × 4 images

@@ -99,7 +99,7 @@ class MapTask:
         dev = next(self.net.parameters()).device
         err = []
         with stage("validate: map network", units=math.ceil(len(self.vx) / 8), unit="batch of 8",
-                   key=self.cost_key()) as st:
+                   key=self.cost_key(), per_cell=True) as st:
             for i in range(0, len(self.vx), 8):
                 if st.done:  # a dry run (harness.stages)
                     break

@@ -273,9 +273,10 @@ def ddim_sample(net: LDMNet, cond: torch.Tensor, scheduler, *, steps: int, eta: 
     n_batches = -(-cond.shape[0] // batch_size)
     # dry-run stages (harness.stages): a unit is one network call on a batch; once a stage has run its units the
     # remaining calls are skipped (a dry run measures cost, the maps are not used)
-    with stage("sample: DDIM step", units=n_batches * len(scheduler.timesteps),
+    with stage("sample: DDIM step", units=n_batches * len(scheduler.timesteps), per_cell=True,
                unit=f"U-Net call (≤{batch_size} crops)", params=count_params(net.unet)) as steps_stage, \
-            stage("sample: decode", units=n_batches, unit=f"decode (≤{batch_size} crops)") as decode_stage:
+            stage("sample: decode", units=n_batches, unit=f"decode (≤{batch_size} crops)",
+                  per_cell=True) as decode_stage:
         for i in range(0, cond.shape[0], batch_size):
             z = z_all[i:i + batch_size].to(device)
             c = cond[i:i + batch_size]

@@ -138,7 +138,7 @@ def recon_count_mae(net: LDMNet, val: ValSet, o: LDMOptions, device: str,
     ``stage_name``: its dry-run stage (:mod:`harness.stages`)."""
     errs = []
     with stage(stage_name, units=len(val.maps), unit="val image (tiles through E and D)",
-               params=count_params(net.vq)) as st:
+               params=count_params(net.vq), per_cell=True) as st:
         for cmap, c in zip(val.maps, val.counts):
             if st.done:  # a dry run (harness.stages)
                 break
