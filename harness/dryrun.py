@@ -131,6 +131,14 @@ class DryRunReport:
                 "cells": [c.to_dict() for c in self.cells]}
 
 
+def report_from_dict(d: dict) -> DryRunReport:
+    """A :class:`DryRunReport` back from its ``to_dict()`` / ``--json`` form (e.g. to merge several dry runs)."""
+    cells = [CellCost(c["method"], c["source"], c["target"], c["dry_run_seconds"],
+                      [StageCost(**s) for s in c["stages"]], dict(c["weights"]), c["error"]) for c in d["cells"]]
+    return DryRunReport(d["profile"], d["precision"], d["device"], d["gpu"], d["efficiency"], d["seeds"],
+                        d["max_units"], cells, d["dry_run_seconds"])
+
+
 def _costs(meter: Meter, scope: str, peak: float) -> list[StageCost]:
     out = []
     for rec in meter.scope_records(scope):
@@ -294,4 +302,4 @@ def markdown(report: DryRunReport) -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["dry_run", "render", "markdown", "DryRunReport", "CellCost", "StageCost", "GPUS", "DEFAULT_EFFICIENCY"]
+__all__ = ["dry_run", "render", "markdown", "report_from_dict", "DryRunReport", "CellCost", "StageCost", "GPUS", "DEFAULT_EFFICIENCY"]

@@ -99,6 +99,16 @@ class ValSet:
         return float(np.mean([abs(heads_of(m, o).count - c) for m, c in zip(self.maps, self.counts)]))
 
 
+def _cost_key(o: LDMOptions, val: "ValSet", stage_name: str) -> dict:
+    """The networks' architecture, crop and batch sizes and the validation set's image shapes (not the schedules)."""
+    from dataclasses import asdict
+
+    d = {k: v for k, v in asdict(o.diffusion).items() if k in ("batch_size", "val_ddim_steps", "prediction_type")}
+    return {"stage": stage_name, "space": o.space, "crop": o.crop_size, "cond": [o.cond_channels, o.cond_width],
+            "vq": {k: v for k, v in asdict(o.vq).items() if k not in ("steps", "lr", "eval_every", "fg_weight")},
+            "unet": asdict(o.unet), "diffusion": d, "val": [list(m.shape) for m in val.maps]}
+
+
 class VQTask:
     """The first stage as a :class:`harness.training.loop.TrainTask` (see the module notes)."""
 
@@ -111,6 +121,10 @@ class VQTask:
 
     def fingerprint(self) -> dict:
         return self._fingerprint
+
+    def cost_key(self) -> dict:
+        """What fixes the work of a step and a selection pass (the dry run's stage key: harness.stages)."""
+        return _cost_key(self.o, self.val, "vq")
 
     def objectives(self) -> list:
         v = self.o.vq
@@ -168,6 +182,10 @@ class DiffusionTask:
 
     def fingerprint(self) -> dict:
         return self._fingerprint
+
+    def cost_key(self) -> dict:
+        """What fixes the work of a step and a selection pass (the dry run's stage key: harness.stages)."""
+        return _cost_key(self.o, self.val, "diffusion")
 
     def objectives(self) -> list:
         d = self.o.diffusion
