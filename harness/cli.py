@@ -181,6 +181,12 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
                          + (["--limit-test", str(limit_test)] if limit_test else [])
                          + (["--threads", str(threads)] if threads else [])
                          + (["--executor", executor] if executor != "local" else [])
+                         + _executor_args(executor, address=address, gpus_per_cell=gpus_per_cell,
+                                          cpus_per_cell=cpus_per_cell, max_retries=max_retries,
+                                          slurm_partition=slurm_partition, slurm_time=slurm_time,
+                                          slurm_gpus_per_task=slurm_gpus_per_task,
+                                          slurm_cpus_per_task=slurm_cpus_per_task,
+                                          slurm_array_parallelism=slurm_array_parallelism)
                          + [a for m in plugins for a in ("--plugin", m)]
                          + [a for t in trackers for a in ("--log-with", t)]
                          + (["--tracker-dir", str(tracker_dir)] if tracker_dir else []))
@@ -204,7 +210,8 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
     options = {"ray": {"address": None if address == "local" else address, "gpus_per_cell": gpus_per_cell,
                        "cpus_per_cell": cpus_per_cell, "max_retries": max_retries},
                "slurm": {"partition": slurm_partition, "time_min": slurm_time, "gpus_per_task": slurm_gpus_per_task,
-                         "cpus_per_task": slurm_cpus_per_task, "array_parallelism": slurm_array_parallelism},
+                         "cpus_per_task": slurm_cpus_per_task, "array_parallelism": slurm_array_parallelism,
+                         "notice": lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True)},
                "local": {"threads": threads}}[executor]
     summary = runner.execute(plan, out_dir, device, progress=progress, console=err_console, force=force,
                              executor=make_executor(executor, **options), wait=wait)
@@ -234,6 +241,15 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
             "   # ShanghaiTech\n"
             "  harness plugins                                     # the methods (PromptMix, RDBT, SYRAC, LDM, ...)\n"
             "  harness new-plugin my-method                        # a method of your own", err=True)
+
+
+def _executor_args(executor: str, **options) -> list[str]:
+    """The executor's options as they go on the recorded command line (``config.json``'s ``command``): Ray's and
+    Slurm's resources, so the command reruns the run as it was placed."""
+    names = {"ray": ("address", "gpus_per_cell", "cpus_per_cell", "max_retries"),
+             "slurm": ("slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_cpus_per_task",
+                       "slurm_array_parallelism")}.get(executor, ())
+    return [a for n in names if options[n] is not None for a in ("--" + n.replace("_", "-"), str(options[n]))]
 
 
 def _write_board(out_dir: Path) -> str:

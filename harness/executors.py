@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
-from .errors import ConfigError
+from .errors import ConfigError, HarnessError
 
 if TYPE_CHECKING:
     from .jobs import JobArgs
@@ -188,19 +188,28 @@ class SlurmExecutor:
     ``<run>/.slurm/``; each cell keeps its ``log.txt``. ``cluster="local"`` runs the same array as local processes
     (tests, a workstation).
 
+    A job that ends without a result — cancelled (``scancel``), killed for memory, its node lost — is found with or
+    without Slurm accounting (:mod:`harness.slurm_watch`: ``squeue``, then ``sacct`` or ``scontrol``), recorded in
+    the cell's ``error.json`` with Slurm's state (``harness status`` shows it failed) and resubmitted by the next run.
+
     Args:
         partition, time_min, gpus_per_task, cpus_per_task, array_parallelism, mem_gb: the Slurm parameters.
         cluster: None (Slurm, or whatever submitit detects), ``"slurm"`` or ``"local"``.
+        poll_s: seconds between two looks at the jobs. grace_s: how long a job that left the queue as COMPLETED,
+            or that no command knows any more, may take for its result file to appear (shared file systems lag).
+        notice: where one-line notices go (default stderr), e.g. that the cluster has no accounting.
     """
 
     resolves_device_in_driver = False
 
     def __init__(self, partition: str | None = None, time_min: int = 240, gpus_per_task: int = 0,
                  cpus_per_task: int = 2, array_parallelism: int = 16, mem_gb: float | None = None,
-                 cluster: str | None = None):
+                 cluster: str | None = None, poll_s: float = 5.0, grace_s: float = 60.0,
+                 notice: Callable[[str], None] | None = None):
         self.partition, self.time_min, self.gpus, self.cpus = partition, int(time_min), int(gpus_per_task), int(
             cpus_per_task)
         self.parallelism, self.mem_gb, self.cluster = int(array_parallelism), mem_gb, cluster
+        self.poll_s, self.grace_s, self.notice = float(poll_s), float(grace_s), notice
         self.threads = max(1, int(cpus_per_task))
 
     def executor(self, folder: Path):
@@ -220,20 +229,126 @@ class SlurmExecutor:
         return ex
 
     def run(self, args, rels: list[str], on_state: OnState, *, plan=None, sigint=None, bars=None) -> None:
+        from .failures import record_failure
+        from .slurm_watch import SlurmStates
+
         ex = self.executor(Path(args.out_dir) / ".slurm")
-        check_shared(args.out_dir, lambda d, m: ex.submit(_sees, d, m).result(), "Slurm")
+        states = SlurmStates(self.notice) if ex.cluster == "slurm" else None
+
+        def probe(d: str, m: str) -> bool:
+            job = ex.submit(_sees, d, m)
+            kind, value = self.collect([job], states)[0]
+            if kind != "result":
+                raise ConfigError(f"the Slurm job {job.job_id} that checks what workers see ended "
+                                  f"{value if kind == 'ended' else 'with an error'} before running: see its log "
+                                  f"{job.paths.stderr}")
+            return value is True
+
+        check_shared(args.out_dir, probe, "Slurm")
         jobs = ex.map_array(SlurmCell(), [args] * len(rels), rels)
+        by_job = dict(zip((j.job_id for j in jobs), rels))
         for rel in rels:
             on_state(rel, "running", "")
-        for job, rel in zip(jobs, rels):
-            try:
-                result = job.result()
-            except Exception as exc:  # the job failed outside the cell function (node failure, out of memory)
-                result = {"state": "failed", "message": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
-            on_state(rel, result["state"], result["message"])
+
+        def on_end(job, kind: str, value: Any) -> None:
+            rel = by_job[job.job_id]
+            if kind == "result":
+                on_state(rel, value["state"], value["message"])
+                return
+            cell_dir = Path(args.out_dir) / rel
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            if kind == "error":  # an exception outside the cell function (submitit wrote its traceback)
+                last = [line for line in str(value).strip().splitlines() if line.strip()][-1:] or ["(no traceback)"]
+                exc = SlurmJobError(f"Slurm job {job.job_id} failed outside the cell: {last[0].strip()} "
+                                    f"(job log: {job.paths.stderr})")
+                failed = record_failure(rel, cell_dir, exc, slurm_job=job.job_id)
+                on_state(rel, failed["state"], failed["message"])
+                return
+            exc = SlurmJobEnded(f"Slurm job {job.job_id} ended {value} without a result (cancelled, killed, out of "
+                                f"memory or its node lost); run the same command again to resubmit the cell "
+                                f"(job log: {job.paths.stderr})")
+            _append_log(cell_dir, f"slurm: {exc}")
+            failed = record_failure(rel, cell_dir, exc, slurm_job=job.job_id, slurm_state=value)
+            on_state(rel, failed["state"], failed["message"])
+
+        self.collect(jobs, states, on_end)
+
+    def collect(self, jobs: list, states: Any, on_end: Callable[[Any, str, Any], None] | None = None) -> list:
+        """Wait until every job has a result or has ended without one; returns ``[(kind, value)]`` in job order
+        (``("result", value)``, ``("error", traceback)``, ``("ended", slurm_state)``), calling ``on_end(job, kind,
+        value)`` as each one comes in. ``states``: a :class:`harness.slurm_watch.SlurmStates` on Slurm, None for
+        submitit's local processes (their own ``done()``)."""
+        from .slurm_watch import LIVE, ended
+
+        out: dict[int, tuple[str, Any]] = {}
+        out_of_queue: dict[int, float] = {}  # job index -> when it was first seen out of the queue
+
+        def take(i: int, got: tuple[str, Any]) -> None:
+            out[i] = got
+            if on_end is not None:
+                on_end(jobs[i], *got)
+
+        while True:
+            for i in [i for i in range(len(jobs)) if i not in out]:
+                got = _result_of(jobs[i])
+                if got is not None:
+                    take(i, got)
+            waiting = [i for i in range(len(jobs)) if i not in out]
+            if not waiting:
+                return [out[i] for i in range(len(jobs))]
+            now = time.time()
+            if states is None:  # submitit's local processes
+                slurm = {i: (jobs[i].state if jobs[i].done() else "RUNNING") for i in waiting}
+            else:
+                seen = states([jobs[i].job_id for i in waiting])
+                slurm = {i: seen[jobs[i].job_id] for i in waiting}
+            for i, state in slurm.items():
+                if state in LIVE:
+                    out_of_queue.pop(i, None)
+                    continue
+                since = out_of_queue.setdefault(i, now)
+                got = _result_of(jobs[i])
+                if got is not None:
+                    take(i, got)
+                elif (states is None and now - since >= self.poll_s) or (
+                        states is not None and ended(state, now - since, self.poll_s, self.grace_s)):
+                    take(i, ("ended", state or "UNKNOWN (no longer known to squeue, sacct or scontrol)"))
+            if len(out) < len(jobs):
+                time.sleep(self.poll_s)
 
     def wait_for_held(self, args, rels, on_state, **kw) -> None:
         LocalExecutor().wait_for_held(args, rels, on_state, **kw)
+
+
+class SlurmJobEnded(HarnessError):
+    """A Slurm job ended without a result (cancelled, killed, out of memory, node lost)."""
+
+
+class SlurmJobError(HarnessError):
+    """A Slurm job failed outside the cell function (submitit recorded the traceback)."""
+
+
+def _result_of(job) -> tuple[str, Any] | None:
+    """``("result", value)`` or ``("error", traceback)`` once submitit's result file is there (written atomically
+    by the job), else None."""
+    path = job.paths.result_pickle
+    if not path.exists():
+        return None
+    from submitit.core.utils import pickle_load
+
+    try:
+        tag, value = pickle_load(path)
+    except (EOFError, OSError, ValueError):
+        return None  # still being moved into place
+    return ("result", value) if tag == "success" else ("error", value)
+
+
+def _append_log(cell_dir: Path, line: str) -> None:
+    try:
+        with open(cell_dir / "log.txt", "a", encoding="utf-8") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+    except OSError:
+        pass
 
 
 class SlurmCell:
@@ -265,4 +380,4 @@ def make_executor(name: str, **options: Any) -> Executor:
     raise ConfigError(f"unknown executor {name!r}; use local, ray or slurm")
 
 
-__all__ = ["Executor", "OnState", "LocalExecutor", "RayExecutor", "SlurmExecutor", "SlurmCell", "make_executor", "check_shared"]
+__all__ = ["Executor", "OnState", "LocalExecutor", "RayExecutor", "SlurmExecutor", "SlurmCell", "SlurmJobEnded", "SlurmJobError", "make_executor", "check_shared"]

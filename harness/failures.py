@@ -31,9 +31,9 @@ def disk_full_message(exc: OSError, cell_dir: Path) -> str:
             f"finished cells are kept and the run resumes")
 
 
-def record_failure(cell: Any, cell_dir: Path, exc: BaseException) -> dict:
-    """Write the cell's ``error.json`` (type, one-line message; the traceback is in its log.txt) and return the
-    failure ``{"state": "failed", "message": "Type: message"}``."""
+def record_failure(cell: Any, cell_dir: Path, exc: BaseException, **extra: Any) -> dict:
+    """Write the cell's ``error.json`` (type, one-line message; the traceback is in its log.txt; ``extra`` fields,
+    e.g. a Slurm job's id and state) and return the failure ``{"state": "failed", "message": "Type: message"}``."""
     detail = " ".join(str(exc).split())
     if isinstance(exc, SystemExit):
         detail = f"plugin code called sys.exit({exc.code!r})"
@@ -42,7 +42,7 @@ def record_failure(cell: Any, cell_dir: Path, exc: BaseException) -> dict:
     try:
         atomic_write_json(cell_dir / "error.json", {"type": type(exc).__name__, "message": detail, "cell": str(cell),
                                                     "traceback": "see log.txt",
-                                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
     except OSError as write_exc:
         if write_exc.errno == errno.ENOSPC:
             raise DiskFullError(disk_full_message(write_exc, cell_dir)) from None

@@ -120,7 +120,8 @@ def run_cell_job(args: JobArgs, relpath: str, *, plan: Any = None, sigint: Any =
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "error.json").unlink(missing_ok=True)
         atomic_write_json(cell_dir / WORKER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
-                                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                   **_slurm_job()})
         device = args.device
         if device == "auto":
             from .conditions import resolve_device
@@ -142,6 +143,14 @@ def run_cell_job(args: JobArgs, relpath: str, *, plan: Any = None, sigint: Any =
             return record_failure(cell, cell_dir, exc)
     finally:
         lock.release()
+
+
+def _slurm_job() -> dict:
+    """``{"slurm_job": "<array>_<task>" | "<job>"}`` inside a Slurm job (what ``scancel`` / ``sacct`` take), else {}."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return {"slurm_job": f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"}
+    return {"slurm_job": env["SLURM_JOB_ID"]} if env.get("SLURM_JOB_ID") else {}
 
 
 @contextlib.contextmanager

@@ -1,7 +1,9 @@
 """A test plugin module (loaded with ``--plugin slow_plugin``): a tiny density counter whose training steps take a
-little time, so that a test can kill the process running a cell in the middle of its training."""
+little time, so that a test can kill the process running a cell in the middle of its training. While the file named by
+``$SLOW_PLUGIN_HOLD`` exists, training waits (a test cancels such a cell's Slurm job while it runs)."""
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -21,6 +23,9 @@ class Sleepy(nn.Module):
     def forward(self, x):
         if self.training:
             time.sleep(STEP_SECONDS)
+            hold = os.environ.get("SLOW_PLUGIN_HOLD")
+            while hold and os.path.exists(hold):
+                time.sleep(0.2)
         return self.net(x)
 
 

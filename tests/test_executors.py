@@ -216,3 +216,43 @@ def test_workers_receive_the_frozen_run_spec_and_plan_it_identically(tmp_path):
     worker_plan = _plan(again)
     assert worker_plan.cells == p.cells and worker_plan.spec == p.spec
     assert worker_plan.strategy_options == p.strategy_options
+
+
+def test_slurm_states_use_sacct_where_accounting_works_and_scontrol_where_not():
+    from types import SimpleNamespace
+
+    from harness.slurm_watch import SlurmStates, ended
+
+    calls, notices = [], []
+
+    def cluster(accounting: bool):
+        def run(cmd, **kw):
+            calls.append(cmd[0])
+            if cmd[0] == "squeue":
+                return SimpleNamespace(returncode=0, stdout="7_0|RUNNING\n7_2|REQUEUED\n", stderr="")
+            if cmd[0] == "sacct":
+                if not accounting:
+                    return SimpleNamespace(returncode=1, stdout="", stderr="Slurm accounting storage is disabled\n")
+                return SimpleNamespace(returncode=0, stdout="7_1|CANCELLED by 0\n7_3|OUT_OF_MEMORY\n", stderr="")
+            job = cmd[-1]
+            known = {"7_1": "CANCELLED", "7_3": "NODE_FAIL"}
+            if job in known:
+                return SimpleNamespace(returncode=0, stdout=f"JobId=7 ArrayTaskId=1 JobState={known[job]} Reason=None",
+                                       stderr="")
+            return SimpleNamespace(returncode=1, stdout="", stderr="slurm_load_jobs error: Invalid job id specified")
+        return run
+
+    with_acct = SlurmStates(notices.append, run=cluster(True))
+    assert with_acct(["7_0", "7_1", "7_2", "7_3", "7_4"]) == {"7_0": "RUNNING", "7_1": "CANCELLED", "7_2": "REQUEUED",
+                                                             "7_3": "OUT_OF_MEMORY", "7_4": None}
+    assert with_acct.accounting is True and not notices
+    without = SlurmStates(notices.append, run=cluster(False))
+    for _ in range(2):
+        assert without(["7_0", "7_1", "7_3", "7_4"]) == {"7_0": "RUNNING", "7_1": "CANCELLED", "7_3": "NODE_FAIL",
+                                                        "7_4": None}
+    assert without.accounting is False and len(notices) == 1 and "Slurm accounting storage is disabled" in notices[0]
+    assert calls.count("sacct") == 2  # once per cluster: a cluster without accounting is not asked again
+    # a failure state ends after two polls; COMPLETED or unknown only after the grace period (file system lag)
+    assert not ended("REQUEUED", 1000, 5, 60) and not ended("RUNNING", 1000, 5, 60)
+    assert not ended("CANCELLED", 0, 5, 60) and ended("CANCELLED", 5, 5, 60)
+    assert not ended("COMPLETED", 30, 5, 60) and ended("COMPLETED", 60, 5, 60) and ended(None, 60, 5, 60)
