@@ -269,7 +269,7 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
 
     Exceptions propagate (the caller records them); an interruption leaves the progress files for resume.
     """
-    from .tracking import CellTracker, final_values, run_name, tracking
+    from .tracking import CellTracker, run_name, tracking
 
     tracker = None
     if plan.spec.trackers:
@@ -281,11 +281,7 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
     with tracking(tracker):
         metrics = _run_cell(plan, cell, cell_dir, device, cache=cache, commit=commit, on_image=on_image)
         if tracker is not None:
-            tracker.log(final_values(metrics), step=0)
-            from PIL import Image
-
-            tracker.log_images({f"overlays/{p.stem}": np.asarray(Image.open(p).convert("RGB"))
-                                for p in sorted((cell_dir / OVERLAYS).glob("*.png"))})
+            tracker.final(metrics, cell_dir, sorted((cell_dir / OVERLAYS).glob("*.png")))
     return metrics
 
 
