@@ -123,7 +123,9 @@ class RayExecutor:
 
     Args:
         address: ``"auto"`` (a running cluster), a ``ray://host:10001`` address, or None (start a local Ray).
-        gpus_per_cell, cpus_per_cell: resources of one task. max_retries: retries after a lost worker.
+        gpus_per_cell: GPUs of one task.
+        cpus_per_cell: CPUs of one task (also its pinned thread count).
+        max_retries: retries after a lost worker.
         num_cpus: CPUs of a local Ray started here (None: all).
 
     Raises (from :meth:`run`):
@@ -193,7 +195,12 @@ class SlurmExecutor:
     the cell's ``error.json`` with Slurm's state (``harness status`` shows it failed) and resubmitted by the next run.
 
     Args:
-        partition, time_min, gpus_per_task, cpus_per_task, array_parallelism, mem_gb: the Slurm parameters.
+        partition: Slurm partition (None: the cluster's default).
+        time_min: minutes per cell (requeued when preempted or timed out).
+        gpus_per_task: GPUs per cell.
+        cpus_per_task: CPUs per cell (also its pinned thread count).
+        array_parallelism: cells running at once.
+        mem_gb: memory per cell (None: the partition's default).
         cluster: None (Slurm, or whatever submitit detects), ``"slurm"`` or ``"local"``.
         poll_s: seconds between two looks at the jobs. grace_s: how long a job that left the queue as COMPLETED,
             or that no command knows any more, may take for its result file to appear (shared file systems lag).

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -60,7 +61,7 @@ DEFAULT_PEAK_THRESHOLD = 1e-4
 # ------------------------------------------------------------------------------------------ counting
 
 
-def count_metrics(pred_counts, gt_counts) -> dict:
+def count_metrics(pred_counts: ArrayLike, gt_counts: ArrayLike) -> dict:
     """MAE, MSE (root mean squared error) and NAE of per-image counts.
 
     MAE = mean |ĉ − c|; MSE = sqrt(mean (ĉ − c)²), the field's (root) MSE since MCNN (Zhang et al.,

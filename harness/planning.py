@@ -319,7 +319,9 @@ def plan_run(matrix: str | Iterable, methods: str | Iterable[str], seeds: str | 
         data_root: folder holding the datasets' own folders; needed only by datasets with ``needs_root``.
         limit_test: evaluate on the first N images of the evaluation split only (None: all).
         precision: ``fp32`` | ``bf16`` | ``fp16`` (training and inference).
-        command, workers, plugins: recorded on the plan's :class:`RunSpec` (see there).
+        command: the command line recorded on the plan's :class:`RunSpec` (see there).
+        workers: image-decoding worker processes per cell (recorded on the :class:`RunSpec`).
+        plugins: plugin modules loaded with ``--plugin`` (recorded on the :class:`RunSpec`; workers import them).
 
     Raises:
         ConfigError: ONE error listing every problem found (``"; "``-separated).

@@ -3,9 +3,7 @@
 pages carry their figures, and a screenshot is kept as a test artefact (``test-artifacts/report-index.png``)."""
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,12 +12,7 @@ from click.testing import CliRunner
 from harness import MethodSpec, hookimpl
 from harness.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = Path(os.environ.get("HARNESS_TEST_ARTIFACTS", REPO / "test-artifacts"))
-CHROMIUM = next((p for p in (os.environ.get("CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"))
-                 if p), None)
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+from browser import ARTIFACTS, CHROMIUM, FLAGS, NO_CHROMIUM
 
 
 class RandomMCNN:
@@ -68,7 +61,7 @@ def test_report_files_are_self_contained(report):
     assert index.count("alt='forest plot of MAE") == 2 and index.index("forest plot") < index.index("<table")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: install Debian's chromium (`apt-get install chromium`)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_report_in_a_real_browser(report):
     from playwright.sync_api import sync_playwright
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 
@@ -167,7 +168,7 @@ def _kernels_1d(centres: np.ndarray, sig: np.ndarray, r: int, size: int) -> tupl
 
 
 def density_map(
-    points,
+    points: ArrayLike,
     shape: Sequence[int],
     *,
     kernel: str = "adaptive",
@@ -198,7 +199,8 @@ def density_map(
         shape: ``(H, W)`` of the image (an image's ``(H, W, C)`` shape is accepted).
         kernel: ``"adaptive"`` or ``"fixed"``.
         sigma: fixed σ in pixels (also the σ of a lone head under ``"adaptive"``).
-        beta, k: adaptive-kernel β and number of neighbours.
+        beta: adaptive-kernel β (0.3 in MCNN).
+        k: adaptive-kernel number of neighbours (3 in MCNN).
         truncate: kernel radius in units of σ (as ``scipy.ndimage.gaussian_filter``).
         max_sigma: optional upper bound on σ in pixels.
 

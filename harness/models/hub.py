@@ -112,7 +112,8 @@ def resolve_model(model_id: str, *, kind: str, cache_root: str | Path, what: str
         model_id: ``"tiny[:seed]"``, a local folder, or a hub id.
         kind: the registered tiny model builder to use for ``"tiny"`` (``registries.tiny_models``).
         cache_root: where tiny models are built (``<cache_root>/tiny/<kind>-v<version>-seed<seed>``).
-        what, option: how the error names the model and the option that sets it.
+        what: how an error names the model.
+        option: how an error names the option that sets it.
         registries: where the tiny builders are registered (default: the process-wide registries).
 
     Raises:

@@ -233,8 +233,11 @@ def pretrained_backbone(module: Any, arch: str, weights: str | os.PathLike, *, o
             ``features`` of a VGG).
         arch: ``resnet18``, ``resnet50``, ``vgg16``, ``vgg16_bn`` or ``vgg19`` (the file's architecture).
         weights: ``"imagenet"`` (torchvision's ImageNet-1k file, see :func:`resolve_pretrained`) or a local file.
-        select / ignore / allow_unused / allow_missing / rename: see :func:`read_state_dict` and
-            :func:`load_into` (defaults drop the ImageNet classifier ``fc.*`` / ``classifier.*``).
+        select: the sub-tree of the file to keep (see :func:`read_state_dict`).
+        ignore: key prefixes dropped (default: the ImageNet classifier ``fc.*`` / ``classifier.*``).
+        allow_unused: keys of the file the module lacks are allowed (see :func:`load_into`).
+        allow_missing: prefixes of the module's keys the file may lack (see :func:`load_into`).
+        rename: maps the file's keys to the module's (see :func:`read_state_dict`).
         trained_on: datasets whose labels trained the file (default ``("ImageNet",)`` for ``"imagenet"``, none
             known for another file).
 
