@@ -131,6 +131,35 @@ def forest(rows: Sequence[tuple[str, float, float | None, float | None]], out: s
     return _save(fig, plt, out)
 
 
+def heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], out: str | Path, *, title: str = "",
+            xlabel: str = "target", ylabel: str = "source", label: str = "MAE") -> Path:
+    """A source × target heat map: ``values`` ``(len(rows), len(cols))`` (NaN: not run, left blank), each square
+    annotated with its value; darker is larger (for MAE: worse)."""
+    plt = _plt()
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(cols), 1.2 + 0.8 * len(rows)))
+    shown = np.ma.masked_invalid(values)
+    image = ax.imshow(shown, cmap="Blues", aspect="auto")
+    finite = values[np.isfinite(values)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if values[i, j] > middle else "black")
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels(cols, fontsize=8, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
 def _save(fig, plt, out) -> Path:
     out = Path(out)
     try:
@@ -140,4 +169,4 @@ def _save(fig, plt, out) -> Path:
     return out
 
 
-__all__ = ["contact_sheet", "histograms", "scatter", "forest"]
+__all__ = ["contact_sheet", "histograms", "scatter", "forest", "heatmap"]

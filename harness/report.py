@@ -1,7 +1,9 @@
 """``harness report RUN_DIR -o DIR``: a static HTML report that works offline (docs/design.md §12).
 
 - ``DIR/index.html``: first the picture — per cell, a forest plot of every method's MAE with its 95 % interval and
-  the trivial baselines (``zero``, ``source-mean``) as vertical lines — then the leaderboard (:func:`harness.leaderboard.leaderboard`) — a rank by the first MAE column,
+  the trivial baselines (``zero``, ``source-mean``) as vertical lines; with more than two cells, a source × target
+  heat map of MAE per method — then the leaderboard (:func:`harness.leaderboard.leaderboard`) with grouped headers
+  (each cell once, its MAE / MSE / NAE / r / mAP below it) — a rank by the first MAE column,
   every header sortable by a click (numbers by value, missing cells "—" last; the metric's direction ↓/↑ gives the
   first click's order), the best value of each metric column in bold, the flags explained below, and every method's
   cell linked to its page.
@@ -31,6 +33,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5rem;color:#1b1b1b}
 table{border-collapse:collapse;font-size:.85rem}th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right}
 th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}td:first-child,td:nth-child(2),th:nth-child(2){text-align:left}
+th.group{cursor:default;text-align:center;background:#e4e9f0}thead tr:nth-child(2) th{top:1.7rem}
 th.sorted-asc::after{content:" ▲"}th.sorted-desc::after{content:" ▼"}tr:hover td{background:#fafae6}
 .notes li{margin:.15rem 0}.small{color:#555;font-size:.85rem}img{max-width:100%;border:1px solid #ddd}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.8rem;white-space:pre-wrap}.grid{display:flex;flex-wrap:wrap;gap:1rem}
@@ -38,8 +41,9 @@ pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.8rem;white-space
 """
 
 SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
-  const table = th.closest('table'), body = table.tBodies[0], rows = Array.from(body.rows);
+document.querySelectorAll('table.sortable th[data-col]').forEach(th => th.addEventListener('click', () => {
+  const col = Number(th.dataset.col), table = th.closest('table'), body = table.tBodies[0];
+  const rows = Array.from(body.rows);
   const first = th.dataset.dir === 'desc' ? 'desc' : 'asc';
   const dir = th.classList.contains('sorted-' + first) ? (first === 'asc' ? 'desc' : 'asc') : first;
   table.querySelectorAll('th').forEach(h => h.classList.remove('sorted-asc', 'sorted-desc'));
@@ -109,6 +113,41 @@ def _forests(board: pd.DataFrame, tmp: Path) -> str:
             f"<div class='grid'>{''.join(out)}</div><h2>Leaderboard</h2>") if out else ""
 
 
+def _heatmaps(df: pd.DataFrame, tmp: Path) -> str:
+    """Per trained method, a source × target heat map of MAE (mean over seeds; full evaluation splits where a cell
+    has them) when the matrix has more than two cells."""
+    from .figures import heatmap
+
+    full = df[df["limit_test"].isna()] if df["limit_test"].isna().any() else df
+    cells = full[["source", "target"]].drop_duplicates()
+    if len(cells) <= 2:
+        return ""
+    sources, targets = sorted(cells["source"].unique()), sorted(cells["target"].unique())
+    out = []
+    for k, (method, rows) in enumerate(full.groupby("method", sort=True)):
+        if method in BASELINES:
+            continue
+        mae = rows.groupby(["source", "target"])["mae"].mean()
+        grid = [[mae.get((s, t), float("nan")) for t in targets] for s in sources]
+        png = heatmap(grid, sources, targets, tmp / f"heat-{k}.png", title=f"{method}: MAE")
+        out.append(f"<figure><img alt='heat map of MAE, {html.escape(str(method))}' src='{_png(png)}'></figure>")
+    return ("<h2>MAE per source × target</h2><p class='small'>One map per method (mean over seeds); a blank square "
+            f"was not run.</p><div class='grid'>{''.join(out)}</div>") if out else ""
+
+
+def _groups(cols: list[str], metric_cols: list[str], labels: list[str]) -> list[tuple[str | None, list[str]]]:
+    """The board's columns in header groups: consecutive metric columns of one cell label share a group
+    (``(label, [columns])``); other columns stand alone (``(None, [column])``)."""
+    groups: list[tuple[str | None, list[str]]] = []
+    for c in cols:
+        label = next((lb for lb in labels if c.startswith(lb + " ")), None) if c in metric_cols else None
+        if label is not None and groups and groups[-1][0] == label:
+            groups[-1][1].append(c)
+        else:
+            groups.append((label, [c]))
+    return groups
+
+
 def _index(df: pd.DataFrame, board: pd.DataFrame, run_dir: Path, figures: str = "") -> str:
     from .leaderboard import _cell_label
 
@@ -129,8 +168,18 @@ def _index(df: pd.DataFrame, board: pd.DataFrame, run_dir: Path, figures: str = 
     order = sorted(range(len(board)), key=lambda i: (values[first_mae][i] is None, values[first_mae][i] or 0)) \
         if first_mae else list(range(len(board)))
     rank = {i: n + 1 for n, i in enumerate(order)}
-    head = "<tr><th data-dir='asc'>rank</th>" + "".join(
-        f"<th data-dir='{'desc' if '↑' in c else 'asc'}'>{html.escape(c)}</th>" for c in cols) + "</tr>"
+    def th(c: str, text: str, extra: str = "") -> str:  # a sortable header: data-col is the column it sorts
+        return (f"<th{extra} data-col='{cols.index(c) + 1}' data-name='{html.escape(c, quote=True)}' "
+                f"data-dir='{'desc' if '↑' in c else 'asc'}'>{html.escape(text)}</th>")
+
+    top, below = ["<th rowspan='2' data-col='0' data-name='rank' data-dir='asc'>rank</th>"], []
+    for label, group in _groups(cols, metric_cols, labels):
+        if label is None:
+            top.append(th(group[0], group[0], " rowspan='2'"))
+        else:  # the cell once, its metrics below it
+            top.append(f"<th class='group' colspan='{len(group)}'>{html.escape(label)}</th>")
+            below += [th(c, c[len(label) + 1:]) for c in group]
+    head = "<tr>" + "".join(top) + "</tr><tr>" + "".join(below) + "</tr>"
     rows = []
     for i in order:
         row = board.iloc[i]
@@ -227,6 +276,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
             atomic_write_text(out_dir / "cells" / cell_slug(row["method"], row["cell"], row["seed"], row["limit_test"]),
                               _cell_page(row, Path(tmp)))
         figures = _forests(board, Path(tmp))
+        heat = _heatmaps(df, Path(tmp))
+        if heat:  # after the forest plots, before the table's heading
+            figures = figures.replace("<h2>Leaderboard</h2>", heat + "<h2>Leaderboard</h2>") if figures else heat
     index = out_dir / "index.html"
     atomic_write_text(index, _index(df, board, run_dir, figures))
     return index

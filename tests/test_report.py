@@ -29,7 +29,7 @@ def report(tmp_path_factory, monkeypatch_module):
 
     monkeypatch_module.setattr(harness.plugins, "_REGISTRIES", build_registries(extra_plugins=[RandomMCNN()]))
     tmp = tmp_path_factory.mktemp("report")
-    r = CliRunner().invoke(main, ["run", "--matrix", "SYN-SPARSE→SYN-DENSE,SYN-DENSE→SYN-SPARSE",
+    r = CliRunner().invoke(main, ["run", "--matrix", "SYN-SPARSE→SYN-DENSE,SYN-DENSE→SYN-SPARSE,SYN-SPARSE→SYN-SPARSE",
                                   "--methods", "zero,source-mean,mcnn-random", "--limit-test", "6",
                                   "--device", "cpu", "--out", str(tmp / "run")])
     assert r.exit_code == 0, r.output
@@ -48,7 +48,7 @@ def monkeypatch_module():
 def test_report_files_are_self_contained(report):
     index = (report / "index.html").read_text()
     pages = sorted((report / "cells").glob("*.html"))
-    assert len(pages) == 6  # 3 methods x 2 cells
+    assert len(pages) == 9  # 3 methods x 3 cells
     for text in [index] + [p.read_text() for p in pages]:
         assert "http://" not in text and "https://" not in text  # no CDN: works offline
     page = next(p for p in pages if p.name.startswith("mcnn-random__SYN-SPARSE-SYN-DENSE")).read_text()
@@ -57,8 +57,15 @@ def test_report_files_are_self_contained(report):
     # metrics as the leaderboard prints them, not raw floats
     mae = re.search(r"<td>mae</td><td>([^<]*)</td>", page).group(1)
     assert re.fullmatch(r"\d+\.\d{2}", mae), mae
-    # the picture first: one forest plot per cell (baselines as lines), above the table
-    assert index.count("alt='forest plot of MAE") == 2 and index.index("forest plot") < index.index("<table")
+    # the picture first: one forest plot per cell (baselines as lines), then (more than two cells) one source × target
+    # heat map per trained method, above the table
+    assert index.count("alt='forest plot of MAE") == 3 and index.index("forest plot") < index.index("<table")
+    assert index.count("alt='heat map of MAE") == 1 and "alt='heat map of MAE, mcnn-random'" in index
+    assert index.index("heat map") < index.index("<table")
+    # grouped headers: each cell once over its metrics
+    head = index[index.index("<thead>"):index.index("</thead>")]
+    assert head.count("class='group'") == 3 and head.count(">SYN-SPARSE→SYN-DENSE [n=6]<") == 1
+    assert head.count(">MAE↓<") == 3 and head.count(">mAP↑<") == 3
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
@@ -72,15 +79,14 @@ def test_report_in_a_real_browser(report):
             page = browser.new_page(viewport={"width": 1600, "height": 700})
             page.goto((report / "index.html").as_uri())
 
-            def header(name):
-                headers = [h.replace("▲", "").replace("▼", "").strip() for h in page.locator("thead th").all_inner_texts()]
-                return headers.index(name)
+            def header(name):  # the column a sortable header sorts (grouped headers: the cell over its metrics)
+                return int(page.locator(f"thead th[data-name='{name}']").get_attribute("data-col"))
 
             def column(name):
                 return page.locator(f"tbody tr td:nth-child({header(name) + 1})").all_inner_texts()
 
             def click(name):
-                page.locator("thead th").nth(header(name)).click()
+                page.locator(f"thead th[data-name='{name}']").click()
 
             def values(name):
                 return [float(m.group()) if (m := re.match(r"-?\d+(\.\d+)?", t)) else float("inf") for t in column(name)]
