@@ -40,7 +40,8 @@ _LAZY = {
     **dict.fromkeys(("autocast", "make_accelerator"), "harness.training.precision"),
     **dict.fromkeys(("DensityTrainOptions", "EpochExtras", "ScaledCounter", "TrainResult", "train_density_counter",
                      "subset"), "harness.training.density"),
-    **dict.fromkeys(("fit_density_counter", "fit_with_synthetic", "SMOKE_TRAIN", "PAPER_TRAIN", "TINY_TRAIN"),
+    **dict.fromkeys(("fit_density_counter", "fit_with_synthetic", "source_splits", "SMOKE_TRAIN", "PAPER_TRAIN",
+                     "TINY_TRAIN", "TABLE4_TRAIN", "TABLE4_POOL", "TABLE4_ANNOTATORS", "table4_profiles"),
                     "harness.training.fit"),
     # evaluation and metrics
     **dict.fromkeys(("evaluate_counter", "EvalResult", "image_seed"), "harness.evaluation"),

@@ -176,6 +176,8 @@ class PoolOptions:
         quality_distance: ``count`` (eq. 10) or ``mae``. max_quality: drop images with q above it (None: keep all).
         max_synthetic: use at most this many generated images (None: all).
         r_mix: synthetic images per epoch as a fraction of the real training images (0 generates nothing).
+        synthetic_in_val: hold a share of the usable images out for validation, at the real images' train / val
+            ratio, ``r_mix × n_val`` of them joining the validation images (the PromptMix report's Table IV).
     """
 
     annotators: tuple[str, ...] = component("counter", many=True, default=DEFAULT_ANNOTATORS)
@@ -186,6 +188,7 @@ class PoolOptions:
     max_quality: float | None = None
     max_synthetic: int | None = None
     r_mix: float = 1.0
+    synthetic_in_val: bool = False
 
     def validate(self) -> list[str]:
         p = []
@@ -425,6 +428,30 @@ def pool_extras(ctx: Any, pool: SyntheticPool, r_mix: float, n_real: int) -> Epo
     return EpochExtras(per_epoch=m, draw=draw)
 
 
-__all__ = ["CounterAnnotator", "quality_score", "density_to_points", "q_stats", "PoolOptions", "SyntheticRecord",
+def split_pool(pool: SyntheticPool, fraction: float, seed: int) -> tuple[SyntheticPool, list[SyntheticRecord]]:
+    """``(pool without the held-out images, held-out usable records)``: a seeded ``fraction`` of the usable images
+    (:func:`harness.data.splits.n_val_for` of them) held out for validation; the pool keeps the rest."""
+    from .data.splits import n_val_for
+
+    usable = pool.usable
+    n = n_val_for(len(usable), fraction)
+    held_idx = set(int(i) for i in np.random.default_rng([seed, 11]).permutation(len(usable))[:n])
+    held = [r for i, r in enumerate(usable) if i in held_idx]
+    held_ids = {id(r) for r in held}
+    rest = SyntheticPool(records=[r for r in pool.records if id(r) not in held_ids], kept=pool.kept,
+                         annotators=pool.annotators, stats=pool.stats)
+    return rest, held
+
+
+def pool_val_images(held: list[SyntheticRecord], r_mix: float, n_val_real: int,
+                    seed: int) -> list[tuple[np.ndarray, float]]:
+    """``round(r_mix · n_val_real)`` of the held-out records (seeded; all of them when fewer) as validation images
+    ``(image (H, W, 3) uint8, pseudo-label count)``."""
+    m = min(int(round(r_mix * n_val_real)), len(held))
+    chosen = sorted(np.random.default_rng([seed, 12]).choice(len(held), size=m, replace=False)) if m else []
+    return [(_read_png(held[i].path), float(len(np.load(held[i].points_path)))) for i in chosen]
+
+
+__all__ = ["CounterAnnotator", "split_pool", "pool_val_images", "quality_score", "density_to_points", "q_stats", "PoolOptions", "SyntheticRecord",
            "SyntheticPool", "choose_annotators", "generate_cached", "build_pool", "pool_extras", "DISTANCES",
            "SYNTHETIC_FILE", "DEFAULT_ANNOTATORS"]

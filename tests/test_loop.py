@@ -190,3 +190,28 @@ def test_mixed_precision_paths_run_on_cpu(precision):
     assert all(p.dtype == torch.float32 for p in task.net.parameters())
     # the process-wide accelerate state follows the last cell's precision
     assert make_accelerator("cpu", "fp32").mixed_precision == "no"
+
+
+class Scripted(Regression):
+    """The regression whose evaluations are scripted (a val metric that is best early, as an overfitting model's)."""
+
+    def __init__(self, metrics):
+        super().__init__()
+        self.metrics = list(metrics)
+
+    def evaluate(self):
+        return self.metrics.pop(0)
+
+
+def test_select_last_hands_back_the_last_weights_and_still_evaluates():
+    best_early = [1.0, 0.5, 2.0, 3.0, 4.0, 5.0]  # evaluations at steps 10, 20, ..., 60
+    last = Scripted(best_early)
+    res = train(last, LoopConfig(steps=60, eval_every=10, checkpoint_every=None, select="last"))
+    final = Scripted([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])  # the same training, best == last
+    train(final, LoopConfig(steps=60, eval_every=10, checkpoint_every=None))
+    best = Scripted(best_early)
+    train(best, LoopConfig(steps=60, eval_every=10, checkpoint_every=None))
+    assert all(torch.equal(a, b) for a, b in zip(params(last), params(final)))  # the last step's weights
+    assert not all(torch.equal(a, b) for a, b in zip(params(best), params(final)))  # "best" went back to step 20
+    assert [h["eval"] for h in res.history if "eval" in h] == best_early and res.best_metric == 0.5
+    assert "select must be 'best' or 'last'" in "; ".join(LoopConfig(steps=1, select="first").validate())

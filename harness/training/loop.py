@@ -113,6 +113,8 @@ class LoopConfig:
         ema_decay: EMA decay of the modules named by ``task.ema`` (None: no EMA).
         keep_checkpoints: checkpoints kept (the newest; >= 1).
         log_every: a log line every this many steps.
+        select: ``best`` (hand back the weights of the best evaluation) or ``last`` (the last step's weights, as a
+            protocol that reports the final epoch does; evaluations are still run and logged).
     """
 
     steps: int
@@ -122,6 +124,7 @@ class LoopConfig:
     ema_decay: float | None = None
     keep_checkpoints: int = 2
     log_every: int = 50
+    select: str = "best"
 
     def validate(self) -> list[str]:
         problems = []
@@ -137,6 +140,8 @@ class LoopConfig:
             problems.append(f"ema_decay must lie in (0, 1), got {self.ema_decay!r}")
         if self.keep_checkpoints < 1:
             problems.append("keep_checkpoints must be >= 1")
+        if self.select not in ("best", "last"):
+            problems.append(f"select must be 'best' or 'last', got {self.select!r}")
         return problems
 
 
@@ -352,7 +357,8 @@ def _train(task: Any, cfg: LoopConfig, *, seed: int, device: str, checkpoint_dir
         log_training(name, {"step": step, "eval": metric})
         if metric < state.best_metric:
             state.best_metric, state.best_step = metric, step
-            state.best_state = module_state()
+            if cfg.select == "best":
+                state.best_state = module_state()
         log.info("%s: step %d eval %.4g (best %.4g @ %s)", name, step, metric, state.best_metric, state.best_step)
 
     with contextlib.ExitStack() as stack:  # the dry run's stages (harness.stages; inert in a real run)

@@ -33,6 +33,8 @@ class TinyMethods:
             register(MethodSpec(name, "promptmix", {"smoke": {**BASE, **kw, "pool": {**POOL, **(pool or {})}}}))
         m("pm-test")
         m("pm-test-r0", pool={"r_mix": 0.0})
+        m("pm-test-table4", train={**TRAIN, "val_fraction": 0.2, "select": "last", "train_mae": True},
+          pool={"exclude_target_trained": False, "keep": "target", "synthetic_in_val": True})
         m("pm-test-report", pool={"exclude_target_trained": False, "keep": "target"})
         m("pm-test-target", caption_from="target", pool={"annotators": ["csrnet-sha", "mcnn-sha", "mcnn-shb"],
                                                          "exclude_target_trained": False, "keep": "mcnn-sha",
@@ -192,3 +194,22 @@ def test_prompt_file_adds_to_or_replaces_the_captions(regs, data_root, tmp_path)
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(ConfigError, match="holds no prompt"):  # a bad file fails when the run is planned
         PromptMix(**opts, prompt_file=str(tmp_path / "empty.txt"))
+
+
+def test_table4_protocol_holds_synthetic_images_in_validation_and_reports_the_last_epoch(regs, data_root,
+                                                                                       weights_root, tmp_path):
+    """The report's Table IV protocol (§IV-B): SHA→SHA in-domain, the 300 labelled SHA images split 240 / 60, the
+    synthetic pool split at the same ratio with r_mix × the real val images joining validation, the last epoch's
+    weights, and the train / validation / test MAE of that model."""
+    out = tmp_path / "run"
+    summary = run(regs, data_root, out, "pm-test-table4", matrix="SHA→SHA")
+    assert not summary.failed, summary.failed
+    m = metrics(out, "pm-test-table4", "SHA→SHA")
+    notes = m["provenance_notes"]
+    # 4 generated images: 1 (20 %) held out for validation, r_mix 1.0 × 2 real val images -> 1 (all there is)
+    assert notes["synthetic_in_val"] == 1 and notes["synthetic_per_epoch"] == 3
+    assert notes["selection_split"] == "none (last epoch; val: source val (60 held out of 300) + 1 synthetic)"
+    assert m["selection_split"] == notes["selection_split"]
+    assert notes["best_epoch"] == notes["epochs"] == 1  # the last epoch, whatever the val MAE said
+    assert np.isfinite(notes["train_mae"]) and np.isfinite(notes["last_val_mae"]) and np.isfinite(m["mae"])
+    assert m["in_domain"] is True and m["target_labels_seen"] is True  # SHA's labels train the counter
