@@ -167,12 +167,21 @@ class Spade:
         gan = asdict(o.gan)
         gan["betas"] = list(gan["betas"])
         key = {"version": 1, "gan": gan, "label_names": list(names), "images": item_keys, "gan_seed": seed}
+        if o.gan.init_generator is not None:  # the transferred weights by content, not by path
+            from harness import file_sha256
+
+            from .training import _nvlabs_file
+
+            init = _nvlabs_file(o.gan.init_generator)
+            key["init_generator_sha256"] = file_sha256(init) if init.is_file() else None  # missing: one line later
 
         def create(tmp: Path) -> None:
             res = train_gaugan(items, len(names), o.gan, seed=seed, device=ctx.device, precision=ctx.precision,
                                checkpoint_dir=Path(ctx.workdir) / "checkpoints", log=ctx.log,
                                fingerprint={**key, **ctx.fit_conditions()})
             losses = [h for h in res.history if "generator" in h]
+            if res.transfer is not None:
+                ctx.provenance_notes["gan_transfer"] = {k: v for k, v in res.transfer.items() if k != "unused"}
             ctx.provenance_notes.update({"gan_steps": res.steps_done, "gan_seconds": round(res.seconds, 2),
                                          "gan_last_losses": {k: round(v, 4) for k, v in (losses[-1] if losses else {})
                                                              .items() if k != "step" and v is not None}})

@@ -54,6 +54,10 @@ class GauGANOptions:
         epochs, batch_size: passes over the images and images per step (the reference's custom default: 1).
         lr_g, lr_d, betas: TTUR Adam (1e-4, 4e-4, β (0, 0.9)).
         max_train_images: a seeded subset of the source's train images (None: all).
+        init_generator: transfer learning (the report: GauGAN "originally is trained to generate landscapes"): a
+            generator checkpoint of NVlabs/SPADE — its ``latest_net_G.pth``, its ``checkpoints/<name>/`` folder, or
+            the name of such a folder under ``$HARNESS_WEIGHTS/spade/`` (e.g. ``coco_pretrained``) — whose tensors
+            initialise the generator where their shapes match (:func:`transfer_generator`); None: from scratch.
         checkpoint_every_epochs: snapshot period (report: 10).
         flip: random horizontal flips.
     """
@@ -81,6 +85,7 @@ class GauGANOptions:
     max_train_images: int | None = None
     checkpoint_every_epochs: int = 10
     flip: bool = True
+    init_generator: str | None = None
 
     @property
     def multiple(self) -> int:
@@ -122,6 +127,66 @@ class GauGANOptions:
         return {"label_nc": int(label_nc), "ngf": self.ngf, "upsampling": self.upsampling, "use_vae": self.use_vae,
                 "z_dim": self.z_dim, "base": self.crop_size // self.multiple, "hidden": self.spade_hidden,
                 "norm": self.norm, "spectral": True}
+
+
+def _nvlabs_file(spec: str) -> Path:
+    """The ``latest_net_G.pth`` that ``init_generator`` names: the file, a checkpoint folder holding it, or a folder
+    name under ``$HARNESS_WEIGHTS/spade/`` (returned whether or not it exists)."""
+    import os
+
+    p = Path(spec).expanduser()
+    if not p.exists() and "/" not in spec and os.environ.get("HARNESS_WEIGHTS"):
+        p = Path(os.environ["HARNESS_WEIGHTS"]) / "spade" / spec
+    return p / "latest_net_G.pth" if p.is_dir() or not p.suffix else p
+
+
+def _spectral_names(key: str) -> str:
+    """``conv.weight_orig`` / ``weight_u`` / ``weight_v`` (``torch.nn.utils.spectral_norm``) → the parametrisation
+    API's ``conv.parametrizations.weight.original`` / ``.0._u`` / ``.0._v``."""
+    for old, new in ((".weight_orig", ".parametrizations.weight.original"), (".weight_u", ".parametrizations.weight.0._u"),
+                     (".weight_v", ".parametrizations.weight.0._v")):
+        if key.endswith(old):
+            return key[: -len(old)] + new
+    return key
+
+
+def transfer_generator(generator: Any, path: str) -> dict:
+    """Initialise ``generator`` (:class:`~harness_spade.gaugan.SPADEGenerator`) from an NVlabs/SPADE generator
+    checkpoint (``BaseModel.save_network``: a plain state dict of ``models/networks/generator.py``'s
+    ``SPADEGenerator`` — ``fc``, ``head_0``, ``G_middle_0/1``, ``up_0…3``, ``conv_img``; spectral-norm
+    ``weight_orig / weight_u / weight_v`` of ``torch.nn.utils.spectral_norm``, renamed to the parametrisation API's
+    ``parametrizations.weight.original / .0._u / .0._v`` that ours uses; the synchronised batch norm's running
+    statistics — the other names ours share). Every tensor whose name and shape match is loaded; the rest keep their fresh initialisation and are
+    listed: the label-map inputs (each SPADE's ``mlp_shared.0.weight``: the released models have 184 (COCO-Stuff),
+    151 (ADE20K) or 36 (Cityscapes) label channels, ours the mask layout's), and ``fc`` when we start from the VAE's
+    z (the released models were trained without the encoder, their ``fc`` is a 3 × 3 convolution of the label map).
+
+    Returns:
+        ``{"file", "sha256", "loaded": n tensors, "reinitialised": [names], "unused": [names]}``.
+
+    Raises:
+        WeightsError: an unreadable file, or one that shares no tensor with this generator (not a SPADE
+            generator, or another width: ``ngf``).
+    """
+    from harness import WeightsError, file_sha256, read_state_dict
+
+    file = _nvlabs_file(path)
+    if not file.is_file():
+        raise WeightsError(f"GauGAN transfer (gan.init_generator {path!r}): {file} does not exist — download the "
+                           f"pretrained models of the NVlabs/SPADE README (checkpoints.tar.gz), and put e.g. "
+                           f"checkpoints/coco_pretrained/latest_net_G.pth under $HARNESS_WEIGHTS/spade/coco_pretrained/ "
+                           f"(or pass the file's path); null trains GauGAN from scratch")
+    state = {_spectral_names(k): v for k, v in
+             read_state_dict(str(file), "GauGAN generator (NVlabs/SPADE latest_net_G.pth)").items()}
+    own = generator.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not any(k.endswith(("original", "weight")) for k in loaded):
+        raise WeightsError(f"{file}: no tensor of it fits this generator (is it an NVlabs SPADE latest_net_G.pth of "
+                           f"the same width, ngf = {generator.ngf}?)")
+    generator.load_state_dict({**own, **loaded})
+    reinit = sorted(k for k in own if k not in loaded and not k.endswith("num_batches_tracked"))
+    return {"file": str(file), "sha256": file_sha256(file), "loaded": len(loaded), "reinitialised": reinit,
+            "unused": sorted(k for k in state if k not in loaded)}
 
 
 def prepare_item(image: np.ndarray, mask: np.ndarray, load: int) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +343,7 @@ class GauGANResult:
     resumed_from: int
     history: list
     seconds: float
+    transfer: dict | None = None
 
 
 def train_gaugan(items: Sequence[tuple[np.ndarray, np.ndarray]], label_nc: int, opts: GauGANOptions, *, seed: int,
@@ -305,6 +371,19 @@ def train_gaugan(items: Sequence[tuple[np.ndarray, np.ndarray]], label_nc: int, 
 
         vgg = VGGLoss(load_vgg19_features(opts.vgg_weights))
     task = GauGANTask(items, label_nc, opts, seed=seed, device=device, vgg=vgg, fingerprint=fingerprint)
+    transfer = None
+    if opts.init_generator is not None:
+        from harness import WeightsError, active_meter, note_weights
+
+        try:
+            transfer = transfer_generator(task.generator, opts.init_generator)
+        except WeightsError as exc:
+            if active_meter() is None:
+                raise
+            note_weights("GauGAN generator (gan.init_generator)", f"architecture only ({str(exc)[:80]})")
+    if transfer is not None:
+        log.info("GauGAN generator initialised from %s: %d tensors loaded, re-initialised: %s", transfer["file"],
+                 transfer["loaded"], ", ".join(transfer["reinitialised"]) or "none")
     spe = task.steps_per_epoch
     cfg = LoopConfig(steps=opts.epochs * spe, checkpoint_every=opts.checkpoint_every_epochs * spe,
                      precision=precision, log_every=spe)
@@ -316,7 +395,8 @@ def train_gaugan(items: Sequence[tuple[np.ndarray, np.ndarray]], label_nc: int, 
                 checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / "gaugan",
                 on_checkpoint=on_checkpoint)
     gen = task.generator.eval()
-    return GauGANResult(gen, res.steps_done, res.resumed_from, res.history, time.perf_counter() - t0)
+    return GauGANResult(gen, res.steps_done, res.resumed_from, res.history, time.perf_counter() - t0, transfer)
 
 
-__all__ = ["GauGANOptions", "GauGANTask", "GauGANResult", "train_gaugan", "prepare_item", "square_mask"]
+__all__ = ["GauGANOptions", "GauGANTask", "GauGANResult", "train_gaugan", "transfer_generator", "prepare_item",
+           "square_mask"]

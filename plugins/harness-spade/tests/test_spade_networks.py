@@ -172,3 +172,79 @@ def test_vgg19_imagenet_file_of_torchvision_layout_loads(tmp_path, monkeypatch):
     torch.save(state, tmp_path / "imagenet" / "vgg19-dcbb9e9d.pth")
     got = load_vgg19_features("imagenet")
     assert all(torch.equal(v, ref.state_dict()[k]) for k, v in got.state_dict().items())
+
+
+def nvlabs_generator_state(semantic_nc: int = 184, nf: int = 4) -> dict:
+    """A state dict with the key layout and shapes of NVlabs/SPADE's ``SPADEGenerator`` as its released models save
+    it (``models/networks/generator.py`` without the VAE: ``fc`` a 3 × 3 conv of the label map; ``architecture.py``'s
+    ``SPADEResnetBlock`` with spectral norm on ``conv_0``, ``conv_1``, ``conv_s``; ``normalization.py``'s ``SPADE``
+    with ``SynchronizedBatchNorm2d(affine=False)`` and the hard-coded ``nhidden = 128``), written here from those
+    files with random values (COCO-Stuff's 184 label channels by default)."""
+    g = torch.Generator().manual_seed(1)
+    state = {"fc.weight": torch.randn(16 * nf, semantic_nc, 3, 3, generator=g), "fc.bias": torch.randn(16 * nf, generator=g)}
+
+    def conv_sn(prefix, cout, cin, k, bias=True):
+        state[f"{prefix}.weight_orig"] = torch.randn(cout, cin, k, k, generator=g)
+        state[f"{prefix}.weight_u"] = torch.randn(cout, generator=g)
+        state[f"{prefix}.weight_v"] = torch.randn(cin * k * k, generator=g)
+        if bias:
+            state[f"{prefix}.bias"] = torch.randn(cout, generator=g)
+
+    def spade(prefix, c):
+        state.update({f"{prefix}.param_free_norm.running_mean": torch.randn(c, generator=g),
+                      f"{prefix}.param_free_norm.running_var": torch.rand(c, generator=g) + 0.5,
+                      f"{prefix}.param_free_norm.num_batches_tracked": torch.tensor(1000),
+                      f"{prefix}.mlp_shared.0.weight": torch.randn(128, semantic_nc, 3, 3, generator=g),
+                      f"{prefix}.mlp_shared.0.bias": torch.randn(128, generator=g),
+                      f"{prefix}.mlp_gamma.weight": torch.randn(c, 128, 3, 3, generator=g),
+                      f"{prefix}.mlp_gamma.bias": torch.randn(c, generator=g),
+                      f"{prefix}.mlp_beta.weight": torch.randn(c, 128, 3, 3, generator=g),
+                      f"{prefix}.mlp_beta.bias": torch.randn(c, generator=g)})
+
+    blocks = [("head_0", 16, 16), ("G_middle_0", 16, 16), ("G_middle_1", 16, 16), ("up_0", 16, 8), ("up_1", 8, 4),
+              ("up_2", 4, 2), ("up_3", 2, 1)]
+    for name, fin, fout in blocks:
+        fin, fout = fin * nf, fout * nf
+        fmid = min(fin, fout)
+        conv_sn(f"{name}.conv_0", fmid, fin, 3)
+        conv_sn(f"{name}.conv_1", fout, fmid, 3)
+        spade(f"{name}.norm_0", fin)
+        spade(f"{name}.norm_1", fmid)
+        if fin != fout:
+            conv_sn(f"{name}.conv_s", fout, fin, 1, bias=False)
+            spade(f"{name}.norm_s", fin)
+    state["conv_img.weight"] = torch.randn(3, nf, 3, 3, generator=g)
+    state["conv_img.bias"] = torch.randn(3, generator=g)
+    return state
+
+
+def test_gaugan_transfer_from_an_nvlabs_checkpoint_keeps_all_but_the_label_inputs(tmp_path):
+    from harness_spade.training import transfer_generator
+
+    state = nvlabs_generator_state()
+    folder = tmp_path / "checkpoints" / "coco_pretrained"
+    folder.mkdir(parents=True)
+    torch.save(state, folder / "latest_net_G.pth")  # BaseModel.save_network: a plain state dict
+    torch.manual_seed(0)
+    ours = SPADEGenerator(23, ngf=4, use_vae=True, z_dim=16, base=4, hidden=128)  # the report's 23-label masks
+    report = transfer_generator(ours, str(folder))
+    loaded = ours.state_dict()
+    # everything but the label-map inputs and the VAE's fc comes from the file, statistics included
+    for ours_key, key in (("up_0.conv_0.parametrizations.weight.original", "up_0.conv_0.weight_orig"),
+                          ("up_0.conv_0.parametrizations.weight.0._u", "up_0.conv_0.weight_u"),
+                          ("up_0.conv_0.parametrizations.weight.0._v", "up_0.conv_0.weight_v"),
+                          ("up_2.conv_s.parametrizations.weight.original", "up_2.conv_s.weight_orig"),
+                          ("conv_img.weight", "conv_img.weight"), ("head_0.norm_0.mlp_gamma.weight",) * 2,
+                          ("G_middle_1.norm_1.param_free_norm.running_var",) * 2, ("up_3.norm_s.mlp_shared.0.bias",) * 2):
+        assert torch.equal(loaded[ours_key], state[key]), key
+    label_inputs = sorted(k for k in state if k.endswith("mlp_shared.0.weight"))
+    assert report["reinitialised"] == sorted(["fc.bias", "fc.weight"] + label_inputs)
+    assert set(report["unused"]) == {"fc.weight", "fc.bias", *label_inputs}  # 184-channel inputs, the conv fc
+    assert report["loaded"] == len(state) - len(report["unused"]) and len(report["sha256"]) == 64
+    seg = one_hot(torch.randint(0, 23, (1, 64, 64)), 23)
+    ours.eval()
+    assert ours(seg).shape == (1, 3, 64, 64)
+    with pytest.raises(WeightsError, match="ngf = 8"):  # another width shares no weight
+        transfer_generator(SPADEGenerator(23, ngf=8, use_vae=True, z_dim=16, base=4), str(folder))
+    with pytest.raises(WeightsError, match="NVlabs/SPADE README"):  # absent: one line saying where to put it
+        transfer_generator(ours, "coco_pretrained")
