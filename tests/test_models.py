@@ -231,3 +231,42 @@ def test_tiled_inference_equals_untiled(build):
     assert tiled.density.shape == whole.density.shape
     np.testing.assert_allclose(tiled.density, whole.density, rtol=1e-3, atol=1e-3 * np.abs(whole.density).max())
     assert tiled.count == pytest.approx(whole.count, rel=1e-3)
+
+
+def test_sasnet_layout_fusion_and_the_authors_checkpoint_format(tmp_path, monkeypatch):
+    """SASNet (Song et al., AAAI 2021) at its real size: the VGG-16-BN encoder in five stages, five decoder levels with
+    a multi-branch density head and a confidence head each, the per-patch soft-max over the levels; a checkpoint saved
+    as the authors' training does (a DataParallel state dict, ``module.`` prefixes) loads strictly and predicts the
+    same; the map is the density × 1000 (``log_para``) at the input's resolution, any image size; absent, one line."""
+    import torch
+
+    from harness import WeightsError
+    from harness.models.sasnet import LOG_PARA, SASNet, sasnet_counter
+
+    net = SASNet()
+    keys = net.state_dict()
+    assert [k for k in keys if k.startswith("features") and k.endswith(".weight") and keys[k].ndim == 4][:3] == [
+        "features1.0.weight", "features1.3.weight", "features2.1.weight"]  # vgg16_bn().features[0:6], [6:13] (pool first)
+    assert keys["density_head5.1.conv.weight"].shape == (1, 2048, 1, 1)  # [x, three branches]: 4 × 512 channels
+    assert keys["density_head5.0.branch_column3_2.conv.weight"].shape == (512, 256, 5, 5)
+    assert keys["de_pred4.0.conv.weight"].shape == (512, 1024, 3, 3)  # conv4 features ++ the upsampled level 5
+    assert keys["confidence_head1.1.conv.weight"].shape == (1, 32, 1, 1)
+    x = torch.randn(1, 3, 64, 96)
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (1, 1, 64, 96)  # the input's resolution
+    counter = sasnet_counter("SHA", weights="random")
+    image = (np.random.default_rng(0).random((70, 101, 3)) * 255).astype(np.uint8)  # not a multiple of 32
+    p = counter.predict(image)
+    assert p.density.shape == (70, 101) and p.count == pytest.approx(float(p.density.sum()), rel=1e-5)
+    # the authors' checkpoint format: torch.save(DataParallel(model).state_dict())
+    path = tmp_path / "SHHA.pth"
+    torch.save({f"module.{k}": v for k, v in counter.model.net.state_dict().items()}, path)
+    loaded = sasnet_counter("SHA", weights=path)
+    assert loaded.predict(image).count == pytest.approx(p.count, rel=1e-5)
+    assert loaded.provenance.trained_on == frozenset({"SHA"}) and LOG_PARA == 1000
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "weights"))
+    with pytest.raises(WeightsError, match=r"sasnet/SHHB.pth not found: download SHHB.pth from the "
+                                           r"TencentYoutuResearch/CrowdCounting-SASNet README"):
+        sasnet_counter("SHB")
