@@ -248,7 +248,7 @@ def localisation_ap(items: Iterable, delta: float) -> float:
 
 
 def points_from_density(
-    density,
+    density: np.ndarray,
     stride: int = 1,
     *,
     threshold: float | None = None,

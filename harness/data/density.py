@@ -296,7 +296,7 @@ def classic_density_map(
     return out.astype(np.float32)
 
 
-def downsample_density(density, stride: int) -> np.ndarray:
+def downsample_density(density: np.ndarray, stride: int) -> np.ndarray:
     """Sum-pool a density map by an integer stride, keeping the count.
 
     The map is padded with zeros at the bottom/right to a multiple of ``stride`` and each ``stride × stride``

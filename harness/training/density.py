@@ -361,7 +361,9 @@ def train_density_counter(counter: Any, train_refs: Sequence[SampleRef], val_ref
         train_refs: labelled training images (the source domain's ``train`` split).
         val_refs: labelled images for model selection (the source's ``val`` split — never a test split).
         options: :class:`DensityTrainOptions`.
-        seed, device, precision: the cell's.
+        seed: the cell's seed.
+        device: the cell's device (``cpu``, ``cuda``, ``cuda:1``).
+        precision: the cell's precision (``fp32``, ``bf16``, ``fp16``).
         checkpoint_dir: the cell's checkpoint folder (this training writes ``<checkpoint_dir>/density/``).
         log: logger for per-epoch lines.
         extras: samples added every epoch (:class:`EpochExtras`).
