@@ -26,15 +26,15 @@ SMOKE_TRAIN = {"epochs": 40, "batch_size": 2, "crop_size": 256, "scale": 1.0, "m
                "weight_decay": 1e-4, "gamma": 0.95, "ema_decay": 0.99}
 #: PromptMix report Table III (batch 1, lr 1e-3, wd 1e-4, 500 epochs, AdamW, step 1, γ 0.99, MSE)
 PAPER_TRAIN = {"epochs": 500, "lr": 1e-3, "weight_decay": 1e-4, "gamma": 0.99, "batch_size": 1}
-#: PromptMix report §IV-B / Table IV's protocol on top of a training profile: the 300 labelled ShanghaiTech A images
+#: PromptMix report §IV-C / Table IV's protocol on top of a training profile: the 300 labelled ShanghaiTech A images
 #: split 240 / 60, the model read after its last epoch ("after 200 epochs", no best-epoch selection), its train MAE
 #: measured; with :data:`TABLE4_POOL` the synthetic images are split at the same ratio into training and validation
 TABLE4_TRAIN = {"select": "last", "val_fraction": 0.2, "train_mae": True}
-#: Table IV's pool: labels from the annotator trained on the target ("the one trained on SHTA", §IV-A: flagged †),
+#: Table IV's pool: labels from the annotator trained on the target ("the one trained on SHTA", §IV-B-3: flagged †),
 #: synthetic images in validation at the training mix's ratio
 TABLE4_POOL = {"exclude_target_trained": False, "keep": "target", "synthetic_in_val": True}
 #: Table IV's annotators: "two pre-trained SASNet architectures, where one is trained on SHTA and the other on SHTB"
-#: (§IV-A); in ``smoke`` the released CSRNet-SHA and MCNN-SHB weights stand in (SASNet's files are not shipped)
+#: (§IV-B-3); in ``smoke`` the released CSRNet-SHA and MCNN-SHB weights stand in (SASNet's files are not shipped)
 TABLE4_ANNOTATORS = {"paper": ("sasnet-sha", "sasnet-shb"), "smoke": ("csrnet-sha", "mcnn-shb")}
 
 

@@ -9,7 +9,7 @@ Registers the ``promptmix`` strategy, the ``harness promptmix`` commands, the ti
 - ``promptmix-report-r100``: the report's own choice — all three annotators, pseudo-labels from the one
   trained on the *target* (leakage: flagged † "target labels seen").
 - ``promptmix-target-captions-r100``: captions of the target's unlabelled train images ("uses target images").
-- ``promptmix-table4-r0`` / ``-r50`` / ``-r100`` / ``-r500`` / ``-r1000``: the report's Table IV rows (§IV-B), run
+- ``promptmix-table4-r0`` / ``-r50`` / ``-r100`` / ``-r500`` / ``-r1000``: the report's Table IV rows (§V-B; protocol §IV-C), run
   in-domain on ``SHA→SHA``: 200 epochs read at the last one, the 240 / 60 split with synthetic images in validation
   at the same ratio, train / validation / test MAE; pseudo-labels from the annotator trained on the target (SASNet-SHA
   in ``paper``; CSRNet-SHA stands in for it in ``smoke``): flagged †, as the report's are.

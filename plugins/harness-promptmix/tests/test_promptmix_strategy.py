@@ -198,7 +198,7 @@ def test_prompt_file_adds_to_or_replaces_the_captions(regs, data_root, tmp_path)
 
 def test_table4_protocol_holds_synthetic_images_in_validation_and_reports_the_last_epoch(regs, data_root,
                                                                                        weights_root, tmp_path):
-    """The report's Table IV protocol (§IV-B): SHA→SHA in-domain, the 300 labelled SHA images split 240 / 60, the
+    """The report's Table IV protocol (§IV-C): SHA→SHA in-domain, the 300 labelled SHA images split 240 / 60, the
     synthetic pool split at the same ratio with r_mix × the real val images joining validation, the last epoch's
     weights, and the train / validation / test MAE of that model."""
     out = tmp_path / "run"

@@ -1,5 +1,5 @@
 """`harness config` of the Table IV methods shows the report's values (Aarhus PromptMix / SPADE report: Table III's
-training, §IV-B's protocol and split, §IV-A's annotators, Table IV's ratios); the GauGAN row of the SPADE plugin too."""
+training, §IV-C's protocol and split, §IV-B-3's annotators, Table IV's ratios); the GauGAN row of the SPADE plugin too."""
 from __future__ import annotations
 
 import json
@@ -19,13 +19,13 @@ def config(method: str, profile: str = "paper") -> dict:
 @pytest.mark.parametrize("name,r_mix", [("r0", 0.0), ("r50", 0.5), ("r100", 1.0), ("r500", 5.0), ("r1000", 10.0)])
 def test_table4_rows_are_the_reports_protocol(name, r_mix):
     v = config(f"promptmix-table4-{name}")
-    assert v["pool.r_mix"] == r_mix                                                    # Table IV's rows, §IV-B
+    assert v["pool.r_mix"] == r_mix                                                    # Table IV's rows, §V-B
     assert v["train.epochs"] == 200 and v["train.select"] == "last"                     # "after 200 epochs", §V-B
-    assert v["train.val_fraction"] == 0.2 and v["pool.synthetic_in_val"] is True       # 240 / 60, same ratio, §IV-B
+    assert v["train.val_fraction"] == 0.2 and v["pool.synthetic_in_val"] is True       # 240 / 60, same ratio, §IV-C
     assert v["train.train_mae"] is True                                                # Table IV's train MAE
     assert (v["train.lr"], v["train.weight_decay"], v["train.optimizer"]) == (1e-3, 1e-4, "adamw")  # Table III
     assert (v["train.gamma"], v["train.batch_size"], v["pool.max_synthetic"]) == (0.99, 1, 3000)     # Table III
-    assert v["pool.annotators"] == ["sasnet-sha", "sasnet-shb"] and v["pool.keep"] == "target"      # §IV-A
+    assert v["pool.annotators"] == ["sasnet-sha", "sasnet-shb"] and v["pool.keep"] == "target"      # §IV-B-3
     assert v["pool.exclude_target_trained"] is False
     assert v["counter"] == "rescsrnet" and v["counter_options.init"] == "imagenet"      # §III-E
     assert v["images_per_prompt"] == 10 and v["steps"] == 50                            # Table I, §IV-A-2
