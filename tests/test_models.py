@@ -270,3 +270,12 @@ def test_sasnet_layout_fusion_and_the_authors_checkpoint_format(tmp_path, monkey
     with pytest.raises(WeightsError, match=r"sasnet/SHHB.pth not found: download SHHB.pth from the "
                                            r"TencentYoutuResearch/CrowdCounting-SASNet README"):
         sasnet_counter("SHB")
+    # in a dry run the missing file gives the architecture, recorded as such (found by the Table IV dry run)
+    from harness.stages import Meter, metering
+
+    meter = Meter(max_units=1)
+    with metering(meter, "spade-table4 SHA→SHA"):
+        stand_in = sasnet_counter("SHB")
+    assert stand_in.provenance.trained_on == frozenset() and stand_in.stride == 1
+    (component, how), = meter.weights["spade-table4 SHA→SHA"].items()
+    assert component == "SASNet-SHB (SHHB.pth)" and how.startswith("architecture only (SASNet-SHB weights ")

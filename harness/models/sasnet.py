@@ -175,8 +175,12 @@ def sasnet_counter(dataset: str, *, weights: str | os.PathLike | None = None, de
     """SASNet trained on ``dataset``'s labels (``"SHA"`` or ``"SHB"``), weights from :func:`sasnet_weights_file`;
     ``weights="random"``: the architecture with random weights (provenance ``random-init``).
 
+    In a dry run (:func:`harness.stages.active_meter`) a missing or unreadable file gives the architecture with
+    random weights instead, recorded as "architecture only" in the dry run's report.
+
     Raises:
-        WeightsError: the file is missing or does not fit SASNet (one line naming it)."""
+        WeightsError: the file is missing or does not fit SASNet (one line naming it); not in a dry run."""
+    from ..stages import active_meter, note_weights
     from .pretrained import load_into, read_state_dict
 
     with torch.random.fork_rng(devices=[]):
@@ -185,8 +189,18 @@ def sasnet_counter(dataset: str, *, weights: str | os.PathLike | None = None, de
     if weights == "random":
         prov = Provenance("random-init")
     else:
-        path = sasnet_weights_file(dataset, weights)
-        load_into(model, read_state_dict(path, f"SASNet-{dataset} weights"), f"SASNet ({FILES[dataset]})", str(path))
+        try:
+            path = sasnet_weights_file(dataset, weights)
+            state = read_state_dict(path, f"SASNet-{dataset} weights")
+        except WeightsError as exc:
+            if active_meter() is None:
+                raise
+            # a dry run measures the architecture: random weights of the same shapes, recorded as such
+            note_weights(f"SASNet-{dataset} ({FILES[dataset]})", f"architecture only ({str(exc).split(':')[0]})")
+            return TorchDensityCounter(SASNetMap(model), name=f"sasnet-{dataset.lower()}", stride=STRIDE,
+                                       provenance=Provenance("random-init"), device=device,
+                                       preprocess=imagenet_preprocess)
+        load_into(model, state, f"SASNet ({FILES[dataset]})", str(path))
         from ..io import file_sha256
 
         prov = Provenance(f"{path.name} sha256:{file_sha256(path)[:12]}", trained_on=frozenset({dataset}))
