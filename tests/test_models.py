@@ -236,8 +236,10 @@ def test_tiled_inference_equals_untiled(build):
 def test_sasnet_layout_fusion_and_the_authors_checkpoint_format(tmp_path, monkeypatch):
     """SASNet (Song et al., AAAI 2021) at its real size: the VGG-16-BN encoder in five stages, five decoder levels with
     a multi-branch density head and a confidence head each, the per-patch soft-max over the levels; a checkpoint saved
-    as the authors' training does (a DataParallel state dict, ``module.`` prefixes) loads strictly and predicts the
-    same; the map is the density × 1000 (``log_para``) at the input's resolution, any image size; absent, one line."""
+    as the authors' ``main.py`` loads it (a bare state dict, loaded strictly; a ``module.``-prefixed one too) predicts the
+    same; the map is the density × 1000 (``log_para``) at the input's resolution, any image size; absent, one line.
+    The key layout and parameter count are those of the authors' ``model.py`` (commit 3e2b78a: 321 keys,
+    38,898,698 parameters; ``MultiBranchModule``'s branch names, bias-free ``BasicConv2d``)."""
     import torch
 
     from harness import WeightsError
@@ -248,7 +250,15 @@ def test_sasnet_layout_fusion_and_the_authors_checkpoint_format(tmp_path, monkey
     assert [k for k in keys if k.startswith("features") and k.endswith(".weight") and keys[k].ndim == 4][:3] == [
         "features1.0.weight", "features1.3.weight", "features2.1.weight"]  # vgg16_bn().features[0:6], [6:13] (pool first)
     assert keys["density_head5.1.conv.weight"].shape == (1, 2048, 1, 1)  # [x, three branches]: 4 × 512 channels
-    assert keys["density_head5.0.branch_column3_2.conv.weight"].shape == (512, 256, 5, 5)
+    assert keys["density_head5.0.branch3x3dbl_2.conv.weight"].shape == (512, 256, 5, 5)
+    assert "density_head5.0.branch1x1.conv.bias" not in keys and "density_head5.0.branch1x1.bn.running_mean" in keys
+    assert net.density_head5[0].branch1x1.bn.eps == 1e-3
+    assert len(keys) == 321 and sum(p.numel() for p in net.parameters()) == 38_898_698  # model.py's
+    # the module's concatenation order is [1x1, 3x3, 5x5 branches, x]: its last c channels are the input
+    head = net.density_head5[0].eval()
+    with torch.no_grad():
+        z = torch.randn(1, 512, 4, 4)
+        assert torch.equal(head(z)[:, 3 * 512:], z)
     assert keys["de_pred4.0.conv.weight"].shape == (512, 1024, 3, 3)  # conv4 features ++ the upsampled level 5
     assert keys["confidence_head1.1.conv.weight"].shape == (1, 32, 1, 1)
     x = torch.randn(1, 3, 64, 96)
@@ -260,8 +270,11 @@ def test_sasnet_layout_fusion_and_the_authors_checkpoint_format(tmp_path, monkey
     image = (np.random.default_rng(0).random((70, 101, 3)) * 255).astype(np.uint8)  # not a multiple of 32
     p = counter.predict(image)
     assert p.density.shape == (70, 101) and p.count == pytest.approx(float(p.density.sum()), rel=1e-5)
-    # the authors' checkpoint format: torch.save(DataParallel(model).state_dict())
+    # the authors' checkpoint format: the bare model's state dict (main.py: model.load_state_dict(torch.load(path)))
     path = tmp_path / "SHHA.pth"
+    torch.save(counter.model.net.state_dict(), path)
+    assert sasnet_counter("SHA", weights=path).predict(image).count == pytest.approx(p.count, rel=1e-5)
+    # a DataParallel-saved one (``module.`` prefixes) loads too
     torch.save({f"module.{k}": v for k, v in counter.model.net.state_dict().items()}, path)
     loaded = sasnet_counter("SHA", weights=path)
     assert loaded.predict(image).count == pytest.approx(p.count, rel=1e-5)

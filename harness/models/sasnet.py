@@ -1,5 +1,5 @@
 """SASNet (Song, Wang, Wang, Tai, Wang, Li, Huang & Ji, "To Choose or to Fuse? Scale Selection for Crowd Counting",
-AAAI 2021): the heavyweight annotator of the PromptMix report (two SASNets, trained on ShanghaiTech A and B, §IV-A).
+AAAI 2021): the heavyweight annotator of the PromptMix report (two SASNets, trained on ShanghaiTech A and B, §IV-B-3).
 
 Written for this harness from the paper (§3: a VGG-16-BN encoder, a U-shaped decoder of five levels, per level a
 density head and a confidence head; the confidence of each level, averaged over ``block_size``² patches, chooses
@@ -12,18 +12,24 @@ CrowdCounting-SASNet, ``model.py``), read to understand it so that their release
 - decoder ``de_pred5`` … ``de_pred1``: two 3 × 3 convolutions + ReLU each (512 → 1024 → 512; then the upsampled
   coarser output concatenated with the stage's features: 1024 → 512 → 256, 512 → 256 → 128, 256 → 128 → 64,
   128 → 64 → 64), bilinear upsampling between levels;
-- density heads ``density_head5`` … ``1``: a multi-branch module (the input and three 1 × 1 → 1 × 1 / 3 × 3 / 5 × 5
-  branches with batch norm and ReLU, concatenated: 4 × the channels) and a 1 × 1 convolution to one channel;
+- density heads ``density_head5`` … ``1``: a multi-branch module (three 1 × 1 → 1 × 1 / 3 × 3 / 5 × 5 branches of
+  bias-free convolutions with batch norm (eps 1e-3) and ReLU, then the input, concatenated in that order: 4 × the
+  channels; ``model.py``'s ``MultiBranchModule`` / ``BasicConv2d``, same attribute names) and a 1 × 1 convolution to
+  one channel with ReLU;
 - confidence heads ``confidence_head5`` … ``1``: the level's decoder output average-pooled to ``H / block_size ×
   W / block_size``, then 1 × 1 conv + ReLU and a 1 × 1 conv to one channel;
 - fusion (eq. 6–7): every level's density and confidence upsampled (nearest) to the first stage's resolution (the
-  input's: ``features1`` has no pooling), the confidences soft-maxed over the five levels, the densities weighted by
-  them and summed.
+  input's: ``features1`` has no pooling), the confidences passed through a sigmoid and then soft-maxed over the five
+  levels (as ``model.py`` does), the densities weighted by them and summed.
 
 Output: ``(B, 1, H, W)``, scaled by ``LOG_PARA`` = 1000 (the authors' ``--log_para``): count = sum / 1000.
-Input: RGB / 255 normalised with ImageNet's mean and std; the authors' test pads nothing — H and W must be multiples
-of ``block_size`` (32) for the patch grid, which :class:`SASNetMap` ensures by zero padding after normalisation (the
-padded border's density is cropped away).
+Input: RGB / 255 normalised with ImageNet's mean and std, any size, nothing padded (the authors' test loader:
+``ToTensor`` + ``Normalize``, batch 1): the patch grid is ``H // block_size × W // block_size``. Only an image under
+``block_size`` on a side is zero-padded up to it (the border's density cropped away).
+
+Checked against the authors' ``model.py`` / ``main.py`` (commit ``3e2b78a``): the same 321 state-dict keys and
+shapes, 38,898,698 parameters; their ``main.py`` loads the file strictly into a bare model (no ``module.`` prefix; a
+prefixed file is unwrapped too).
 
 Weights: a local file — ``$HARNESS_WEIGHTS/sasnet/SHHA.pth`` / ``SHHB.pth`` (the checkpoints linked from the authors'
 README) or a path; absent, one line says which file, from where and where to put it. ``"random"``: random weights
@@ -67,35 +73,35 @@ class _Conv(nn.Module):
 
 
 class _BasicConv(nn.Module):
-    """Convolution (``.conv``), batch norm (``.bn``), ReLU."""
+    """Bias-free convolution (``.conv``), batch norm with eps 1e-3 (``.bn``), ReLU (``model.py``'s ``BasicConv2d``)."""
 
     def __init__(self, cin: int, cout: int, k: int):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=True)
-        self.bn = nn.BatchNorm2d(cout)
+        self.conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
 
     def forward(self, x):
         return F.relu(self.bn(self.conv(x)), inplace=True)
 
 
 class MultiBranch(nn.Module):
-    """The density heads' multi-branch module: ``[x, b1(x), b3(x), b5(x)]`` concatenated (4 × ``c`` channels), each
-    branch a 1 × 1 reduction to ``c / 2`` then a 1 × 1 / 3 × 3 / 5 × 5 convolution back to ``c``."""
+    """The density heads' multi-branch module (``model.py``'s ``MultiBranchModule``): ``[b1(x), b3(x), b5(x), x]``
+    concatenated (4 × ``c`` channels), each branch a 1 × 1 reduction to ``c / 2`` then a 1 × 1 / 3 × 3 / 5 × 5
+    convolution back to ``c``."""
 
     def __init__(self, c: int):
         super().__init__()
-        self.branch_column1_1, self.branch_column1_2 = _BasicConv(c, c // 2, 1), _BasicConv(c // 2, c, 1)
-        self.branch_column2_1, self.branch_column2_2 = _BasicConv(c, c // 2, 1), _BasicConv(c // 2, c, 3)
-        self.branch_column3_1, self.branch_column3_2 = _BasicConv(c, c // 2, 1), _BasicConv(c // 2, c, 5)
+        self.branch1x1, self.branch1x1_1 = _BasicConv(c, c // 2, 1), _BasicConv(c // 2, c, 1)
+        self.branch3x3_1, self.branch3x3_2 = _BasicConv(c, c // 2, 1), _BasicConv(c // 2, c, 3)
+        self.branch3x3dbl_1, self.branch3x3dbl_2 = _BasicConv(c, c // 2, 1), _BasicConv(c // 2, c, 5)
 
     def forward(self, x):
-        return torch.cat([x, self.branch_column1_2(self.branch_column1_1(x)),
-                          self.branch_column2_2(self.branch_column2_1(x)),
-                          self.branch_column3_2(self.branch_column3_1(x))], 1)
+        return torch.cat([self.branch1x1_1(self.branch1x1(x)), self.branch3x3_2(self.branch3x3_1(x)),
+                          self.branch3x3dbl_2(self.branch3x3dbl_1(x)), x], 1)
 
 
 class SASNet(nn.Module):
-    """SASNet. ``forward(x: (B, 3, H, W) ImageNet-normalised, H and W multiples of block_size) -> (B, 1, H, W)``
+    """SASNet. ``forward(x: (B, 3, H, W) ImageNet-normalised, H and W >= block_size) -> (B, 1, H, W)``
     (× ``LOG_PARA``)."""
 
     def __init__(self, block_size: int = BLOCK_SIZE):
@@ -110,7 +116,7 @@ class SASNet(nn.Module):
             setattr(self, f"de_pred{level}", nn.Sequential(_Conv(cin, mid, 3), _Conv(mid, cout, 3)))
         widths = {5: 512, 4: 256, 3: 128, 2: 64, 1: 64}
         for level, c in widths.items():
-            setattr(self, f"density_head{level}", nn.Sequential(MultiBranch(c), _Conv(4 * c, 1, 1, relu=False)))
+            setattr(self, f"density_head{level}", nn.Sequential(MultiBranch(c), _Conv(4 * c, 1, 1)))
             hidden = max(c // 2, 32)
             setattr(self, f"confidence_head{level}", nn.Sequential(_Conv(c, hidden, 1), _Conv(hidden, 1, 1, relu=False)))
         self.block_size = int(block_size)
@@ -133,14 +139,14 @@ class SASNet(nn.Module):
             pooled = F.adaptive_avg_pool2d(out[level], grid)
             confidences.append(F.interpolate(getattr(self, f"confidence_head{level}")(pooled), size=size,
                                              mode="nearest"))
-        weights = torch.softmax(torch.cat(confidences, 1), 1)
+        weights = torch.softmax(torch.sigmoid(torch.cat(confidences, 1)), 1)
         return (torch.cat(densities, 1) * weights).sum(1, keepdim=True)
 
 
 class SASNetMap(nn.Module):
-    """SASNet as the harness's counters see a density network: the normalised image zero-padded (bottom, right) to
-    multiples of ``block_size``, the map divided by ``LOG_PARA`` and cropped back to ``(H, W)``, so its sum is the
-    count. The authors' network is ``.net`` (their key names under ``net.``)."""
+    """SASNet as the harness's counters see a density network: the normalised image as it is (zero-padded bottom /
+    right only up to ``block_size`` on a side under it), the map divided by ``LOG_PARA`` and cropped back to
+    ``(H, W)``, so its sum is the count. The authors' network is ``.net`` (their key names under ``net.``)."""
 
     def __init__(self, net: SASNet):
         super().__init__()
@@ -149,7 +155,7 @@ class SASNetMap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.net.block_size
         h, w = x.shape[-2:]
-        y = self.net(F.pad(x, (0, (-w) % b, 0, (-h) % b))) / LOG_PARA
+        y = self.net(F.pad(x, (0, max(b - w, 0), 0, max(b - h, 0)))) / LOG_PARA
         return y[..., : h // STRIDE, : w // STRIDE]
 
 
