@@ -68,7 +68,8 @@ _LAZY = {
     **dict.fromkeys(("clip_tokenizer_dir", "clip_tokenizer"), "harness.models.tiny"),
     **dict.fromkeys(("contact_sheet", "histograms", "scatter"), "harness.figures"),
     # the dry run's stages (what a plugin's own loop declares)
-    **dict.fromkeys(("stage", "count_params", "params_of", "note_weights", "active_meter"), "harness.stages"),
+    **dict.fromkeys(("stage", "count_params", "params_of", "note_weights", "architecture_only", "active_meter"),
+                    "harness.stages"),
     **dict.fromkeys(("dry_run", "DryRunReport", "GPUS"), "harness.dryrun"),
     # the shared synthetic-data pipeline
     **dict.fromkeys(("SyntheticPool", "SyntheticRecord", "PoolOptions", "CounterAnnotator", "build_pool",

@@ -89,6 +89,19 @@ def note_weights(component: str, weights: str) -> None:
         m.weights.setdefault(m.scope, {})[component] = weights
 
 
+def architecture_only(component: str, exc: BaseException) -> None:
+    """A component's weights did not resolve (``exc``, usually a :class:`harness.WeightsError`): in a dry run, record
+    it as "architecture only" (the caller goes on with random weights of the same architecture, same cost);
+    otherwise re-raise ``exc``.
+
+    Raises:
+        the given ``exc`` when no dry run is in progress.
+    """
+    if _METER.get() is None:
+        raise exc
+    note_weights(component, f"architecture only ({str(exc).split(':')[0]})")
+
+
 @dataclass
 class StageRecord:
     """What the meter measured of one stage in one scope (a dry-run cell).

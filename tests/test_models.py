@@ -249,7 +249,7 @@ def test_sasnet_layout_fusion_and_the_authors_checkpoint_format(tmp_path, monkey
     keys = net.state_dict()
     assert [k for k in keys if k.startswith("features") and k.endswith(".weight") and keys[k].ndim == 4][:3] == [
         "features1.0.weight", "features1.3.weight", "features2.1.weight"]  # vgg16_bn().features[0:6], [6:13] (pool first)
-    assert keys["density_head5.1.conv.weight"].shape == (1, 2048, 1, 1)  # [x, three branches]: 4 × 512 channels
+    assert keys["density_head5.1.conv.weight"].shape == (1, 2048, 1, 1)  # [three branches, x]: 4 × 512 channels
     assert keys["density_head5.0.branch3x3dbl_2.conv.weight"].shape == (512, 256, 5, 5)
     assert "density_head5.0.branch1x1.conv.bias" not in keys and "density_head5.0.branch1x1.bn.running_mean" in keys
     assert net.density_head5[0].branch1x1.bn.eps == 1e-3

@@ -132,13 +132,13 @@ def resolve_model(model_id: str, *, kind: str, cache_root: str | Path, what: str
     try:
         folder = resolve_model_dir(model_id, what, option)
     except WeightsError as exc:
-        from ..stages import active_meter, note_weights
+        from ..stages import architecture_only
         from .architecture import ARCHITECTURE_VERSION, build_architecture, has_architecture
 
-        if active_meter() is None or not has_architecture(model_id):
+        if not has_architecture(model_id):
             raise
+        architecture_only(f"{what} {model_id}", exc)
         folder = build_architecture(model_id, cache_root)  # a dry run: the real architecture, random weights
-        note_weights(f"{what} {model_id}", f"architecture only ({str(exc).split(':')[0]})")
         return ResolvedModel(folder, {"model": model_id, "architecture_only": ARCHITECTURE_VERSION})
     return ResolvedModel(folder, {"model": model_id, "files": folder_fingerprint(folder)})
 

@@ -256,12 +256,9 @@ def pretrained_backbone(module: Any, arch: str, weights: str | os.PathLike, *, o
     try:
         path = resolve_pretrained(arch, weights, option)
     except WeightsError as exc:
-        from ..stages import active_meter, note_weights
+        from ..stages import architecture_only
 
-        if active_meter() is None:
-            raise
-        # a dry run: the module keeps its random initialisation (same architecture, same cost)
-        note_weights(f"{arch} ({option})", f"architecture only ({str(exc).split(':')[0]})")
+        architecture_only(f"{arch} ({option})", exc)  # a dry run: the module keeps its random initialisation
         return PretrainedInit(arch=arch, weights=str(weights), path="", sha256="",
                               trained_on=tuple(trained_on if trained_on is not None else
                                                (IMAGENET_LABELS,) if str(weights).lower() == "imagenet" else ()),

@@ -186,7 +186,7 @@ def sasnet_counter(dataset: str, *, weights: str | os.PathLike | None = None, de
 
     Raises:
         WeightsError: the file is missing or does not fit SASNet (one line naming it); not in a dry run."""
-    from ..stages import active_meter, note_weights
+    from ..stages import architecture_only
     from .pretrained import load_into, read_state_dict
 
     with torch.random.fork_rng(devices=[]):
@@ -199,17 +199,13 @@ def sasnet_counter(dataset: str, *, weights: str | os.PathLike | None = None, de
             path = sasnet_weights_file(dataset, weights)
             state = read_state_dict(path, f"SASNet-{dataset} weights")
         except WeightsError as exc:
-            if active_meter() is None:
-                raise
-            # a dry run measures the architecture: random weights of the same shapes, recorded as such
-            note_weights(f"SASNet-{dataset} ({FILES[dataset]})", f"architecture only ({str(exc).split(':')[0]})")
-            return TorchDensityCounter(SASNetMap(model), name=f"sasnet-{dataset.lower()}", stride=STRIDE,
-                                       provenance=Provenance("random-init"), device=device,
-                                       preprocess=imagenet_preprocess)
-        load_into(model, state, f"SASNet ({FILES[dataset]})", str(path))
-        from ..io import file_sha256
+            architecture_only(f"SASNet-{dataset} ({FILES[dataset]})", exc)  # a dry run: random weights, same cost
+            prov = Provenance("random-init")
+        else:
+            load_into(model, state, f"SASNet ({FILES[dataset]})", str(path))
+            from ..io import file_sha256
 
-        prov = Provenance(f"{path.name} sha256:{file_sha256(path)[:12]}", trained_on=frozenset({dataset}))
+            prov = Provenance(f"{path.name} sha256:{file_sha256(path)[:12]}", trained_on=frozenset({dataset}))
     return TorchDensityCounter(SASNetMap(model), name=f"sasnet-{dataset.lower()}", stride=STRIDE, provenance=prov,
                                device=device, preprocess=imagenet_preprocess)
 

@@ -373,14 +373,12 @@ def train_gaugan(items: Sequence[tuple[np.ndarray, np.ndarray]], label_nc: int, 
     task = GauGANTask(items, label_nc, opts, seed=seed, device=device, vgg=vgg, fingerprint=fingerprint)
     transfer = None
     if opts.init_generator is not None:
-        from harness import WeightsError, active_meter, note_weights
+        from harness import WeightsError, architecture_only
 
         try:
             transfer = transfer_generator(task.generator, opts.init_generator)
         except WeightsError as exc:
-            if active_meter() is None:
-                raise
-            note_weights("GauGAN generator (gan.init_generator)", f"architecture only ({str(exc)[:80]})")
+            architecture_only("GauGAN generator (gan.init_generator)", exc)
     if transfer is not None:
         log.info("GauGAN generator initialised from %s: %d tensors loaded, re-initialised: %s", transfer["file"],
                  transfer["loaded"], ", ".join(transfer["reinitialised"]) or "none")
