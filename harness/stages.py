@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
-import resource
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
+
+from .meter_memory import PeakMemory
 
 __all__ = ["stage", "metering", "Meter", "StageRecord", "count_params", "params_of", "note_weights", "active_meter"]
 
@@ -152,70 +150,6 @@ class StageRecord:
         return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
-class _Memory:
-    """Peak memory sampler: CUDA peak allocated, else resident set (a 5 ms sampling thread while metering)."""
-
-    def __init__(self, device: str):
-        self.cuda = str(device).startswith("cuda")
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = None
-        self._statm = sys.platform.startswith("linux") and os.path.exists("/proc/self/statm")
-        self._page = os.sysconf("SC_PAGE_SIZE") if self._statm else 1
-
-    def now(self) -> int:
-        if self.cuda:
-            import torch
-
-            return int(torch.cuda.memory_allocated())
-        if self._statm:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * self._page
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-    def start(self) -> None:
-        if self.cuda or not self._statm:
-            return
-
-        def sample():
-            while not self._stop.wait(0.005):
-                self.peak = max(self.peak, self.now())
-
-        self._thread = threading.Thread(target=sample, name="harness-meter-memory", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def begin(self) -> tuple[int, int]:
-        """Start a stage's window: ``(baseline, the enclosing window's peak so far)``."""
-        base = self.now()
-        if self.cuda:
-            import torch
-
-            saved = max(int(torch.cuda.max_memory_allocated()), self.peak)
-            torch.cuda.reset_peak_memory_stats()
-            self.peak = 0
-            return base, saved
-        saved, self.peak = self.peak, base
-        return base, saved
-
-    def end(self, base: int, saved: int) -> int:
-        """Close a window and return the stage's peak (CUDA: peak allocated; CPU: growth over ``base``); the
-        enclosing window keeps the larger of its peak and this one."""
-        if self.cuda:
-            import torch
-
-            peak = max(int(torch.cuda.max_memory_allocated()), self.peak)
-            self.peak = max(saved, peak)
-            return peak
-        peak = max(self.peak, self.now())
-        self.peak = max(saved, peak)
-        return max(0, peak - base)
-
-
 class _Unit:
     """An open unit: its start, and its nested stages' time and FLOPs (subtracted from its own)."""
 
@@ -241,7 +175,7 @@ class Meter:
         self.records: dict[tuple[str, str], StageRecord] = {}
         self.weights: dict[str, dict[str, str]] = {}
         self.artefacts: dict[str, tuple[str, list[str]]] = {}  # cached fit -> (scope, stages its creation ran)
-        self.memory = _Memory(device)
+        self.memory = PeakMemory(device)
         self._units: list[_Unit] = []
         self._counter: Any = None  # the FlopCounterMode in force (opened by the outermost counting unit)
         self._offset = 0  # FLOPs that counter had counted before it was suspended for a timed nested unit
@@ -435,7 +369,7 @@ def metering(meter: Meter, scope: str) -> Iterator[Meter]:
         yield meter
     finally:
         meter.memory.stop()
-        meter.memory = _Memory("cuda" if meter.memory.cuda else "cpu")
+        meter.memory = PeakMemory("cuda" if meter.memory.cuda else "cpu")
         _METER.reset(token)
         for rec in meter.scope_records(scope):
             rec.finish()

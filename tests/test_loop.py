@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from harness import ConfigError, LoopConfig, Objective, OptimConfig, train
-from harness.training.loop import _scheduler, make_accelerator
+from harness.training.loop import make_accelerator
+from harness.training.optim import make_scheduler
 
 
 class Regression:
@@ -97,7 +98,7 @@ def test_schedulers_and_warmup():
 
     def lrs(cfg, n=6, total=6):
         o = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-        s = _scheduler(o, cfg, total)
+        s = make_scheduler(o, cfg, total)
         out = []
         for _ in range(n):
             out.append(o.param_groups[0]["lr"])

@@ -26,7 +26,7 @@ def _stable_diffusion(device: str = "cpu", cache_root=None, model: str | None = 
 
 def _heavyweight_counter(counter: str, device: str = "cpu", registries=None, **counter_options):
     """A registered counter as an annotator (options: counter = its name, plus the counter's own options)."""
-    from ..synthetic_pool import CounterAnnotator
+    from ..pseudo_labels import CounterAnnotator
 
     if registries is None:
         from ..plugins import get_registries
