@@ -35,11 +35,13 @@ _LAZY = {
     **dict.fromkeys(("Executor", "LocalExecutor", "RayExecutor", "SlurmExecutor", "make_executor"),
                     "harness.executors"),
     # training (one loop) and the density-counter adapter
-    **dict.fromkeys(("train", "LoopConfig", "LoopResult", "Objective", "OptimConfig", "step_rng", "derive_seed"),
+    **dict.fromkeys(("train", "LoopConfig", "LoopResult", "Objective", "step_rng", "derive_seed"),
                     "harness.training.loop"),
+    "OptimConfig": "harness.training.optim",
     **dict.fromkeys(("autocast", "make_accelerator"), "harness.training.precision"),
-    **dict.fromkeys(("DensityTrainOptions", "EpochExtras", "ScaledCounter", "TrainResult", "train_density_counter",
-                     "subset"), "harness.training.density"),
+    **dict.fromkeys(("DensityTrainOptions", "EpochExtras", "TrainResult", "train_density_counter", "subset"),
+                    "harness.training.density"),
+    "ScaledCounter": "harness.training.scaled",
     **dict.fromkeys(("fit_density_counter", "fit_with_synthetic", "source_splits", "SMOKE_TRAIN", "PAPER_TRAIN",
                      "TINY_TRAIN", "TABLE4_TRAIN", "TABLE4_POOL", "TABLE4_ANNOTATORS", "table4_profiles"),
                     "harness.training.fit"),
@@ -72,9 +74,10 @@ _LAZY = {
                     "harness.stages"),
     **dict.fromkeys(("dry_run", "DryRunReport", "GPUS"), "harness.dryrun"),
     # the shared synthetic-data pipeline
-    **dict.fromkeys(("SyntheticPool", "SyntheticRecord", "PoolOptions", "CounterAnnotator", "build_pool",
-                     "generate_cached", "quality_score", "q_stats", "density_to_points", "choose_annotators",
-                     "pool_extras", "DISTANCES", "SYNTHETIC_FILE"), "harness.synthetic_pool"),
+    **dict.fromkeys(("SyntheticPool", "SyntheticRecord", "PoolOptions", "build_pool", "generate_cached",
+                     "choose_annotators", "pool_extras", "SYNTHETIC_FILE"), "harness.synthetic_pool"),
+    **dict.fromkeys(("CounterAnnotator", "quality_score", "q_stats", "density_to_points", "DISTANCES"),
+                    "harness.pseudo_labels"),
     **dict.fromkeys(("StableDiffusionGenerator", "SD15_ID", "SD21_ID"), "harness.models.diffusion"),
 }
 
