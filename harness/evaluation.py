@@ -181,12 +181,38 @@ class _Loading:
         return self.refs[i].load()
 
 
-def load_samples(refs: Sequence[Any], workers: int = 0):
-    """Yield ``ref.load()`` for each ref, in order; with ``workers > 0`` the images are decoded in that many
-    ``torch.utils.data.DataLoader`` worker processes (``--workers``), so decoding overlaps with the model."""
+def load_samples(refs: Sequence[Any], workers: int = 0, ahead: int = 1):
+    """Yield ``ref.load()`` for each ref, in order, decoding ahead of the consumer so that reading and decoding
+    overlap with the model: with ``workers > 0`` in that many ``torch.utils.data.DataLoader`` worker processes
+    (``--workers``); otherwise in one thread of this process, ``ahead`` samples in advance (Pillow's decoder and
+    file reads release the GIL; 0: strictly in turn). Loading is pure (no random state), so the order and the
+    samples are those of a plain loop; an error of ``ref.load()`` is raised when its sample is reached."""
     if workers <= 0 or len(refs) < 2:
-        for ref in refs:
-            yield ref.load()
+        if ahead <= 0 or len(refs) < 2:
+            for ref in refs:
+                yield ref.load()
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-load")
+        pending: deque = deque()
+        it = iter(refs)
+        try:
+            for ref in it:
+                pending.append(pool.submit(ref.load))
+                if len(pending) > ahead:
+                    break
+            while pending:
+                sample = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(nxt.load))
+                yield sample
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True)
         return
     from torch.utils.data import DataLoader
 
@@ -225,7 +251,7 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
         partial_path: JSON-lines progress file (resume; see the module notes), or None.
         on_image: ``on_image(done, total)`` after each image.
         log: logger for the resume line.
-        workers: image-decoding worker processes (:func:`load_samples`; 0: in this process).
+        workers: image-decoding worker processes (:func:`load_samples`; 0: one decoding thread of this process).
         keep_extremes: keep the density maps of this many best and worst images of this call in
             ``EvalResult.extra["densities"]`` (``{image_id: map}``; for report overlays).
 

@@ -95,3 +95,43 @@ def test_count_only_counter_gets_no_map(refs):
     res = evaluate_counter(CountOnly(), refs)
     assert res.metrics["map"] is None and res.metrics["ap@5"] is None and res.metrics["mae"] is not None
     assert all(r["pred_points"] is None for r in res.records)
+
+
+class _Ref:
+    def __init__(self, i, started, fail=False):
+        self.i, self.started, self.fail = i, started, fail
+
+    def load(self):
+        import threading
+
+        self.started[self.i].set()
+        if self.fail:
+            raise ValueError(f"sample {self.i} unreadable")
+        return (self.i, threading.current_thread().name)
+
+
+def test_samples_are_decoded_ahead_of_the_model_in_order_and_errors_arrive_with_their_sample():
+    """load_samples decodes the next sample in a thread while the consumer (the model) works on this one; the
+    order is the refs' order and a failing load is raised when its sample is reached, not earlier."""
+    import threading
+
+    from harness.evaluation import load_samples
+
+    started = [threading.Event() for _ in range(4)]
+    refs = [_Ref(i, started) for i in range(3)] + [_Ref(3, started, fail=True)]
+    got = []
+    gen = load_samples(refs)
+    for i in range(3):
+        idx, thread = next(gen)
+        got.append(idx)
+        assert thread.startswith("harness-load")
+        # while "the model" works on sample i, sample i + 1 is already being loaded (no deadlock)
+        assert started[i + 1].wait(timeout=10), f"sample {i + 1} was not loaded ahead"
+    with pytest.raises(ValueError, match="sample 3 unreadable"):
+        next(gen)
+    assert got == [0, 1, 2]
+    # strictly in turn: nothing is loaded before it is asked for
+    started = [threading.Event() for _ in range(2)]
+    gen = load_samples([_Ref(0, started), _Ref(1, started)], ahead=0)
+    assert next(gen)[0] == 0 and not started[1].is_set()
+    gen.close()
