@@ -34,6 +34,7 @@ import numpy as np
 from .conditions import CONDITION_KEYS
 from .context import CellContext
 from .evaluation import evaluate_counter, predictions_csv
+from .fingerprints import data_fingerprint, plan_fingerprints  # noqa: F401  (re-exported)
 from .io import ArtifactCache, atomic_write_json, atomic_write_text
 from .planning import Cell, Plan
 from .types import counter_localises, dataset_folds, eval_split
@@ -57,35 +58,6 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def data_fingerprint(dataset: Any, splits: tuple[str, ...]) -> str:
-    """A fingerprint of a dataset's files that survives copying (``cp``, ``rsync`` without ``-t``, a fresh mount
-    on a cluster node): per split the image ids, each image file's size (a stat call, no reading) and the SHA-256 of
-    each annotation file's bytes (annotations are small: a few KiB each). Modification times are not used: copying
-    changes them and would make every finished cell look stale."""
-    import hashlib
-
-    from .io import content_key
-
-    def size(path):
-        if path is None:
-            return None
-        try:
-            return Path(path).stat().st_size
-        except OSError:
-            return "missing"
-
-    def digest(path):
-        if path is None:
-            return None
-        try:
-            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        except OSError:
-            return "missing"
-
-    return content_key({split: [[r.id, size(r.image_path), digest(r.annotation_path)]
-                                for r in dataset.samples(split)] for split in splits})
-
-
 def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None, threads: int | None = None) -> dict:
     """The resolved configuration recorded in ``config.json`` (with the data fingerprints of source and target and
     the conditions of :mod:`harness.conditions`: device kind and, on a CPU, the pinned thread count)."""
@@ -105,20 +77,6 @@ def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None, 
         "packages": package_versions(),
         "data_content": plan_fingerprints(plan, cell), "command": plan.command, **conditions(device, threads),
     }
-
-
-def plan_fingerprints(plan: Plan, cell: Cell) -> dict:
-    """``{"source": ..., "target": ...}`` data fingerprints of a cell (memoised in ``plan.fingerprints``: one per
-    dataset and splits)."""
-    cache = plan.fingerprints
-    out = {}
-    for role, name, splits in (("source", cell.source, ("train", "val")),
-                               ("target", cell.target, ("train", eval_split(plan.datasets[cell.target])))):
-        key = (name, splits)
-        if key not in cache:
-            cache[key] = data_fingerprint(plan.datasets[name], splits)
-        out[role] = cache[key]
-    return out
 
 
 def identity(config: dict) -> dict:
