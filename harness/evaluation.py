@@ -181,11 +181,11 @@ class _Loading:
         return self.refs[i].load()
 
 
-def load_samples(refs: Sequence[Any], workers: int = 0, ahead: int = 1):
-    """Yield ``ref.load()`` for each ref, in order, decoding ahead of the consumer so that reading and decoding
-    overlap with the model: with ``workers > 0`` in that many ``torch.utils.data.DataLoader`` worker processes
-    (``--workers``); otherwise in one thread of this process, ``ahead`` samples in advance (Pillow's decoder and
-    file reads release the GIL; 0: strictly in turn). Loading is pure (no random state), so the order and the
+def load_samples(refs: Sequence[Any], workers: int = 0, ahead: int = 0):
+    """Yield ``ref.load()`` for each ref, in order; with ``workers > 0`` decoded in that many
+    ``torch.utils.data.DataLoader`` worker processes (``--workers``), else in this process: with ``ahead > 0`` by
+    one thread, ``ahead`` samples in advance, so that reading and decoding overlap with a model running on a GPU
+    (:func:`load_ahead`), strictly in turn otherwise. Loading is pure (no random state), so the order and the
     samples are those of a plain loop; an error of ``ref.load()`` is raised when its sample is reached."""
     if workers <= 0 or len(refs) < 2:
         if ahead <= 0 or len(refs) < 2:
@@ -220,6 +220,13 @@ def load_samples(refs: Sequence[Any], workers: int = 0, ahead: int = 1):
                           prefetch_factor=2)
 
 
+def load_ahead(device: Any) -> int:
+    """How many samples :func:`load_samples` decodes ahead for a model on ``device``: 1 on a GPU (the host is idle
+    while the model runs), 0 on a CPU, whose cores the model already uses (measured with scripts/overhead.py on 2
+    cores: a look-ahead thread made the MCNN evaluation of 25 ShanghaiTech B images slower, not faster)."""
+    return 1 if str(device).startswith("cuda") else 0
+
+
 class _Extremes:
     """The density maps of the ``k`` best and ``k`` worst images seen so far (by absolute count error): what a
     cell's report overlays, kept without predicting those images again."""
@@ -251,7 +258,8 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
         partial_path: JSON-lines progress file (resume; see the module notes), or None.
         on_image: ``on_image(done, total)`` after each image.
         log: logger for the resume line.
-        workers: image-decoding worker processes (:func:`load_samples`; 0: one decoding thread of this process).
+        workers: image-decoding worker processes (:func:`load_samples`; 0: this process, one image ahead
+            on a GPU).
         keep_extremes: keep the density maps of this many best and worst images of this call in
             ``EvalResult.extra["densities"]`` (``{image_id: map}``; for report overlays).
 
@@ -282,7 +290,8 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
             on_image(resumed, len(refs))
         predict = stack.enter_context(stage("evaluate: predict", units=len(todo), unit="test image",
                                             params=params_of(counter)))
-        for i, (ref, sample) in enumerate(zip(todo, load_samples(todo, workers)), resumed + 1):
+        for i, (ref, sample) in enumerate(zip(todo, load_samples(todo, workers, load_ahead(getattr(counter, "device", "cpu")))),
+                                           resumed + 1):
             where = f"counter {name!r} on image {ref.key}"
             with predict.unit():
                 pred = predict_image(counter, sample.image, image_seed(seed, ref.key), where)

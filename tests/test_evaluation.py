@@ -111,16 +111,17 @@ class _Ref:
 
 
 def test_samples_are_decoded_ahead_of_the_model_in_order_and_errors_arrive_with_their_sample():
-    """load_samples decodes the next sample in a thread while the consumer (the model) works on this one; the
-    order is the refs' order and a failing load is raised when its sample is reached, not earlier."""
+    """For a model on a GPU, load_samples decodes the next sample in a thread while the consumer (the model) works on
+    this one; the order is the refs' order and a failing load is raised when its sample is reached, not earlier."""
     import threading
 
-    from harness.evaluation import load_samples
+    from harness.evaluation import load_ahead, load_samples
 
+    assert load_ahead("cuda:1") == 1 and load_ahead(torch.device("cuda", 0)) == 1 and load_ahead("cpu") == 0
     started = [threading.Event() for _ in range(4)]
     refs = [_Ref(i, started) for i in range(3)] + [_Ref(3, started, fail=True)]
     got = []
-    gen = load_samples(refs)
+    gen = load_samples(refs, ahead=1)
     for i in range(3):
         idx, thread = next(gen)
         got.append(idx)
@@ -132,6 +133,6 @@ def test_samples_are_decoded_ahead_of_the_model_in_order_and_errors_arrive_with_
     assert got == [0, 1, 2]
     # strictly in turn: nothing is loaded before it is asked for
     started = [threading.Event() for _ in range(2)]
-    gen = load_samples([_Ref(0, started), _Ref(1, started)], ahead=0)
+    gen = load_samples([_Ref(0, started), _Ref(1, started)])  # the default (a CPU model)
     assert next(gen)[0] == 0 and not started[1].is_set()
     gen.close()

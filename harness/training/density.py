@@ -329,11 +329,11 @@ def train_density_counter(counter: Any, train_refs: Sequence[SampleRef], val_ref
     def make_item(image, points):
         return density_item(image, points, options, stride)
 
-    from ..evaluation import load_samples
+    from ..evaluation import load_ahead, load_samples
 
-    train_items = [make_item(s.image, s.points) for s in load_samples(train_refs, workers)]
+    train_items = [make_item(s.image, s.points) for s in load_samples(train_refs, workers, load_ahead(device))]
     val_items = []
-    for s in load_samples(val_refs, workers):
+    for s in load_samples(val_refs, workers, load_ahead(device)):
         f = scale_factor(s.image.shape[0], s.image.shape[1], options.scale, options.max_side)
         val_items.append((resize_sample(s.image, None, f, min_side=stride)[0], s.count))
     for image, count in val_extras:
@@ -368,7 +368,7 @@ def train_density_counter(counter: Any, train_refs: Sequence[SampleRef], val_ref
 
         errors = []
         with stage("evaluate: train MAE", units=len(train_refs), unit="training image") as st:
-            for s in load_samples(train_refs, workers):
+            for s in load_samples(train_refs, workers, load_ahead(device)):
                 if st.done:  # only in a dry run
                     break
                 with st.unit():

@@ -47,6 +47,11 @@ class ScaledCounter:
         return self.inner.model
 
     @property
+    def device(self):
+        """The wrapped counter's device (``"cpu"`` when it does not say)."""
+        return getattr(self.inner, "device", "cpu")
+
+    @property
     def stride(self) -> int:
         """Output stride of the wrapped network, in pixels of the *resized* input."""
         return self.inner.stride
