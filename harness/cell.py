@@ -9,7 +9,7 @@ A cell (method, source→target, seed) lives in ``<out>/<method>/<source>→<tar
     metrics.json         MAE, MSE (root), NAE, mAP, AP@δ, flags, provenance; written last: marks the cell done
     error.json           written instead of metrics.json when the cell failed (retried next run)
     log.txt              the cell's log (tracebacks of failures included)
-    overlays/            best-<r>-<id>.png / worst-<r>-<id>.png: the predicted density of the 2 best and 2 worst images
+    overlays/            best-<r>-<id>.jpg / worst-<r>-<id>.jpg: the predicted density of the 2 best and 2 worst images
     checkpoints/         the strategy's (``ctx.workdir / "checkpoints"``)
 
 :class:`CellEnvironment` seeds every RNG with the cell seed before ``fit`` and restores torch's thread count, RNG
@@ -239,7 +239,7 @@ def run_cell(plan: Plan, cell: Cell, cell_dir: Path, device: str, *, cache: Arti
     with tracking(tracker):
         metrics = _run_cell(plan, cell, cell_dir, device, cache=cache, commit=commit, on_image=on_image)
         if tracker is not None:
-            tracker.final(metrics, cell_dir, sorted((cell_dir / OVERLAYS).glob("*.png")))
+            tracker.final(metrics, cell_dir, sorted((cell_dir / OVERLAYS).glob("*.jpg")))
     return metrics
 
 

@@ -11,7 +11,8 @@
   resolved configuration, provenance (weights, labels used, components), the metrics with their bootstrap intervals,
   a predicted-vs-true count scatter, an error histogram, and the density-map overlays of the best and worst images.
 
-Everything is inlined (CSS, a few lines of script, PNGs as data URIs): no CDN, no network, one folder to copy.
+Everything is inlined (CSS, a few lines of script, PNG / JPEG pictures as data URIs): no CDN, no network, one
+folder to copy.
 """
 from __future__ import annotations
 
@@ -72,7 +73,9 @@ def _number(text: str) -> float | None:
 
 
 def _png(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    """``path`` (a PNG or JPEG) as a data URI."""
+    mime = "image/jpeg" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "image/png"
+    return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def cell_slug(method: str, cell: str, seed: int, limit=None) -> str:
@@ -227,7 +230,8 @@ def _cell_page(row: pd.Series, tmp: Path) -> str:
                         xlabel="count error (predicted − true)")
         figs = (f"<div class='grid'><figure><img alt='predicted vs true counts' src='{_png(sc)}'></figure>"
                 f"<figure><img alt='error histogram' src='{_png(hi)}'></figure></div>")
-    overlays = sorted((folder / "overlays").glob("*.png")) if (folder / "overlays").is_dir() else []
+    overlays = sorted(p for p in (folder / "overlays").glob("*") if p.suffix in (".jpg", ".png")) \
+        if (folder / "overlays").is_dir() else []  # .png: cells written before 2026-12-04
     ov = "".join(f"<figure><img alt='{html.escape(o.stem)}' src='{_png(o)}'><figcaption>{html.escape(o.stem)}"
                  f"</figcaption></figure>" for o in overlays)
     keys = ("mae", "mae_ci", "mse", "mse_ci", "nae", "r", "map", "ap@5", "ap@10", "ap@20", "n_images", "eval_split",

@@ -112,13 +112,14 @@ class CellTracker:
                     import mlflow
 
                     for f in files:
-                        mlflow.log_artifact(str(f), artifact_path=None if f.suffix != ".png" else "overlays")
+                        picture = f.suffix in (".jpg", ".png")
+                        mlflow.log_artifact(str(f), artifact_path="overlays" if picture else None)
                 elif tracker.name == "wandb":
                     import wandb
 
                     art = wandb.Artifact(f"cell-{self.run_name}", type="cell")
                     for f in files:
-                        art.add_file(str(f), name=f.name if f.suffix != ".png" else f"overlays/{f.name}")
+                        art.add_file(str(f), name=f.name if f.suffix not in (".jpg", ".png") else f"overlays/{f.name}")
                     tracker.tracker.log_artifact(art)
             except Exception as exc:
                 self.log_.warning("tracker %s: artefacts not logged (%s)", tracker.name, exc)

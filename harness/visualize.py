@@ -77,32 +77,38 @@ def density_overlay(image: np.ndarray, density: np.ndarray, count: float | None 
 
 def save_density_overlay(image: np.ndarray, density: np.ndarray, count: float | None,
                          path: str | os.PathLike, *, alpha: float = 0.6, label: str | None = None) -> Path:
-    """Write a PNG of ``image`` with ``density`` as a colour overlay and the count written top-left.
+    """Write ``image`` with ``density`` as a colour overlay and the count written top-left: a JPEG (quality 90)
+    for a ``.jpg`` / ``.jpeg`` path — a photograph's overlay, ~8 ms to encode and a fifth of a PNG's bytes — else a
+    PNG (lossless).
 
     Args:
         image: ``(H, W, 3) uint8`` RGB.
         density: ``(h, w)`` density map at any stride (e.g. a counter's output); upsampled bilinearly to
             ``(H, W)``; colour = value / max, blended with opacity ``alpha · sqrt(value / max)``.
         count: the count to write (e.g. ``prediction.count``); ``None`` writes nothing unless ``label``.
-        path: output ``.png`` path (parent folders are created; written atomically).
+        path: output ``.jpg`` or ``.png`` path (parent folders are created; written atomically).
         alpha: maximum overlay opacity in ``[0, 1]``.
         label: text to write instead of ``"count {count:.1f}"``.
 
     Returns:
-        ``path``; the PNG has the image's size ``W × H``, shrunk to :data:`OVERLAY_MAX_SIDE` px on the longer side.
+        ``path``; the picture has the image's size ``W × H``, shrunk to :data:`OVERLAY_MAX_SIDE` px on the longer
+        side.
 
     Raises:
         DataError: wrong image or density shapes.
     """
     arr = density_overlay(image, density, count, alpha=alpha, label=label)
-    return atomic_save(Path(path), lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", compress_level=1))
+    path = Path(path)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        return atomic_save(path, lambda tmp: Image.fromarray(arr).save(tmp, format="JPEG", quality=90))
+    return atomic_save(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", compress_level=1))
 
 
 def save_cell_overlays(records: list[dict], predictors: dict, folder: str | os.PathLike, seed: int, k: int = 2,
                        densities: dict | None = None) -> list[Path]:
     """Overlays of a cell's ``k`` best and ``k`` worst images (by absolute count error) for its report page:
-    ``<folder>/{best,worst}-<rank>-<image id>.png`` with the predicted density and "pred / gt" written on it. Each
-    density is the one the evaluation kept (``densities``: ``{image_id: map}``), or, for images evaluated before a
+    ``<folder>/{best,worst}-<rank>-<image id>.jpg`` (JPEG, quality 90) with the predicted density and "pred / gt"
+    written on it. Each density is the one the evaluation kept (``densities``: ``{image_id: map}``), or, for images evaluated before a
     resume, the image predicted again with its evaluation seed — either way exactly the evaluated prediction.
     Counters that gave no density map (records without ``has_density``) get none.
 
@@ -112,7 +118,7 @@ def save_cell_overlays(records: list[dict], predictors: dict, folder: str | os.P
         folder: where to write (replaced). seed: the cell seed.
 
     Returns:
-        the PNGs written.
+        the files written.
     """
     import shutil
 
@@ -133,7 +139,7 @@ def save_cell_overlays(records: list[dict], predictors: dict, folder: str | os.P
         if density is None:
             density = predict_image(counter, image, image_seed(seed, ref.key), f"counter on image {ref.key}").density
         label = f"pred {rec['pred_count']:.1f} / gt {rec['gt_count']:.0f}"
-        path = folder / f"{kind}-{rank}-{rec['image_id']}.png"
+        path = folder / f"{kind}-{rank}-{rec['image_id']}.jpg"
         if density is not None:
             out.append(save_density_overlay(image, density, None, path, label=label))
     return out
