@@ -4,7 +4,8 @@ The harness run: ``harness run --matrix SHA→SHB --methods source-only-mcnn-sha
 (planning, data fingerprints, config, per-image seeding and validation, the progress file, ground truth, metrics
 and mAP, overlays, the leaderboard). The bare loop: a new Python process that loads the same MCNN-SHA weights, reads
 the same N ShanghaiTech B test images with Pillow and sums the model's density maps. Runs alternate, ``--repeat``
-times each; the medians and their ratio are printed (wall seconds; the machine should be otherwise idle).
+times each; the medians and their ratio are printed (wall seconds; the machine should be otherwise idle), and the
+same for CPU time (user + system), which a shared virtual machine's neighbours disturb less.
 
     HARNESS_DATA=... HARNESS_WEIGHTS=... .venv/bin/python scripts/overhead.py [--images 25] [--repeat 3]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,10 +38,15 @@ print(sum(counts))
 """
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], cpu: list[float]) -> float:
+    """Wall seconds of ``cmd``; its CPU seconds (user + system, from the children's rusage) appended to ``cpu``."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    return wall
 
 
 def main() -> None:
@@ -50,21 +57,23 @@ def main() -> None:
     if not os.environ.get("HARNESS_DATA"):
         sys.exit("set HARNESS_DATA to the folder holding ShanghaiTech/ (and HARNESS_WEIGHTS to the MCNN weights)")
     harness = str(Path(sys.executable).parent / "harness")
-    bare, run = [], []
+    bare, run, bare_cpu, run_cpu = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bare.py"
         script.write_text(BARE)
         for i in range(args.repeat):
-            bare.append(timed([sys.executable, str(script), str(args.images)]))
+            bare.append(timed([sys.executable, str(script), str(args.images)], bare_cpu))
             out = Path(tmp) / f"run-{i}"
             run.append(timed([harness, "run", "--matrix", "SHA→SHB", "--methods", "source-only-mcnn-sha",
                               "--limit-test", str(args.images), "--out", str(out),
-                              "--data-root", os.environ["HARNESS_DATA"]]))
+                              "--data-root", os.environ["HARNESS_DATA"]], run_cpu))
             shutil.rmtree(out, ignore_errors=True)
     b, r = statistics.median(bare), statistics.median(run)
     print(f"bare torch loop: {b:.2f} s (median of {', '.join(f'{x:.2f}' for x in bare)})")
     print(f"harness run:     {r:.2f} s (median of {', '.join(f'{x:.2f}' for x in run)})")
     print(f"ratio {r / b:.3f}; fixed cost {r - b:.2f} s over {args.images} images")
+    bc, rc = statistics.median(bare_cpu), statistics.median(run_cpu)
+    print(f"CPU time (user + system): bare {bc:.2f} s, harness {rc:.2f} s (medians): ratio {rc / bc:.3f}")
 
 
 if __name__ == "__main__":
