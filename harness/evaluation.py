@@ -290,8 +290,8 @@ def evaluate_counter(counter: Any, refs: Sequence[Any], *, seed: int = 0, partia
             on_image(resumed, len(refs))
         predict = stack.enter_context(stage("evaluate: predict", units=len(todo), unit="test image",
                                             params=params_of(counter)))
-        for i, (ref, sample) in enumerate(zip(todo, load_samples(todo, workers, load_ahead(getattr(counter, "device", "cpu")))),
-                                           resumed + 1):
+        samples = load_samples(todo, workers, load_ahead(getattr(counter, "device", "cpu")))
+        for i, (ref, sample) in enumerate(zip(todo, samples), resumed + 1):
             where = f"counter {name!r} on image {ref.key}"
             with predict.unit():
                 pred = predict_image(counter, sample.image, image_seed(seed, ref.key), where)
