@@ -25,7 +25,7 @@ def dry_run_command(plan: Any, device: str, *, gpu: str, efficiency: float, max_
     n = len({(c.method, c.source, c.target) for c in plan.cells})
     err_console.print(f"[bold]harness run --dry-run[/bold]: {n} cell(s) at the {plan.profile} profile's shapes, "
                       f"{max_units} unit(s) per stage, on {dev}; nothing is written to the run folder")
-    report = dry_run(plan, dev, gpu=gpu, efficiency=efficiency, max_units=max_units,
+    report = dry_run(plan, dev, gpu=gpu, efficiency=efficiency, max_units=max_units, isolate=True,
                      on_cell=lambda i, k, c: err_console.print(f"  [{i + 1}/{k}] {c.method} {c.pair}",
                                                                highlight=False))
     if as_json:

@@ -153,7 +153,7 @@ def _costs(meter: Meter, scope: str, peak: float) -> list[StageCost]:
 
 
 def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DEFAULT_EFFICIENCY,
-            max_units: int = 2, on_cell: Any = None) -> DryRunReport:
+            max_units: int = 2, on_cell: Any = None, isolate: bool = False) -> DryRunReport:
     """Run every cell of ``plan`` (first seed) under a :class:`~harness.stages.Meter` (see the module notes).
 
     Args:
@@ -163,11 +163,15 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
         efficiency: sustained fraction of the GPU's peak, in (0, 1].
         max_units: units each stage entry runs.
         on_cell: ``on_cell(i, n, cell)`` before each cell (progress).
+        isolate: run each cell in a fresh process (``spawn``; ``harness run --dry-run`` does): a cell that the
+            operating system kills — the out-of-memory killer when a stage needs more memory than the machine has —
+            is one failed cell naming its stage and the signal, and the other cells go on (in-process, the whole dry
+            run would die with it). The meter's records travel to the child and back, so figures measured in one
+            cell are still borrowed by the next.
 
     Raises:
         ConfigError: unknown GPU or an efficiency outside (0, 1].
     """
-    from .cell import run_cell
     from .io import ArtifactCache
 
     if gpu not in GPUS:
@@ -188,14 +192,11 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
             scope = f"{cell.method} {cell.pair}"
             cell_dir = tmp / "cells" / f"{i:04d}"
             cell_dir.mkdir(parents=True)
-            t0, error = time.perf_counter(), None
-            with metering(meter, scope):
-                try:
-                    run_cell(plan, cell, cell_dir, device, cache=cache, commit=None)
-                except HarnessError as exc:
-                    error = str(exc).splitlines()[0]
-                except Exception as exc:  # a stage that cannot run is the finding: one line, the next cell goes on
-                    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            t0 = time.perf_counter()
+            if isolate:
+                meter, error = _cell_in_child(plan, cell, cell_dir, device, cache.root, meter, scope)
+            else:
+                error = _metered_cell(plan, cell, cell_dir, device, cache, meter, scope)
             out.append(CellCost(cell.method, cell.source, cell.target, time.perf_counter() - t0,
                                 _costs(meter, scope, peak), dict(meter.weights.get(scope, {})), error))
             shutil.rmtree(cell_dir, ignore_errors=True)
@@ -203,6 +204,81 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
         shutil.rmtree(tmp, ignore_errors=True)
     return DryRunReport(plan.profile, plan.precision, device, gpu, efficiency, len(plan.seeds), max_units, out,
                         time.perf_counter() - t_all)
+
+
+def _metered_cell(plan: Any, cell: Any, cell_dir: Path, device: str, cache: Any, meter: Meter,
+                  scope: str) -> str | None:
+    """Run one cell with ``meter`` active; returns the error line of a stage that could not run (or None)."""
+    from .cell import run_cell
+
+    with metering(meter, scope):
+        try:
+            run_cell(plan, cell, cell_dir, device, cache=cache, commit=None)
+        except HarnessError as exc:
+            return str(exc).splitlines()[0]
+        except Exception as exc:  # a stage that cannot run is the finding: one line, the next cell goes on
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def _meter_state(meter: Meter) -> dict:
+    return {"max_units": meter.max_units, "device": meter.device, "records": meter.records,
+            "weights": meter.weights, "artefacts": meter.artefacts}
+
+
+def _meter_from(state: dict) -> Meter:
+    meter = Meter(state["max_units"], state["device"])
+    meter.records, meter.weights, meter.artefacts = state["records"], state["weights"], state["artefacts"]
+    return meter
+
+
+def _child(spec: Any, relpath: str, cell_dir: str, device: str, cache_root: str, state: dict, scope: str,
+           result: str, trace: str) -> None:
+    """The body of an isolated dry-run cell (:func:`dry_run` with ``isolate``): plan from the spec, run the cell
+    metered, pickle ``(meter state, error)`` to ``result``."""
+    import pickle
+
+    from .io import ArtifactCache, atomic_save
+    from .plugins import build_registries, get_registries, plugin_modules
+
+    regs = build_registries(plugin_modules(spec.plugins)) if spec.plugins else get_registries()
+    plan = spec.plan(regs)
+    cell = next(c for c in plan.cells if str(c.relpath) == relpath)
+    meter = _meter_from(state)
+    meter.trace = Path(trace)
+    error = _metered_cell(plan, cell, Path(cell_dir), device, ArtifactCache(cache_root), meter, scope)
+    meter.trace = None
+    atomic_save(result, lambda tmp: tmp.write_bytes(pickle.dumps((_meter_state(meter), error))))
+
+
+def _cell_in_child(plan: Any, cell: Any, cell_dir: Path, device: str, cache_root: Path, meter: Meter,
+                   scope: str) -> tuple[Meter, str | None]:
+    """One dry-run cell in a spawned process; ``(the meter with its records, error line or None)``. A child that
+    dies without a result (killed, crashed) keeps the parent's meter and is reported with its signal or exit code
+    and the stage it was in."""
+    import multiprocessing
+    import pickle
+    import signal
+
+    result, trace = cell_dir / "result.pickle", cell_dir / "stage.txt"
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_child, name=f"harness-dry-run {scope}",
+        args=(plan.spec, str(cell.relpath), str(cell_dir), device, str(cache_root), _meter_state(meter), scope,
+              str(result), str(trace)))
+    proc.start()
+    proc.join()
+    if result.exists():
+        state, error = pickle.loads(result.read_bytes())
+        return _meter_from(state), error
+    stage_name = trace.read_text() if trace.exists() else "before its first stage"
+    code = proc.exitcode
+    if code is not None and code < 0:
+        sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        why = f"killed by {sig}" + (" (on Linux usually the out-of-memory killer: the stage needs more memory than "
+                                    "this machine has)" if -code == signal.SIGKILL else "")
+    else:
+        why = f"its process exited with code {code}"
+    return meter, f"{why}, in stage '{stage_name}'"
 
 
 def _si(x: float | None, unit: str = "") -> str:

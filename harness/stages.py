@@ -176,6 +176,8 @@ class Meter:
         self.weights: dict[str, dict[str, str]] = {}
         self.artefacts: dict[str, tuple[str, list[str]]] = {}  # cached fit -> (scope, stages its creation ran)
         self.memory = PeakMemory(device)
+        self.device = device
+        self.trace: Any = None  # a pathlib.Path holding the name of the stage being run (set per isolated cell)
         self._units: list[_Unit] = []
         self._counter: Any = None  # the FlopCounterMode in force (opened by the outermost counting unit)
         self._offset = 0  # FLOPs that counter had counted before it was suspended for a timed nested unit
@@ -185,6 +187,8 @@ class Meter:
         return 0 if self._counter is None else self._offset + int(self._counter.get_total_flops())
 
     def record(self, name: str, unit: str) -> StageRecord:
+        if self.trace is not None:  # the stage in progress, for a parent process that outlives this one
+            self.trace.write_text(name)
         rec = self.records.get((self.scope, name))
         if rec is None:
             parent = self._units[-1].stage.rec.name if self._units else None
@@ -264,12 +268,16 @@ class _Stage:
         counter = m._counter
         f0 = m.flops_now()
         m._units.append(me)
+        if m.trace is not None:
+            m.trace.write_text(rec.name)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             total_s = time.perf_counter() - t0
             m._units.pop()
+            if m.trace is not None and m._units:
+                m.trace.write_text(m._units[-1].stage.rec.name)
             total_flops = (m.flops_now() - f0) if counter is not None else None
             if counting_here:
                 counter.__exit__(None, None, None)

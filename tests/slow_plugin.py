@@ -1,9 +1,11 @@
 """A test plugin module (loaded with ``--plugin slow_plugin``): a tiny density counter whose training steps take a
 little time, so that a test can kill the process running a cell in the middle of its training. While the file named by
-``$SLOW_PLUGIN_HOLD`` exists, training waits (a test cancels such a cell's Slurm job while it runs)."""
+``$SLOW_PLUGIN_HOLD`` exists, training waits (a test cancels such a cell's Slurm job while it runs); with
+``SLOW_PLUGIN_KILL=1`` the process SIGKILLs itself at the first training step, as the out-of-memory killer does."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import torch
@@ -21,6 +23,8 @@ class Sleepy(nn.Module):
         self.net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 1, 3, padding=1))
 
     def forward(self, x):
+        if self.training and os.environ.get("SLOW_PLUGIN_KILL") == "1":  # as the out-of-memory killer would
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.training:
             time.sleep(STEP_SECONDS)
             hold = os.environ.get("SLOW_PLUGIN_HOLD")

@@ -58,6 +58,26 @@ def test_dry_run_table_names_the_gpu_and_the_assumed_efficiency(tmp_path):
     assert bad.exit_code == 2 and "k80" in bad.output
 
 
+def test_a_cell_the_os_kills_is_one_failed_cell_naming_its_stage_and_the_others_go_on(tmp_path):
+    """Each dry-run cell runs in its own process: a cell killed by SIGKILL (what the out-of-memory killer sends when a
+    stage needs more memory than the machine has) is reported with the signal and the stage it was in, and the
+    cells after it still run and report; nothing is written to the run folder."""
+    out = tmp_path / "run"
+    r = _invoke(["run", "--matrix", SYN, "--methods", "slow-tiny,source-only-rescsrnet", "--plugin", "slow_plugin",
+                 "--dry-run", "--json", "--device", "cpu", "--out", str(out)],
+                HARNESS_CACHE=str(tmp_path / "cache"), SLOW_PLUGIN_KILL="1")
+    assert r.exit_code == 1
+    report = json.loads(r.stdout)
+    cells = {c["method"]: c for c in report["cells"]}
+    killed = cells["slow-tiny"]["error"]
+    assert "killed by SIGKILL" in killed and "out-of-memory" in killed and "'train: density'" in killed
+    assert "slow-tiny" in r.stderr and "killed by SIGKILL" in r.stderr
+    assert cells["source-only-rescsrnet"]["error"] is None
+    assert {s["name"] for s in cells["source-only-rescsrnet"]["stages"]} == {"train: density", "select: density",
+                                                                           "evaluate: predict"}
+    assert not out.exists()
+
+
 #: one method per strategy (the cheapest at paper shapes) for CI: the dry run of every registered method at paper shapes
 #: takes about an hour of this 2-core CPU (LDM's VQ step alone is ~15 TFLOP), so it is the slow test below
 CI_METHODS = ("promptmix-r100", "spade-r100", "detnet", "dmap-vgg", "source-only-mcnn-sha", "zero")
