@@ -89,6 +89,7 @@ class LDMCounter:
         self.device, self.precision, self.name, self.seed = device, precision, name, int(seed)
         self.provenance = provenance or Provenance("random-init")
         self.scheduler = ddim_scheduler(options)
+        self.stage_label = "sample"  # its dry-run stages (harness_ldm.models.ddim_sample); training's: "validate"
 
     def __repr__(self) -> str:
         s = self.options.sampling
@@ -129,7 +130,8 @@ class LDMCounter:
             cond = torch.cat([net.cond(to_unit(tiles[i:i + bs], self.device)) for i in range(0, len(tiles), bs)])
             cond = cond.float().repeat(K, 1, 1, 1)  # hypothesis-major: row k * n + i is tile i of hypothesis k
             maps = ddim_sample(net, cond, self.scheduler, steps=int(steps or o.sampling.ddim_steps),
-                               eta=o.sampling.eta, generator=generator, batch_size=bs)
+                               eta=o.sampling.eta, generator=generator, batch_size=bs,
+                               stage_label=self.stage_label)
         maps = maps.numpy().reshape(K, len(grid), o.crop_size, o.crop_size)
         return np.stack([grid.stitch(m) for m in maps])
 

@@ -249,7 +249,7 @@ def configs(net: LDMNet) -> dict:
 
 @torch.no_grad()
 def ddim_sample(net: LDMNet, cond: torch.Tensor, scheduler, *, steps: int, eta: float, generator: torch.Generator,
-                batch_size: int) -> torch.Tensor:
+                batch_size: int, stage_label: str = "sample") -> torch.Tensor:
     """DDIM sampling (Song et al., ICLR 2021; diffusers ``DDIMScheduler``) of one map per condition, decoded.
 
     Args:
@@ -261,6 +261,8 @@ def ddim_sample(net: LDMNet, cond: torch.Tensor, scheduler, *, steps: int, eta: 
         generator: the only source of randomness: the start noise ``(B, C, S/f, S/f)`` is drawn from it on the CPU
             in one call, then (η > 0) each step's noise, chunk by chunk.
         batch_size: conditions per network call.
+        stage_label: the dry-run stages' prefix (``"<label>: DDIM step"``, ``"<label>: decode"``): the validation
+            sampler of training and the test-time sampler are separate stages, each nested in its caller.
 
     Returns:
         ``(B, S, S) float32`` crowd maps in [-1, 1] on the CPU.
@@ -273,9 +275,9 @@ def ddim_sample(net: LDMNet, cond: torch.Tensor, scheduler, *, steps: int, eta: 
     n_batches = -(-cond.shape[0] // batch_size)
     # dry-run stages (harness.stages): a unit is one network call on a batch; once a stage has run its units the
     # remaining calls are skipped (a dry run measures cost, the maps are not used)
-    with stage("sample: DDIM step", units=n_batches * len(scheduler.timesteps), per_cell=True,
+    with stage(f"{stage_label}: DDIM step", units=n_batches * len(scheduler.timesteps), per_cell=True,
                unit=f"U-Net call (≤{batch_size} crops)", params=count_params(net.unet)) as steps_stage, \
-            stage("sample: decode", units=n_batches, unit=f"decode (≤{batch_size} crops)",
+            stage(f"{stage_label}: decode", units=n_batches, unit=f"decode (≤{batch_size} crops)",
                   per_cell=True) as decode_stage:
         for i in range(0, cond.shape[0], batch_size):
             z = z_all[i:i + batch_size].to(device)

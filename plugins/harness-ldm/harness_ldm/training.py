@@ -176,6 +176,7 @@ class DiffusionTask:
         self.ema = tuple(self._mods) if o.diffusion.ema_decay is not None else ()
         self.sampler = LDMCounter(net, replace_sampling(o, hypotheses=1, ddim_steps=o.diffusion.val_ddim_steps),
                                   device=device, precision=precision, name="ldm-val")
+        self.sampler.stage_label = "validate"
 
     def modules(self) -> dict:
         return dict(self._mods)

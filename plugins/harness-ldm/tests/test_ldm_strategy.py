@@ -170,3 +170,25 @@ def test_steps_report_command(tmp_path):
     assert "| DDIM steps |" in (cell / "ldm-steps.md").read_text()
     bad = CliRunner().invoke(main, ["ldm", "steps", str(tmp_path / "nothing")])
     assert bad.exit_code != 0 and "not a folder" in bad.output
+
+
+def test_dry_run_counts_validation_and_test_sampling_as_separate_stages(tmp_path):
+    """The validation sampler of training and the test-time sampler are separate dry-run stages, each nested in its
+    caller: the test-time DDIM steps scale with the test images (they were once merged into the validation stage,
+    which left the sampling of every test image but one out of the projection)."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    r = CliRunner().invoke(main, ["run", "--matrix", "SYN-PARK→SYN-STREET", "--methods", "ldm", "--dry-run", "--json",
+                                  "--device", "cpu", "--out", str(tmp_path / "run")],
+                           env={"HARNESS_CACHE": str(tmp_path / "cache")}, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    (cell,) = json.loads(r.stdout)["cells"]
+    stages = {s["name"]: s for s in cell["stages"]}
+    assert stages["validate: DDIM step"]["parent"] == "select: ldm diffusion"
+    test_steps, predict = stages["sample: DDIM step"], stages["evaluate: predict"]
+    assert test_steps["parent"] == "evaluate: predict" and stages["sample: decode"]["parent"] == "evaluate: predict"
+    # the smoke sampler: 10 DDIM steps, every crop of a built-in test image in one U-Net call; 30 test images
+    assert predict["units"] == 30 and test_steps["units"] == 30 * 10
+    assert not (tmp_path / "run").exists()
