@@ -54,11 +54,11 @@ class Syrac:
 
     def _init_weights(self) -> str | None:
         """The encoder's ``init_weights`` as the core resolves it (``"imagenet"`` or a local file), None for random
-        init; a missing file is refused here, before any generation.
+        init; a missing file is refused here, before any generation (in a dry run it is "architecture only").
 
         Raises:
             WeightsError: one line: which file, from where, where to put it."""
-        from harness import resolve_pretrained
+        from harness import architecture_only, resolve_pretrained
 
         init = self.opts.encoder_init
         if init is None:
@@ -68,7 +68,10 @@ class Syrac:
                 init = str(resolve_checkpoint(init))
             except FileNotFoundError as exc:
                 raise WeightsError(str(exc)) from None
-        resolve_pretrained(self.opts.backbone, init, "init_weights")
+        try:
+            resolve_pretrained(self.opts.backbone, init, "init_weights")
+        except WeightsError as exc:  # a dry run goes on: the encoder keeps its random initialisation (recorded)
+            architecture_only(f"{self.opts.backbone} (init_weights)", exc)
         return init
 
     def fit(self, ctx) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
@@ -45,3 +46,26 @@ def test_authors_code_variant_differs_only_where_the_code_does():
 def test_unknown_profile_is_one_line():
     res = CliRunner().invoke(main, ["config", "syrac", "--profile", "nope"])
     assert res.exit_code != 0 and "has no profile 'nope'" in res.output and "Traceback" not in res.output
+
+
+def test_missing_imagenet_encoder_is_refused_before_generation_and_architecture_only_in_a_dry_run(tmp_path,
+                                                                                                 monkeypatch):
+    """The paper profile's ImageNet ResNet-50: without the file a real run stops in one line before any generation;
+    a dry run goes on with the architecture and records it (every SYRAC cell of the SHA↔SHB paper dry run once
+    failed here)."""
+    from harness import WeightsError
+    from harness.plugins import get_registries
+    from harness.runner import plan_run
+    from harness.stages import Meter, metering
+
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    regs = get_registries()
+    plan = plan_run("SYN-PARK→SYN-STREET", "syrac", "0", "paper", regs, None)
+    strategy = regs.strategies.get("syrac").factory(plan.strategy_options["syrac"])
+    with pytest.raises(WeightsError, match="resnet50-0676ba61.pth"):
+        strategy._init_weights()
+    meter = Meter(1)
+    with metering(meter, "cell"):
+        assert strategy._init_weights() == "imagenet"
+    assert any("architecture only" in v for v in meter.weights["cell"].values())
