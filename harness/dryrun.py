@@ -233,7 +233,7 @@ def _meter_from(state: dict) -> Meter:
 
 
 def _child(spec: Any, relpath: str, cell_dir: str, device: str, cache_root: str, state: dict, scope: str,
-           result: str, trace: str) -> None:
+           result: str, trace: str, parent: int) -> None:
     """The body of an isolated dry-run cell (:func:`dry_run` with ``isolate``): plan from the spec, run the cell
     metered, pickle ``(meter state, error)`` to ``result``."""
     import pickle
@@ -241,6 +241,7 @@ def _child(spec: Any, relpath: str, cell_dir: str, device: str, cache_root: str,
     from .io import ArtifactCache, atomic_save
     from .plugins import build_registries, get_registries, plugin_modules
 
+    _exit_with_parent(parent)
     regs = build_registries(plugin_modules(spec.plugins)) if spec.plugins else get_registries()
     plan = spec.plan(regs)
     cell = next(c for c in plan.cells if str(c.relpath) == relpath)
@@ -251,20 +252,36 @@ def _child(spec: Any, relpath: str, cell_dir: str, device: str, cache_root: str,
     atomic_save(result, lambda tmp: tmp.write_bytes(pickle.dumps((_meter_state(meter), error))))
 
 
+def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """End this (child) process when its parent (pid ``parent``, passed by the parent: it may be gone already) has
+    died — killed, or stopped by a signal that skips Python's exit handlers — instead of computing on as an orphan: a
+    daemon thread polls the parent's pid."""
+    import os
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
+
+
 def _cell_in_child(plan: Any, cell: Any, cell_dir: Path, device: str, cache_root: Path, meter: Meter,
                    scope: str) -> tuple[Meter, str | None]:
     """One dry-run cell in a spawned process; ``(the meter with its records, error line or None)``. A child that
     dies without a result (killed, crashed) keeps the parent's meter and is reported with its signal or exit code
     and the stage it was in."""
     import multiprocessing
+    import os
     import pickle
     import signal
 
     result, trace = cell_dir / "result.pickle", cell_dir / "stage.txt"
     proc = multiprocessing.get_context("spawn").Process(
-        target=_child, name=f"harness-dry-run {scope}",
+        target=_child, name=f"harness-dry-run {scope}", daemon=True,
         args=(plan.spec, str(cell.relpath), str(cell_dir), device, str(cache_root), _meter_state(meter), scope,
-              str(result), str(trace)))
+              str(result), str(trace), os.getpid()))
     proc.start()
     proc.join()
     if result.exists():

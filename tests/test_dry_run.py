@@ -78,6 +78,63 @@ def test_a_cell_the_os_kills_is_one_failed_cell_naming_its_stage_and_the_others_
     assert not out.exists()
 
 
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid and \
+                    b"spawn_main" in (p / "cmdline").read_bytes():
+                out.append(int(p.name))
+        except OSError:
+            continue
+    return out
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_killing_the_dry_run_ends_the_cell_process_it_started(tmp_path):
+    """A dry run killed from outside (SIGKILL: no exit handlers run) does not leave its cell's process computing on
+    as an orphan: the cell process notices its parent is gone and ends within seconds."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    hold = tmp_path / "hold"
+    hold.touch()  # the slow plugin's training waits while this file exists: the cell is busy when the driver dies
+    tests = str(Path(__file__).resolve().parent)  # where slow_plugin lives
+    env = {**os.environ, "SLOW_PLUGIN_HOLD": str(hold), "HARNESS_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
+    driver = subprocess.Popen([str(Path(sys.executable).parent / "harness"), "run", "--matrix", SYN, "--methods",
+                               "slow-tiny", "--plugin", "slow_plugin", "--dry-run", "--device", "cpu", "--out",
+                               str(tmp_path / "run")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (kids := _children(driver.pid)) and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+        assert kids, "the dry run started no cell process"
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(k) for k in kids), "the cell process outlived the dry run"
+    finally:
+        hold.unlink(missing_ok=True)
+        if driver.poll() is None:
+            driver.kill()
+
+
 #: one method per strategy (the cheapest at paper shapes) for CI: the dry run of every registered method at paper shapes
 #: takes about an hour of this 2-core CPU (LDM's VQ step alone is ~15 TFLOP), so it is the slow test below
 CI_METHODS = ("promptmix-r100", "spade-r100", "detnet", "dmap-vgg", "source-only-mcnn-sha", "zero")
