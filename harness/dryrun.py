@@ -254,8 +254,8 @@ def _child(spec: Any, relpath: str, cell_dir: str, device: str, cache_root: str,
 
 def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
     """End this (child) process when its parent (pid ``parent``, passed by the parent: it may be gone already) has
-    died — killed, or stopped by a signal that skips Python's exit handlers — instead of computing on as an orphan: a
-    daemon thread polls the parent's pid."""
+    died — killed, or stopped by a signal that skips Python's exit handlers — instead of computing on as an orphan:
+    a daemon thread polls the parent's pid."""
     import os
     import threading
 
@@ -290,7 +290,10 @@ def _cell_in_child(plan: Any, cell: Any, cell_dir: Path, device: str, cache_root
     stage_name = trace.read_text() if trace.exists() else "before its first stage"
     code = proc.exitcode
     if code is not None and code < 0:
-        sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = str(-code)
         why = f"killed by {sig}" + (" (on Linux usually the out-of-memory killer: the stage needs more memory than "
                                     "this machine has)" if -code == signal.SIGKILL else "")
     else:

@@ -81,7 +81,6 @@ def data_fingerprint(dataset: Any, splits: tuple[str, ...], memo_dir: str | Path
     return value
 
 
-
 def plan_fingerprints(plan: Plan, cell: Cell) -> dict:
     """``{"source": ..., "target": ...}`` data fingerprints of a cell (memoised in ``plan.fingerprints``: one per
     dataset and splits)."""

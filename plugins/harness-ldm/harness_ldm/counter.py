@@ -83,13 +83,14 @@ class LDMCounter:
     localises = True
 
     def __init__(self, net: LDMNet, options: LDMOptions, *, device: str = "cpu", precision: str = "fp32",
-                 name: str = "ldm", provenance: Provenance | None = None, seed: int = 0):
+                 name: str = "ldm", provenance: Provenance | None = None, seed: int = 0,
+                 stage_label: str = "sample"):
         self.net = net.to(device).eval()
         self.options = options
         self.device, self.precision, self.name, self.seed = device, precision, name, int(seed)
         self.provenance = provenance or Provenance("random-init")
         self.scheduler = ddim_scheduler(options)
-        self.stage_label = "sample"  # its dry-run stages (harness_ldm.models.ddim_sample); training's: "validate"
+        self.stage_label = stage_label  # its dry-run stages (harness_ldm.models.ddim_sample); training's: "validate"
 
     def __repr__(self) -> str:
         s = self.options.sampling
@@ -104,7 +105,7 @@ class LDMCounter:
         d = self.options.to_dict()
         d["sampling"].update(changes)
         return LDMCounter(self.net, parse_options(d, "ldm sampling"), device=self.device, precision=self.precision,
-                          name=self.name, provenance=self.provenance, seed=self.seed)
+                          name=self.name, provenance=self.provenance, seed=self.seed, stage_label=self.stage_label)
 
     def resize(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """``(network-resolution image, factor)`` (``harness.scale_factor`` of ``scale`` / ``max_side``)."""

@@ -175,8 +175,7 @@ class DiffusionTask:
         self._mods = {"unet": net.unet} if o.space == "pixel" else {"unet": net.unet, "cond": net.cond}
         self.ema = tuple(self._mods) if o.diffusion.ema_decay is not None else ()
         self.sampler = LDMCounter(net, replace_sampling(o, hypotheses=1, ddim_steps=o.diffusion.val_ddim_steps),
-                                  device=device, precision=precision, name="ldm-val")
-        self.sampler.stage_label = "validate"
+                                  device=device, precision=precision, name="ldm-val", stage_label="validate")
 
     def modules(self) -> dict:
         return dict(self._mods)
