@@ -131,15 +131,17 @@ def build_pairs(ctx: Any, o: SyracOptions, generator: Any, store: ImageStore) ->
     held = val_images(len(refs), o.train.val_fraction, ctx.seed, 11)
     pairs: list[Pair] = []
     n_new = 0
+    measured: list[Pair] = []  # a dry run: the pairs of the images run, which stand in for the rest
     with stage("pairs: real image", units=len(refs), unit="real image", max_units=1) as st:
         for i, ref in enumerate(refs):
             split = "val" if i in held else "train"
-            if st.done:  # a dry run (harness.stages): the pairs of the first image stand in for the rest
-                pairs += [replace(p, split=split) for p in pairs if p.real == pairs[0].real]
+            if st.done:  # a dry run (harness.stages): one image's pairs per image not run (never the copies too)
+                pairs += [replace(p, split=split) for p in measured]
                 continue
             with st.unit():
                 new_pairs, new = _pairs_of(ctx, o, generator, store, ref, split)
             pairs += new_pairs
+            measured = new_pairs
             n_new += new
     if o.pretrain == "synthetic-rank":
         ctx.log.info("syrac: %d ranking pairs from %d real images (%d img2img images generated now, %d cached)",

@@ -329,3 +329,22 @@ def test_intra_image_pairs_are_crops_of_their_image(tmp_path):
     assert 0.5 - 0.02 <= (x1 - x0) / image.shape[1] <= 0.9 + 0.02
     assert store.get(pairs[0].synthetic).shape == (32, 48, 3)
     assert crop_box((100, 200), 0.5, 0.5, 7) == crop_box((100, 200), 0.5, 0.5, 7)
+
+
+def test_dry_run_pairs_one_image_and_count_every_image_once(tmp_path):
+    """A dry run generates the pairs of one real image and lets them stand in for each of the others once: 12 real
+    images × 2 = 24 pairs (the copies were once copied again per image, 2^N pairs: the SHA→SHB paper dry run's
+    400 images filled 20 GB and the OOM killer took the cell)."""
+    from harness.stages import Meter, metering
+
+    ctx = make_ctx(tmp_path, n_target=12)
+    o = parse_or_raise(SyracOptions, {**TINY, "synthetic_per_image": 2, "max_real_images": None})
+    gen = Recording(ctx.build("generator", "stable-diffusion", model="tiny", steps=3, max_side=32))
+    meter = Meter(1)
+    with metering(meter, "cell"):
+        pairs = build_pairs(ctx, o, gen, ImageStore(o.input_size, 1e8))
+    assert len(gen.seeds) == 1  # one img2img image generated, standing in for the other requests
+    assert len(pairs) == 24 and {p.real for p in pairs} == {ctx.target_images[0].key}
+    assert {p.split for p in pairs} == {"train", "val"}
+    rec = meter.records[("cell", "pairs: real image")]
+    assert rec.units_declared == 12 and rec.units_run == 1
