@@ -235,14 +235,27 @@ class RegressionHead(nn.Module):
 @torch.no_grad()
 def encode(net: SyracNet, images: Sequence[np.ndarray], normalisation: str, *, device="cpu", precision="fp32",
            batch_size: int = 16, fn: Callable | None = None) -> np.ndarray:
-    """``fn`` (default ``net.features``) over input-size uint8 images in batches → ``(n, ...)`` float64."""
+    """``fn`` (default ``net.features``) over input-size uint8 images in batches → ``(n, ...)`` float64.
+
+    A dry-run stage (``"probe: features"``, a unit per batch; :mod:`harness.stages`): in a dry run the features of
+    the batches run stand in for the rest (e.g. the paper's 660 noisy images at 640 × 853 are not all encoded)."""
+    from harness.stages import count_params, stage
+
     fn = fn or net.features
     net.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = normalise(to_unit(images[i:i + batch_size]).to(device), normalisation)
-        with autocast(str(device), precision):
-            out.append(fn(x).float().cpu().numpy())
+    out: list[np.ndarray] = []
+    starts = range(0, len(images), batch_size)
+    with stage("probe: features", units=len(starts), unit=f"batch of {batch_size} images",
+               params=count_params(net)) as st:
+        for i in starts:
+            n = len(images[i:i + batch_size])
+            if st.done:  # a dry run: the first batch's features, cut to this batch's size, stand in
+                out.append(np.resize(out[0], (n, *out[0].shape[1:])))
+                continue
+            with st.unit():
+                x = normalise(to_unit(images[i:i + batch_size]).to(device), normalisation)
+                with autocast(str(device), precision):
+                    out.append(fn(x).float().cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0,))
 
 

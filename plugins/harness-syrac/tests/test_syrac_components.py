@@ -348,3 +348,23 @@ def test_dry_run_pairs_one_image_and_count_every_image_once(tmp_path):
     assert {p.split for p in pairs} == {"train", "val"}
     rec = meter.records[("cell", "pairs: real image")]
     assert rec.units_declared == 12 and rec.units_run == 1
+
+
+def test_probe_features_encode_one_batch_in_a_dry_run():
+    """The linear probe's features: all images outside a dry run; in one, the first batch only, whose features stand
+    in for the others (the paper's 660 noisy images at 640 × 853 were all encoded, minutes per cell on a CPU)."""
+    from harness.stages import Meter, metering
+    from harness_syrac.model import encode
+
+    net = SyracNet("test_resnet")
+    images = [np.full((32, 48, 3), 10 * i, np.uint8) for i in range(20)]
+    full = encode(net, images, "imagenet", batch_size=8)
+    meter = Meter(1)
+    with metering(meter, "cell"):
+        dry = encode(net, images, "imagenet", batch_size=8)
+    assert full.shape == dry.shape and full.shape[0] == 20
+    np.testing.assert_allclose(dry[:8], full[:8], rtol=1e-5, atol=1e-6)  # the batch run is the real one
+    np.testing.assert_array_equal(dry[8:16], dry[:8])
+    assert not np.allclose(full[8:16], full[:8])
+    rec = meter.records[("cell", "probe: features")]
+    assert rec.units_declared == 3 and rec.units_run == 1 and rec.flops_per_unit > 0
