@@ -187,11 +187,17 @@ class Meter:
         return 0 if self._counter is None else self._offset + int(self._counter.get_total_flops())
 
     def record(self, name: str, unit: str) -> StageRecord:
+        """The record of stage ``name`` entered now in the current scope (created on first entry). A stage entered
+        under another parent than its first entry's is recorded apart, as ``"<name> (in <parent>)"``: its full count
+        scales with that parent's (SYRAC's generator runs for the noisy set and, nested, per real image)."""
+        parent = self._units[-1].stage.rec.name if self._units else None
+        rec = self.records.get((self.scope, name))
+        if rec is not None and rec.parent != parent:
+            name = f"{name} (in {parent or 'the cell'})"
+            rec = self.records.get((self.scope, name))
         if self.trace is not None:  # the stage in progress, for a parent process that outlives this one
             self.trace.write_text(name)
-        rec = self.records.get((self.scope, name))
         if rec is None:
-            parent = self._units[-1].stage.rec.name if self._units else None
             rec = self.records[(self.scope, name)] = StageRecord(self.scope, name, unit, parent=parent)
         return rec
 
@@ -353,7 +359,7 @@ def stage(name: str, *, units: float, unit: str = "unit", params: int | None = N
         st.limit = max(1, min(st.limit, int(max_units)))
     if per_cell:
         st.limit = max(0, st.limit - (rec.units_run if rec.entries > 1 else 0))
-    if rec.key is not None and any(o.key == rec.key and o.name == name and o.units_run and o.scope != m.scope
+    if rec.key is not None and any(o.key == rec.key and o.name == rec.name and o.units_run and o.scope != m.scope
                                    for o in m.records.values()):
         st.limit = 0  # measured in another cell of this dry run: its figures are borrowed (_reuse)
     base, saved = m.memory.begin()

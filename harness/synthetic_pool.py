@@ -189,6 +189,8 @@ def generate_cached(ctx: Any, generator: Any, requests: Sequence[GenerationReque
     records, made, n_new = [], [], 0
     todo = requests[:limit] if limit else requests
     label = getattr(generator, "model_id", None) or type(generator).__name__
+    if any(r.init_image is not None for r in todo):
+        label += " img2img"
     with stage(f"generate: {label}", units=len(todo), unit="image", key=gkey, max_units=1) as st:
         for req in todo:
             size = tuple(int(s) for s in size_of(*req.size))

@@ -180,3 +180,37 @@ def test_a_per_cell_budget_runs_no_unit_once_spent(lin):
     assert ran == [2, 0]  # the second image's sampler found the cell's budget spent
     rec = meter.records[("p", "sampler")]
     assert rec.entries == 2 and meter.full_units(rec) == 12  # 3 per entry × 1 entry per image × 4 images
+
+
+def test_a_stage_entered_under_another_parent_is_counted_apart(lin):
+    """SYRAC's generator: 20 images for the noisy set at the top, then 4 per real image inside 'pairs' (30 images).
+    One record for both once counted 20 + 4 images (and scaled the nested steps by that): each parent scales its own."""
+    net, x = lin
+    meter = Meter(max_units=1)
+
+    def generate(n):
+        with stage("generate", units=n, unit="image") as sg:
+            for _ in range(n):
+                with sg.unit():
+                    with stage("step", units=50, unit="denoising step") as ss:
+                        for _ in range(50):
+                            with ss.unit():
+                                net(x)
+                            if ss.done:
+                                break
+                if sg.done:
+                    break
+
+    with metering(meter, "c"):
+        generate(20)
+        with stage("pairs", units=30, unit="real image") as sp:
+            for _ in range(30):
+                with sp.unit():
+                    generate(4)
+                if sp.done:
+                    break
+    recs = {name: r for (scope, name), r in meter.records.items()}
+    assert meter.full_units(recs["generate"]) == 20 and meter.full_units(recs["step"]) == 20 * 50
+    nested = recs["generate (in pairs)"]
+    assert nested.parent == "pairs" and meter.full_units(nested) == 4 * 30
+    assert meter.full_units(recs["step (in generate (in pairs))"]) == 50 * 4 * 30

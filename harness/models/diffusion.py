@@ -142,7 +142,7 @@ class StableDiffusionGenerator:
                                       f"int(steps × strength) = 0 denoising steps: raise steps or strength")
                 init = Image.fromarray(np.asarray(req.init_image, np.uint8)).resize((w, h), Image.BICUBIC)
                 pipe = self.pipe("image")
-                with _denoising_stage(pipe, int(self.steps * req.strength), (h, w), self.key()) as cb:
+                with _denoising_stage(pipe, int(self.steps * req.strength), (h, w), self.key(), "img2img ") as cb:
                     result = pipe(image=init, strength=float(req.strength), callback_on_step_end=cb, **common)
             else:
                 pipe = self.pipe("text")
@@ -155,16 +155,16 @@ class StableDiffusionGenerator:
 
 
 @contextlib.contextmanager
-def _denoising_stage(pipe: Any, steps: int, size: tuple[int, int], key: dict):
-    """The U-Net steps of one image as a dry-run stage (:mod:`harness.stages`): each U-Net call (the guided batch)
-    is a unit; in a dry run the pipeline is interrupted (diffusers' ``interrupt``) after the stage's units and
-    decodes what it has. Yields the ``callback_on_step_end`` to pass (None outside a dry run)."""
+def _denoising_stage(pipe: Any, steps: int, size: tuple[int, int], key: dict, mode: str = ""):
+    """The U-Net steps of one image as a dry-run stage (:mod:`harness.stages`; ``"generate: U-Net step"``, with
+    ``mode`` ``"img2img "``: ``"generate: img2img U-Net step"``): each U-Net call (the guided batch) is a unit; in a
+    dry run the pipeline is interrupted (diffusers' ``interrupt``) after the stage's units and decodes what it has. Yields the ``callback_on_step_end`` to pass (None outside a dry run)."""
     from ..stages import active_meter, count_params, stage
 
     if active_meter() is None:
         yield None
         return
-    with stage("generate: U-Net step", units=steps, unit="denoising step", params=count_params(pipe.unet),
+    with stage(f"generate: {mode}U-Net step", units=steps, unit="denoising step", params=count_params(pipe.unet),
                key={**key, "size": list(size)}) as st:
         open_units: list = []
 

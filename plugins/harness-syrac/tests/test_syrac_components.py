@@ -348,6 +348,8 @@ def test_dry_run_pairs_one_image_and_count_every_image_once(tmp_path):
     assert {p.split for p in pairs} == {"train", "val"}
     rec = meter.records[("cell", "pairs: real image")]
     assert rec.units_declared == 12 and rec.units_run == 1
+    gen_rec = next(r for (_, name), r in meter.records.items() if name.endswith(" img2img"))
+    assert gen_rec.parent == "pairs: real image" and meter.full_units(gen_rec) == 12 * 2  # every real image's images
 
 
 def test_probe_features_encode_one_batch_in_a_dry_run():
