@@ -370,3 +370,23 @@ def test_probe_features_encode_one_batch_in_a_dry_run():
     assert not np.allclose(full[8:16], full[:8])
     rec = meter.records[("cell", "probe: features")]
     assert rec.units_declared == 3 and rec.units_run == 1 and rec.flops_per_unit > 0
+
+
+def test_dry_run_counts_the_noisy_set_once_per_matrix(tmp_path):
+    """The noisy set is the same for every cell of a seed, so a real run's artefact cache generates it once: a dry
+    run counts its images in the first cell only (they were counted again in every cell: 2.8 A100-hours each on the
+    SHA↔SHB paper dry run); each cell still gets the full set (stand-ins)."""
+    from harness.stages import Meter, metering
+
+    ctx = make_ctx(tmp_path)
+    o = parse_or_raise(SyracOptions, {**TINY, "max_real_images": None})
+    gen = Recording(ctx.build("generator", "stable-diffusion", model="tiny", steps=3, max_side=32))
+    meter = Meter(1)
+    sets = {}
+    for scope in ("syrac A→B", "syrac B→A"):
+        with metering(meter, scope):
+            sets[scope] = build_noisy_set(ctx, o, gen, ImageStore(o.input_size, 1e8))
+    assert len(gen.seeds) == 1 and [len(s) for s in sets.values()] == [6, 6]
+    name = next(n for (s, n) in meter.records if s == "syrac A→B" and n.startswith("generate: "))
+    first, second = meter.records[("syrac A→B", name)], meter.records[("syrac B→A", name)]
+    assert meter.full_units(first) == 6 and meter.full_units(second) == 0
