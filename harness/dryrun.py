@@ -8,8 +8,8 @@ ever marked done. Every stage (:mod:`harness.stages`) stops after ``max_units`` 
 not resolve are replaced by random weights of the same architecture, built from the configuration the harness
 ships (``harness/models/configs``), and the cell is marked "architecture only".
 
-Projection of one stage onto a GPU: ``units × FLOPs per unit / (peak FLOP/s of the GPU at the run's precision ×
-efficiency)``. Stages without FLOPs (image decoding, drawing, CRF in numpy…) are counted at this machine's measured
+Projection of one stage onto a GPU: ``units × FLOPs per unit / (peak FLOP/s of the GPU at the run's precision, or
+at the stage's own (``stage(…, precision=…)``: Stable Diffusion runs fp16 on CUDA) × efficiency)``. Stages without FLOPs (image decoding, drawing, CRF in numpy…) are counted at this machine's measured
 time per unit. Peak figures are NVIDIA's dense (no sparsity) datasheet numbers; ``fp32`` uses the plain FP32 rate
 (TF32 tensor cores not assumed). The efficiency (default :data:`DEFAULT_EFFICIENCY`) is an assumption, stated in
 every output and set with ``--gpu-efficiency``.
@@ -57,6 +57,7 @@ class StageCost:
     parent: str | None = None
     timed_with_counter: bool = False
     reused_from: str | None = None
+    precision: str | None = None  # the stage's own GPU precision when not the run's (projected at that peak)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -139,16 +140,20 @@ def report_from_dict(d: dict) -> DryRunReport:
                         d["max_units"], cells, d["dry_run_seconds"])
 
 
-def _costs(meter: Meter, scope: str, peak: float) -> list[StageCost]:
+def _costs(meter: Meter, scope: str, gpu: str, precision: str, efficiency: float) -> list[StageCost]:
+    """The stages of ``scope`` projected onto ``gpu``: at the run's ``precision``, or at the stage's own (a Stable
+    Diffusion pipeline runs fp16 on CUDA whatever the run's precision)."""
     out = []
     for rec in meter.scope_records(scope):
         units = meter.full_units(rec)
         per_s = rec.seconds_per_unit or 0.0
         device_s = units * per_s
+        own = rec.precision if rec.precision != precision else None
+        peak = GPUS[gpu][own or precision] * efficiency
         gpu_s = units * rec.flops_per_unit / peak if rec.flops_per_unit else device_s
         out.append(StageCost(rec.name, rec.unit, rec.params, rec.peak_bytes, rec.flops_per_unit, rec.seconds_per_unit,
                              rec.units_run, units, device_s / 3600, gpu_s / 3600, rec.parent, rec.timed_with_counter,
-                             rec.reused_from))
+                             rec.reused_from, own))
     return out
 
 
@@ -178,7 +183,6 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
         raise ConfigError(f"unknown GPU {gpu!r}: choose one of {', '.join(GPUS)}")
     if not 0 < efficiency <= 1:
         raise ConfigError(f"--gpu-efficiency must lie in (0, 1], got {efficiency}")
-    peak = GPUS[gpu][plan.precision] * efficiency
     first = plan.seeds[0]
     cells = [c for c in plan.cells if c.seed == first]
     meter = Meter(max_units, device)
@@ -198,7 +202,7 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
             else:
                 error = _metered_cell(plan, cell, cell_dir, device, cache, meter, scope)
             out.append(CellCost(cell.method, cell.source, cell.target, time.perf_counter() - t0,
-                                _costs(meter, scope, peak), dict(meter.weights.get(scope, {})), error))
+                                _costs(meter, scope, gpu, plan.precision, efficiency), dict(meter.weights.get(scope, {})), error))
             shutil.rmtree(cell_dir, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -338,7 +342,7 @@ def render(report: DryRunReport) -> Any:
         label = f"{c.method}\n{c.source}→{c.target}" + ("\n(architecture only)" if c.architecture_only else "")
         first = True
         for s in c.stages:
-            t.add_row(label if first else "", ("  " if s.parent else "") + s.name, s.unit, _si(s.params),
+            t.add_row(label if first else "", ("  " if s.parent else "") + s.name + _own(s), s.unit, _si(s.params),
                       _si(s.peak_bytes, "B"), _si(s.flops_per_unit),
                       "—" if s.seconds_per_unit is None else f"{s.seconds_per_unit:.3g}"
                       + ("*" if s.timed_with_counter else "") + ("†" if s.reused_from else ""),
@@ -357,10 +361,15 @@ def render(report: DryRunReport) -> Any:
     m.add_row(Text("matrix", style="bold"), Text(_hours(report.gpu_hours), style="bold"), "", "", "")
     notes = Text(f"{len(report.cells)} cell(s) dry-run in {report.seconds:.0f} s, {report.max_units} unit(s) per "
                  f"stage; * timed with the FLOP counter on (one unit ran); † figures of the same stage in another "
-                 f"cell (its work was cached); stages without FLOPs are counted at this machine's time. GPU peak "
+                 f"cell (its work was cached); [fp16]: projected at that precision's peak; stages without FLOPs are "
+                 f"counted at this machine's time. GPU peak "
                  f"{_si(GPUS[report.gpu][report.precision], 'FLOP/s')} ({report.precision}, dense datasheet figure), "
                  f"efficiency {report.efficiency} assumed (--gpu-efficiency).", style="dim")
     return Group(t, m, notes)
+
+
+def _own(s: StageCost) -> str:
+    return f" [{s.precision}]" if s.precision else ""
 
 
 def markdown(report: DryRunReport) -> str:
@@ -385,7 +394,7 @@ def markdown(report: DryRunReport) -> str:
         for s in c.stages:
             sec = "—" if s.seconds_per_unit is None else f"{s.seconds_per_unit:.3g}" + (
                 "*" if s.timed_with_counter else "") + ("†" if s.reused_from else "")
-            out.append(f"| {label} | {'↳ ' if s.parent else ''}{s.name} | {s.unit} | {_si(s.params)} | "
+            out.append(f"| {label} | {'↳ ' if s.parent else ''}{s.name}{_own(s)} | {s.unit} | {_si(s.params)} | "
                        f"{_si(s.peak_bytes, 'B')} | {_si(s.flops_per_unit)} | {sec} | {s.units:,.0f} | "
                        f"{_hours(s.gpu_hours)} |")
         if c.error:
@@ -394,7 +403,8 @@ def markdown(report: DryRunReport) -> str:
             out.append(f"| {label} | weights: " + "; ".join(f"{k}: {v}" for k, v in c.weights.items())
                        + " | | | | | | | |")
     out += ["", "\\* timed with the FLOP counter on (one unit ran); † figures borrowed from the same stage in "
-            "another cell (same cost key, or its work cached there); ↳ nested in the stage above."]
+            "another cell (same cost key, or its work cached there); ↳ nested in the stage above; [fp16]: "
+            "projected at that precision's peak (the component runs so on a GPU whatever the run's)."]
     return "\n".join(out) + "\n"
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator
 
 from .meter_memory import PeakMemory
@@ -118,6 +118,7 @@ class StageRecord:
         params: parameters of the modules the stage runs (declared by the stage).
         key: the stage's identity for reuse across cells (e.g. a generator's key), or None.
         reused_from: the scope whose per-unit figures were reused (cached work in this scope), or None.
+        precision: the stage's GPU precision when fixed by its component (Stable Diffusion: fp16), or None.
     """
 
     scope: str
@@ -135,6 +136,7 @@ class StageRecord:
     params: int | None = None
     key: str | None = None
     reused_from: str | None = None
+    precision: str | None = None
     _timed: list = field(default_factory=list, repr=False)
     _counted_s: float | None = field(default=None, repr=False)
 
@@ -187,9 +189,8 @@ class Meter:
         return 0 if self._counter is None else self._offset + int(self._counter.get_total_flops())
 
     def record(self, name: str, unit: str) -> StageRecord:
-        """The record of stage ``name`` entered now in the current scope (created on first entry). A stage entered
-        under another parent than its first entry's is recorded apart, as ``"<name> (in <parent>)"``: its full count
-        scales with that parent's (SYRAC's generator runs for the noisy set and, nested, per real image)."""
+        """The record of stage ``name`` entered now in this scope; under another parent than its first entry's it
+        is ``"<name> (in <parent>)"``, counted apart (SYRAC's generator: the noisy set, and per real image)."""
         parent = self._units[-1].stage.rec.name if self._units else None
         rec = self.records.get((self.scope, name))
         if rec is not None and rec.parent != parent:
@@ -209,8 +210,6 @@ class Meter:
         """A cached artefact (``CellContext.cached_fit``) was made or found in the current scope: when made, remember
         the stages its creation ran (those new since ``before``); when found, made by another cell of this dry run,
         copy those stages into this scope (figures borrowed), so a cached fit does not hide its cost."""
-        import dataclasses
-
         if not hit:
             self.artefacts[path] = (self.scope, sorted(self.names() - before))
             return
@@ -221,8 +220,8 @@ class Meter:
         for name in names:
             rec = self.records.get((src, name))
             if rec is not None and (self.scope, name) not in self.records:
-                self.records[(self.scope, name)] = dataclasses.replace(rec, scope=self.scope, reused_from=src,
-                                                                       _timed=list(rec._timed))
+                self.records[(self.scope, name)] = replace(rec, scope=self.scope, reused_from=src,
+                                                           _timed=list(rec._timed))
 
     def scope_records(self, scope: str) -> list[StageRecord]:
         return [r for (s, _), r in self.records.items() if s == scope]
@@ -325,7 +324,7 @@ _NO_STAGE = _NoStage()
 
 @contextlib.contextmanager
 def stage(name: str, *, units: float, unit: str = "unit", params: int | None = None, key: Any = None,
-          max_units: int | None = None, per_cell: bool = False) -> Iterator[Any]:
+          max_units: int | None = None, per_cell: bool = False, precision: str | None = None) -> Iterator[Any]:
     """Declare a stage (see the module notes) and yield its handle (``.unit()``, ``.done``).
 
     Args:
@@ -340,6 +339,7 @@ def stage(name: str, *, units: float, unit: str = "unit", params: int | None = N
         max_units: a lower cap than the meter's for this stage (e.g. 1 generated image).
         per_cell: the units are a budget of the stage in the cell, not of each entry: once spent, later entries run
             none (for loops that cope with no unit, e.g. a sampler entered once per validation image).
+        precision: the precision the stage's component runs at on a GPU whatever the run's (projected at its peak).
     """
     m = _METER.get()
     if m is None:
@@ -350,6 +350,7 @@ def stage(name: str, *, units: float, unit: str = "unit", params: int | None = N
     rec.units_declared += float(units)
     if params is not None:
         rec.params = max(rec.params or 0, int(params))
+    rec.precision = precision or rec.precision
     if key is not None and rec.key is None:
         import json
 
@@ -410,10 +411,8 @@ def _reuse(meter: Meter, scope: str) -> None:
 
 def _borrow_nested(meter: Meter, scope: str, parent: StageRecord) -> None:
     """Copy into ``scope`` the stages nested in ``parent`` (measured in ``parent.scope``) that ``scope`` lacks."""
-    import dataclasses
-
     for child in [r for r in meter.scope_records(parent.scope) if r.parent == parent.name]:
         if (scope, child.name) not in meter.records:
-            meter.records[(scope, child.name)] = dataclasses.replace(child, scope=scope, reused_from=child.scope,
-                                                                     _timed=list(child._timed))
+            meter.records[(scope, child.name)] = replace(child, scope=scope, reused_from=child.scope,
+                                                         _timed=list(child._timed))
             _borrow_nested(meter, scope, child)

@@ -204,7 +204,7 @@ def generate_cached(ctx: Any, generator: Any, requests: Sequence[GenerationReque
     if any(r.init_image is not None for r in todo):
         label += " img2img"
     with stage(f"generate: {label}", units=sum(not c for *_, c in planned), unit="image", key=gkey,
-               max_units=1) as st:
+               max_units=1, precision=getattr(generator, "gpu_precision", None)) as st:
         for req, size, ikey, path, cached in planned:
             if not path.exists() and (st.done or cached) and made:
                 # a dry run: an image made here stands in, so every later stage sees the full pool

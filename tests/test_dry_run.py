@@ -170,6 +170,11 @@ def test_paper_profiles_dry_run_at_their_real_shapes(tmp_path):
     unet = stages["generate: U-Net step"]
     assert unet["params"] == 859_520_964 and unet["parent"].startswith("generate: ")  # SD 1.5's U-Net, exactly
     assert unet["units"] == 50 * stages[unet["parent"]]["units"]  # 50 denoising steps per generated image
+    # the pipeline runs fp16 on CUDA whatever the run's precision (fp32 here): projected at the fp16 peak
+    assert unet["precision"] == "fp16" and stages[unet["parent"]]["precision"] == "fp16"
+    assert unet["gpu_hours"] * 3600 == pytest.approx(
+        unet["units"] * unet["flops_per_unit"] / (GPUS["a100"]["fp16"] * 0.3))
+    assert stages["train: density"]["precision"] is None  # the run's
     assert stages["caption: Salesforce/blip-image-captioning-base"]["flops_per_unit"] > 1e10
     assert "WIDER FACE" in by["detnet"]["weights"]  # stand-in: the dataset is not under the data root
     assert not by["source-only-mcnn-sha"]["architecture_only"]  # the released MCNN weights are here

@@ -70,6 +70,8 @@ class StableDiffusionGenerator:
     """
 
     modes = ("text", "image")
+    #: the pipeline's precision on a GPU, whatever the run's (the dry run projects its stages at that peak)
+    gpu_precision = "fp16"
 
     def __init__(self, model: str = SD15_ID, *, steps: int = 50, guidance_scale: float = 7.5,
                  max_side: int | None = None, device: str = "cpu", cache_root: Path | None = None):
@@ -85,7 +87,7 @@ class StableDiffusionGenerator:
                                  what="Stable Diffusion model", option="generator_model")
         self.folder, self.identity = resolved.folder, resolved.identity
         self.multiple = size_multiple(self.folder)
-        self.dtype = "float16" if str(device).startswith("cuda") else "float32"
+        self.dtype = "float16" if str(device).startswith("cuda") else "float32"  # gpu_precision
         self.provenance = Provenance(weights=f"diffusers:{model}", trained_on=frozenset())
         self._pipes: dict[str, object] = {}
 
@@ -165,7 +167,7 @@ def _denoising_stage(pipe: Any, steps: int, size: tuple[int, int], key: dict, mo
         yield None
         return
     with stage(f"generate: {mode}U-Net step", units=steps, unit="denoising step", params=count_params(pipe.unet),
-               key={**key, "size": list(size)}) as st:
+               key={**key, "size": list(size)}, precision=StableDiffusionGenerator.gpu_precision) as st:
         open_units: list = []
 
         def pre(module, args, kwargs):
