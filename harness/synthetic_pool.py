@@ -35,7 +35,7 @@ from .io import atomic_write_json
 from .options import component
 from .pseudo_labels import (DISTANCES, CounterAnnotator, density_to_points, q_stats,  # noqa: F401  (re-exported)
                             quality_score)
-from .stages import active_meter, params_of, stage
+from .stages import params_of, stage
 from .training.density import EpochExtras
 from .types import GenerationRequest, PseudoLabel, output_stride
 
@@ -185,40 +185,31 @@ def generate_cached(ctx: Any, generator: Any, requests: Sequence[GenerationReque
                     limit: int | None = None) -> tuple[list[SyntheticRecord], int]:
     """Stage 1: ``(records, number generated now)``; cached images are reused, missing ones generated (resume).
 
-    In a dry run (:mod:`harness.stages`) the stage declares only the images a real run would generate: an image
-    that an earlier cell of the dry run made or let a stand-in take the place of counts as cached, as the artefact
-    cache shares it between the cells of a real run (e.g. SYRAC's noisy set, the same for every cell of a seed)."""
+    In a dry run (:mod:`harness.stages`) the images count in every cell that uses them, as cached fits do: an image
+    another cell made is not generated again (figures borrowed), but each cell's cost is what it costs alone."""
     gkey = generator.key()
     size_of = getattr(generator, "output_size", lambda h, w: (h, w))
-    meter = active_meter()
     records, made, n_new = [], [], 0
     todo = requests[:limit] if limit else requests
-    planned = []
-    for req in todo:
-        size = tuple(int(s) for s in size_of(*req.size))
-        ikey = {"generator": gkey, "request": req.key(), "size": list(size)}
-        path = ctx.cache.path("synthetic/image", ikey, ".png")
-        other_cell = meter is not None and meter.artefacts.get(str(path), (meter.scope,))[0] != meter.scope
-        planned.append((req, size, ikey, path, path.exists() or other_cell))
     label = getattr(generator, "model_id", None) or type(generator).__name__
     if any(r.init_image is not None for r in todo):
         label += " img2img"
-    with stage(f"generate: {label}", units=sum(not c for *_, c in planned), unit="image", key=gkey,
-               max_units=1, precision=getattr(generator, "gpu_precision", None)) as st:
-        for req, size, ikey, path, cached in planned:
-            if not path.exists() and (st.done or cached) and made:
-                # a dry run: an image made here stands in, so every later stage sees the full pool
+    with stage(f"generate: {label}", units=len(todo), unit="image", key=gkey, max_units=1,
+               precision=getattr(generator, "gpu_precision", None)) as st:
+        for req in todo:
+            size = tuple(int(s) for s in size_of(*req.size))
+            ikey = {"generator": gkey, "request": req.key(), "size": list(size)}
+            path = ctx.cache.path("synthetic/image", ikey, ".png")
+            if not path.exists() and st.done and made:
+                # a dry run (harness.stages): an image made here stands in, so every later stage sees the full pool
                 stand_in = made[len(records) % len(made)]
                 records.append(SyntheticRecord(req, stand_in.path, stand_in.size))
-                meter.artefacts.setdefault(str(path), (meter.scope, []))
                 continue
             if not path.exists():
                 with st.unit():
                     img = generator.generate([req])[0].image
                 ctx.cache.get_or_create("synthetic/image", ikey, ".png", lambda p, im=img: _save_png(p, im))
                 n_new += 1
-                if meter is not None:
-                    meter.artefacts.setdefault(str(path), (meter.scope, []))
             records.append(SyntheticRecord(req, path, size))
             made.append(records[-1])
     return records, n_new
