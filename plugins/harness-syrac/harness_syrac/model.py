@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import Prediction, Provenance, autocast, check_image
+from harness import Prediction, Provenance, autocast, check_image, count_params, stage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -239,8 +239,6 @@ def encode(net: SyracNet, images: Sequence[np.ndarray], normalisation: str, *, d
 
     A dry-run stage (``"probe: features"``, a unit per batch; :mod:`harness.stages`): in a dry run the features of
     the batches run stand in for the rest (e.g. the paper's 660 noisy images at 640 × 853 are not all encoded)."""
-    from harness.stages import count_params, stage
-
     fn = fn or net.features
     net.eval()
     out: list[np.ndarray] = []
