@@ -9,8 +9,8 @@ not resolve are replaced by random weights of the same architecture, built from 
 ships (``harness/models/configs``), and the cell is marked "architecture only".
 
 Projection of one stage onto a GPU: ``units × FLOPs per unit / (peak FLOP/s of the GPU at the run's precision, or
-at the stage's own (``stage(…, precision=…)``: Stable Diffusion runs fp16 on CUDA) × efficiency)``. Stages without FLOPs (image decoding, drawing, CRF in numpy…) are counted at this machine's measured
-time per unit. Peak figures are NVIDIA's dense (no sparsity) datasheet numbers; ``fp32`` uses the plain FP32 rate
+at the stage's own (``stage(…, precision=…)``: Stable Diffusion runs fp16 on CUDA) × efficiency)``. Stages without
+FLOPs (image decoding, drawing, CRF in numpy…) are counted at this machine's measured time per unit. Peak figures are NVIDIA's dense (no sparsity) datasheet numbers; ``fp32`` uses the plain FP32 rate
 (TF32 tensor cores not assumed). The efficiency (default :data:`DEFAULT_EFFICIENCY`) is an assumption, stated in
 every output and set with ``--gpu-efficiency``.
 """
@@ -202,7 +202,8 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
             else:
                 error = _metered_cell(plan, cell, cell_dir, device, cache, meter, scope)
             out.append(CellCost(cell.method, cell.source, cell.target, time.perf_counter() - t0,
-                                _costs(meter, scope, gpu, plan.precision, efficiency), dict(meter.weights.get(scope, {})), error))
+                                _costs(meter, scope, gpu, plan.precision, efficiency),
+                                dict(meter.weights.get(scope, {})), error))
             shutil.rmtree(cell_dir, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

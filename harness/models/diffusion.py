@@ -87,7 +87,7 @@ class StableDiffusionGenerator:
                                  what="Stable Diffusion model", option="generator_model")
         self.folder, self.identity = resolved.folder, resolved.identity
         self.multiple = size_multiple(self.folder)
-        self.dtype = "float16" if str(device).startswith("cuda") else "float32"  # gpu_precision
+        self.dtype = "float16" if str(device).startswith("cuda") else "float32"  # on CUDA: gpu_precision
         self.provenance = Provenance(weights=f"diffusers:{model}", trained_on=frozenset())
         self._pipes: dict[str, object] = {}
 
@@ -160,7 +160,8 @@ class StableDiffusionGenerator:
 def _denoising_stage(pipe: Any, steps: int, size: tuple[int, int], key: dict, mode: str = ""):
     """The U-Net steps of one image as a dry-run stage (:mod:`harness.stages`; ``"generate: U-Net step"``, with
     ``mode`` ``"img2img "``: ``"generate: img2img U-Net step"``): each U-Net call (the guided batch) is a unit; in a
-    dry run the pipeline is interrupted (diffusers' ``interrupt``) after the stage's units and decodes what it has. Yields the ``callback_on_step_end`` to pass (None outside a dry run)."""
+    dry run the pipeline is interrupted (diffusers' ``interrupt``) after the stage's units and decodes what it has.
+    Yields the ``callback_on_step_end`` to pass (None outside a dry run)."""
     from ..stages import active_meter, count_params, stage
 
     if active_meter() is None:
