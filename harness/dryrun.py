@@ -10,7 +10,8 @@ ships (``harness/models/configs``), and the cell is marked "architecture only".
 
 Projection of one stage onto a GPU: ``units × FLOPs per unit / (peak FLOP/s of the GPU at the run's precision, or
 at the stage's own (``stage(…, precision=…)``: Stable Diffusion runs fp16 on CUDA) × efficiency)``. Stages without
-FLOPs (image decoding, drawing, CRF in numpy…) are counted at this machine's measured time per unit. Peak figures are NVIDIA's dense (no sparsity) datasheet numbers; ``fp32`` uses the plain FP32 rate
+FLOPs (image decoding, drawing, CRF in numpy…) are counted at this machine's measured time per unit. Peak figures
+are NVIDIA's dense (no sparsity) datasheet numbers; ``fp32`` uses the plain FP32 rate
 (TF32 tensor cores not assumed). The efficiency (default :data:`DEFAULT_EFFICIENCY`) is an assumption, stated in
 every output and set with ``--gpu-efficiency``.
 """
