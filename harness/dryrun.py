@@ -17,6 +17,7 @@ every output and set with ``--gpu-efficiency``.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -187,7 +188,7 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
     first = plan.seeds[0]
     cells = [c for c in plan.cells if c.seed == first]
     meter = Meter(max_units, device)
-    tmp = Path(tempfile.mkdtemp(prefix="harness-dry-run-"))
+    tmp = scratch_folder()
     out, t_all = [], time.perf_counter()
     try:
         cache = ArtifactCache(tmp / "cache")
@@ -210,6 +211,30 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
         shutil.rmtree(tmp, ignore_errors=True)
     return DryRunReport(plan.profile, plan.precision, device, gpu, efficiency, len(plan.seeds), max_units, out,
                         time.perf_counter() - t_all)
+
+
+SCRATCH_PREFIX = "harness-dry-run-"
+
+
+def scratch_folder(base: Path | None = None) -> Path:
+    """A new scratch folder for a dry run's cells and artefact cache: ``<tmp>/harness-dry-run-<pid>-<random>``
+    (``base`` defaults to :func:`tempfile.gettempdir`, i.e. ``$TMPDIR``).
+
+    A dry run removes its folder when it ends, but not when it is killed (SIGKILL, the out-of-memory killer): the
+    folders of dry runs whose process is gone (a paper profile's leaves ~2.5 GB of generated images and weights)
+    are removed here first. Only this user's folders are touched; a folder whose process may still live is kept."""
+    base = Path(base or tempfile.gettempdir())
+    for old in base.glob(f"{SCRATCH_PREFIX}*"):
+        pid = old.name[len(SCRATCH_PREFIX):].split("-")[0]
+        try:
+            if not pid.isdigit() or old.lstat().st_uid != os.getuid() or not old.is_dir():
+                continue
+            os.kill(int(pid), 0)  # raises ProcessLookupError when the process is gone
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # not ours to signal (another user's pid): it may be alive
+            continue
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
 
 
 def _metered_cell(plan: Any, cell: Any, cell_dir: Path, device: str, cache: Any, meter: Meter,
@@ -410,4 +435,5 @@ def markdown(report: DryRunReport) -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["dry_run", "render", "markdown", "report_from_dict", "DryRunReport", "CellCost", "StageCost", "GPUS", "DEFAULT_EFFICIENCY"]
+__all__ = ["dry_run", "render", "markdown", "report_from_dict", "scratch_folder", "DryRunReport", "CellCost",
+           "StageCost", "GPUS", "DEFAULT_EFFICIENCY"]

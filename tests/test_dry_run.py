@@ -104,7 +104,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
 def test_killing_the_dry_run_ends_the_cell_process_it_started(tmp_path):
     """A dry run killed from outside (SIGKILL: no exit handlers run) does not leave its cell's process computing on
-    as an orphan: the cell process notices its parent is gone and ends within seconds."""
+    as an orphan: the cell process notices its parent is gone and ends within seconds. Its scratch folder (a paper
+    profile's holds gigabytes) is left behind, and the next dry run removes it."""
     import subprocess
     import sys
     import time
@@ -113,7 +114,10 @@ def test_killing_the_dry_run_ends_the_cell_process_it_started(tmp_path):
     hold = tmp_path / "hold"
     hold.touch()  # the slow plugin's training waits while this file exists: the cell is busy when the driver dies
     tests = str(Path(__file__).resolve().parent)  # where slow_plugin lives
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     env = {**os.environ, "SLOW_PLUGIN_HOLD": str(hold), "HARNESS_CACHE": str(tmp_path / "cache"),
+           "TMPDIR": str(scratch),
            "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
     driver = subprocess.Popen([str(Path(sys.executable).parent / "harness"), "run", "--matrix", SYN, "--methods",
                                "slow-tiny", "--plugin", "slow_plugin", "--dry-run", "--device", "cpu", "--out",
@@ -129,6 +133,14 @@ def test_killing_the_dry_run_ends_the_cell_process_it_started(tmp_path):
         while any(_alive(k) for k in kids) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not any(_alive(k) for k in kids), "the cell process outlived the dry run"
+        left = list(scratch.glob(f"harness-dry-run-{driver.pid}-*"))
+        assert len(left) == 1 and (left[0] / "cells").is_dir()
+        from harness.dryrun import scratch_folder
+
+        live = scratch / f"harness-dry-run-{os.getpid()}-x"  # a dry run still running (this process) keeps its folder
+        live.mkdir()
+        new = scratch_folder(scratch)
+        assert not left[0].exists() and live.is_dir() and new.name.startswith(f"harness-dry-run-{os.getpid()}-")
     finally:
         hold.unlink(missing_ok=True)
         if driver.poll() is None:

@@ -55,6 +55,9 @@ def test_tiny_generator_seeds_and_sizes(tiny_generator):
     g = tiny_generator
     assert g.multiple == 8 and g.output_size(768, 1024) == (48, 64)
     assert g._pipes == {} and g.key()["dtype"] == "float32"  # sizes and cache keys need no weights
+    # on a GPU the pipeline runs at the precision the dry run projects it at (one fact, two uses)
+    on_gpu = StableDiffusionGenerator("tiny", steps=2, max_side=64, device="cuda", cache_root=g.folder.parent.parent)
+    assert on_gpu.gpu_precision == "fp16" and on_gpu.key()["dtype"] == "float16"
     a, b, c = g.generate([req(1), req(1), req(2)])
     assert a.image.shape == (48, 64, 3) and a.image.dtype == np.uint8
     assert np.array_equal(a.image, b.image)  # same prompt and seed: same image

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..io import default_cache_dir
+from ..training.precision import DTYPE_NAMES
 from ..types import GenerationRequest, Provenance, SyntheticImage
 
 #: Stable Diffusion v1.5 (PromptMix) — the community mirror of runwayml/stable-diffusion-v1-5
@@ -87,7 +88,7 @@ class StableDiffusionGenerator:
                                  what="Stable Diffusion model", option="generator_model")
         self.folder, self.identity = resolved.folder, resolved.identity
         self.multiple = size_multiple(self.folder)
-        self.dtype = "float16" if str(device).startswith("cuda") else "float32"  # on CUDA: gpu_precision
+        self.dtype = DTYPE_NAMES[self.gpu_precision if str(device).startswith("cuda") else "fp32"]
         self.provenance = Provenance(weights=f"diffusers:{model}", trained_on=frozenset())
         self._pipes: dict[str, object] = {}
 

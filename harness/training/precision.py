@@ -6,6 +6,8 @@ from __future__ import annotations
 from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: the torch dtype (``torch.<name>``) of each precision's tensors
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def make_accelerator(device: str = "cpu", precision: str = "fp32"):
@@ -39,7 +41,7 @@ def autocast_dtype(precision: str):
     """torch dtype of autocast for ``precision`` (None for fp32)."""
     import torch
 
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return None if precision == "fp32" else getattr(torch, DTYPE_NAMES[precision])
 
 
 def autocast(device: str, precision: str):
@@ -56,4 +58,4 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=dtype)
 
 
-__all__ = ["PRECISIONS", "make_accelerator", "autocast", "autocast_dtype"]
+__all__ = ["PRECISIONS", "DTYPE_NAMES", "make_accelerator", "autocast", "autocast_dtype"]
