@@ -17,16 +17,16 @@ every output and set with ``--gpu-efficiency``.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, HarnessError
-from .stages import Meter, metering
+from .errors import ConfigError
+from .dryrun_cells import cell_in_child, meter_from, meter_state, metered_cell
+from .dryrun_progress import DryRunProgress, code_identity, scratch_folder
+from .stages import Meter
 
 #: peak dense FLOP/s per precision (NVIDIA datasheets: V100 SXM2, A100 SXM4, H100 SXM5, H200 SXM, L40S, RTX 4090;
 #: fp16/bf16 with FP32 accumulate on tensor cores; fp32 without TF32)
@@ -109,6 +109,7 @@ class DryRunReport:
     max_units: int
     cells: list[CellCost]
     seconds: float
+    resumed: int = 0  # cells measured by an earlier run of this dry run that was interrupted (their time included)
 
     def method_totals(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -130,6 +131,7 @@ class DryRunReport:
         return {"profile": self.profile, "precision": self.precision, "device": self.device, "gpu": self.gpu,
                 "gpu_peak_flops": GPUS[self.gpu][self.precision], "efficiency": self.efficiency,
                 "seeds": self.seeds, "max_units": self.max_units, "dry_run_seconds": round(self.seconds, 1),
+                "cells_measured_earlier": self.resumed,
                 "gpu_hours": self.gpu_hours, "methods": self.method_totals(),
                 "cells": [c.to_dict() for c in self.cells]}
 
@@ -139,7 +141,7 @@ def report_from_dict(d: dict) -> DryRunReport:
     cells = [CellCost(c["method"], c["source"], c["target"], c["dry_run_seconds"],
                       [StageCost(**s) for s in c["stages"]], dict(c["weights"]), c["error"]) for c in d["cells"]]
     return DryRunReport(d["profile"], d["precision"], d["device"], d["gpu"], d["efficiency"], d["seeds"],
-                        d["max_units"], cells, d["dry_run_seconds"])
+                        d["max_units"], cells, d["dry_run_seconds"], d.get("cells_measured_earlier", 0))
 
 
 def _costs(meter: Meter, scope: str, gpu: str, precision: str, efficiency: float) -> list[StageCost]:
@@ -160,7 +162,8 @@ def _costs(meter: Meter, scope: str, gpu: str, precision: str, efficiency: float
 
 
 def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DEFAULT_EFFICIENCY,
-            max_units: int = 2, on_cell: Any = None, isolate: bool = False) -> DryRunReport:
+            max_units: int = 2, on_cell: Any = None, isolate: bool = False, progress_dir: Path | None = None,
+            on_resume: Any = None) -> DryRunReport:
     """Run every cell of ``plan`` (first seed) under a :class:`~harness.stages.Meter` (see the module notes).
 
     Args:
@@ -169,17 +172,22 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
         gpu: the GPU the projection is for (a key of :data:`GPUS`).
         efficiency: sustained fraction of the GPU's peak, in (0, 1].
         max_units: units each stage entry runs.
-        on_cell: ``on_cell(i, n, cell)`` before each cell (progress).
+        on_cell: ``on_cell(i, n, cell)`` before each cell measured now (progress).
         isolate: run each cell in a fresh process (``spawn``; ``harness run --dry-run`` does): a cell that the
             operating system kills — the out-of-memory killer when a stage needs more memory than the machine has —
             is one failed cell naming its stage and the signal, and the other cells go on (in-process, the whole dry
             run would die with it). The meter's records travel to the child and back, so figures measured in one
             cell are still borrowed by the next.
+        progress_dir: where the progress of an interrupted dry run is kept (:mod:`harness.dryrun_progress`;
+            default ``<harness cache>/dry-runs``): the same dry run started again measures only the cells it had
+            not (or that failed).
+        on_resume: ``on_resume(k, n)`` when ``k`` of the ``n`` cells were measured by an earlier, interrupted run.
 
     Raises:
         ConfigError: unknown GPU or an efficiency outside (0, 1].
     """
-    from .io import ArtifactCache
+    from .cell import cell_config, identity
+    from .io import ArtifactCache, default_cache_dir
 
     if gpu not in GPUS:
         raise ConfigError(f"unknown GPU {gpu!r}: choose one of {', '.join(GPUS)}")
@@ -187,149 +195,45 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
         raise ConfigError(f"--gpu-efficiency must lie in (0, 1], got {efficiency}")
     first = plan.seeds[0]
     cells = [c for c in plan.cells if c.seed == first]
-    meter = Meter(max_units, device)
+    progress = DryRunProgress(progress_dir or default_cache_dir() / "dry-runs", {
+        "cells": [identity(cell_config(plan, c, device)) for c in cells], "max_units": max_units,
+        "device": device, "isolate": isolate, "code": code_identity()})
+    done, state, earlier_s = progress.load()  # {index: (seconds, error)} of an interrupted run of this dry run
+    meter = Meter(max_units, device) if state is None else meter_from(state)
+    done = {i: v for i, v in done.items() if v[1] is None}  # a failed cell is measured again
+    resumed = len(done)
+    if resumed and on_resume is not None:
+        on_resume(resumed, len(cells))
     tmp = scratch_folder()
-    out, t_all = [], time.perf_counter()
+    t_all = time.perf_counter()
     try:
         cache = ArtifactCache(tmp / "cache")
         for i, cell in enumerate(cells):
+            if i in done:
+                continue
             if on_cell is not None:
                 on_cell(i, len(cells), cell)
             scope = f"{cell.method} {cell.pair}"
+            meter.records = {k: r for k, r in meter.records.items() if k[0] != scope}  # a failed earlier attempt's
+            meter.weights.pop(scope, None)
             cell_dir = tmp / "cells" / f"{i:04d}"
             cell_dir.mkdir(parents=True)
             t0 = time.perf_counter()
             if isolate:
-                meter, error = _cell_in_child(plan, cell, cell_dir, device, cache.root, meter, scope)
+                meter, error = cell_in_child(plan, cell, cell_dir, device, cache.root, meter, scope)
             else:
-                error = _metered_cell(plan, cell, cell_dir, device, cache, meter, scope)
-            out.append(CellCost(cell.method, cell.source, cell.target, time.perf_counter() - t0,
-                                _costs(meter, scope, gpu, plan.precision, efficiency),
-                                dict(meter.weights.get(scope, {})), error))
+                error = metered_cell(plan, cell, cell_dir, device, cache, meter, scope)
+            done[i] = (time.perf_counter() - t0, error)
+            progress.save(done, meter_state(meter), earlier_s + time.perf_counter() - t_all)
             shutil.rmtree(cell_dir, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    progress.remove()
+    out = [CellCost(c.method, c.source, c.target, done[i][0],
+                    _costs(meter, f"{c.method} {c.pair}", gpu, plan.precision, efficiency),
+                    dict(meter.weights.get(f"{c.method} {c.pair}", {})), done[i][1]) for i, c in enumerate(cells)]
     return DryRunReport(plan.profile, plan.precision, device, gpu, efficiency, len(plan.seeds), max_units, out,
-                        time.perf_counter() - t_all)
-
-
-SCRATCH_PREFIX = "harness-dry-run-"
-
-
-def scratch_folder(base: Path | None = None) -> Path:
-    """A new scratch folder for a dry run's cells and artefact cache: ``<tmp>/harness-dry-run-<pid>-<random>``
-    (``base`` defaults to :func:`tempfile.gettempdir`, i.e. ``$TMPDIR``).
-
-    A dry run removes its folder when it ends, but not when it is killed (SIGKILL, the out-of-memory killer): the
-    folders of dry runs whose process is gone (a paper profile's leaves ~2.5 GB of generated images and weights)
-    are removed here first. Only this user's folders are touched; a folder whose process may still live is kept."""
-    base = Path(base or tempfile.gettempdir())
-    for old in base.glob(f"{SCRATCH_PREFIX}*"):
-        pid = old.name[len(SCRATCH_PREFIX):].split("-")[0]
-        try:
-            if not pid.isdigit() or old.lstat().st_uid != os.getuid() or not old.is_dir():
-                continue
-            os.kill(int(pid), 0)  # raises ProcessLookupError when the process is gone
-        except ProcessLookupError:
-            shutil.rmtree(old, ignore_errors=True)
-        except OSError:  # not ours to signal (another user's pid): it may be alive
-            continue
-    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
-
-
-def _metered_cell(plan: Any, cell: Any, cell_dir: Path, device: str, cache: Any, meter: Meter,
-                  scope: str) -> str | None:
-    """Run one cell with ``meter`` active; returns the error line of a stage that could not run (or None)."""
-    from .cell import run_cell
-
-    with metering(meter, scope):
-        try:
-            run_cell(plan, cell, cell_dir, device, cache=cache, commit=None)
-        except HarnessError as exc:
-            return str(exc).splitlines()[0]
-        except Exception as exc:  # a stage that cannot run is the finding: one line, the next cell goes on
-            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return None
-
-
-def _meter_state(meter: Meter) -> dict:
-    return {"max_units": meter.max_units, "device": meter.device, "records": meter.records,
-            "weights": meter.weights, "artefacts": meter.artefacts}
-
-
-def _meter_from(state: dict) -> Meter:
-    meter = Meter(state["max_units"], state["device"])
-    meter.records, meter.weights, meter.artefacts = state["records"], state["weights"], state["artefacts"]
-    return meter
-
-
-def _child(spec: Any, relpath: str, cell_dir: str, device: str, cache_root: str, state: dict, scope: str,
-           result: str, trace: str, parent: int) -> None:
-    """The body of an isolated dry-run cell (:func:`dry_run` with ``isolate``): plan from the spec, run the cell
-    metered, pickle ``(meter state, error)`` to ``result``."""
-    import pickle
-
-    from .io import ArtifactCache, atomic_save
-    from .plugins import build_registries, get_registries, plugin_modules
-
-    _exit_with_parent(parent)
-    regs = build_registries(plugin_modules(spec.plugins)) if spec.plugins else get_registries()
-    plan = spec.plan(regs)
-    cell = next(c for c in plan.cells if str(c.relpath) == relpath)
-    meter = _meter_from(state)
-    meter.trace = Path(trace)
-    error = _metered_cell(plan, cell, Path(cell_dir), device, ArtifactCache(cache_root), meter, scope)
-    meter.trace = None
-    atomic_save(result, lambda tmp: tmp.write_bytes(pickle.dumps((_meter_state(meter), error))))
-
-
-def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
-    """End this (child) process when its parent (pid ``parent``, passed by the parent: it may be gone already) has
-    died — killed, or stopped by a signal that skips Python's exit handlers — instead of computing on as an orphan:
-    a daemon thread polls the parent's pid."""
-    import os
-    import threading
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(poll_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
-
-
-def _cell_in_child(plan: Any, cell: Any, cell_dir: Path, device: str, cache_root: Path, meter: Meter,
-                   scope: str) -> tuple[Meter, str | None]:
-    """One dry-run cell in a spawned process; ``(the meter with its records, error line or None)``. A child that
-    dies without a result (killed, crashed) keeps the parent's meter and is reported with its signal or exit code
-    and the stage it was in."""
-    import multiprocessing
-    import os
-    import pickle
-    import signal
-
-    result, trace = cell_dir / "result.pickle", cell_dir / "stage.txt"
-    proc = multiprocessing.get_context("spawn").Process(
-        target=_child, name=f"harness-dry-run {scope}", daemon=True,
-        args=(plan.spec, str(cell.relpath), str(cell_dir), device, str(cache_root), _meter_state(meter), scope,
-              str(result), str(trace), os.getpid()))
-    proc.start()
-    proc.join()
-    if result.exists():
-        state, error = pickle.loads(result.read_bytes())
-        return _meter_from(state), error
-    stage_name = trace.read_text() if trace.exists() else "before its first stage"
-    code = proc.exitcode
-    if code is not None and code < 0:
-        try:
-            sig = signal.Signals(-code).name
-        except ValueError:
-            sig = str(-code)
-        why = f"killed by {sig}" + (" (on Linux usually the out-of-memory killer: the stage needs more memory than "
-                                    "this machine has)" if -code == signal.SIGKILL else "")
-    else:
-        why = f"its process exited with code {code}"
-    return meter, f"{why}, in stage '{stage_name}'"
+                        earlier_s + time.perf_counter() - t_all, resumed)
 
 
 def _si(x: float | None, unit: str = "") -> str:
@@ -435,5 +339,5 @@ def markdown(report: DryRunReport) -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["dry_run", "render", "markdown", "report_from_dict", "scratch_folder", "DryRunReport", "CellCost",
-           "StageCost", "GPUS", "DEFAULT_EFFICIENCY"]
+__all__ = ["dry_run", "render", "markdown", "report_from_dict", "DryRunReport", "CellCost", "StageCost", "GPUS",
+           "DEFAULT_EFFICIENCY"]

@@ -135,7 +135,7 @@ def test_killing_the_dry_run_ends_the_cell_process_it_started(tmp_path):
         assert not any(_alive(k) for k in kids), "the cell process outlived the dry run"
         left = list(scratch.glob(f"harness-dry-run-{driver.pid}-*"))
         assert len(left) == 1 and (left[0] / "cells").is_dir()
-        from harness.dryrun import scratch_folder
+        from harness.dryrun_progress import scratch_folder
 
         live = scratch / f"harness-dry-run-{os.getpid()}-x"  # a dry run still running (this process) keeps its folder
         live.mkdir()
@@ -200,3 +200,41 @@ def test_every_registered_method_paper_profile_dry_runs(tmp_path):
 
     by = _paper_dry_run(tmp_path, get_registries().methods.names())
     assert any("stable-diffusion-2-1" in k for k in by["syrac"]["weights"])
+
+
+def test_an_interrupted_dry_run_goes_on_after_the_cells_it_measured(tmp_path, monkeypatch):
+    """The progress of a dry run is kept after every cell (harness.dryrun_progress): started again after an
+    interruption, the same dry run measures only the cells it had not, keeps the earlier cells' figures and time, and
+    removes its progress when it ends; another number of units per stage is another dry run, measured afresh."""
+    from harness.dryrun import dry_run
+    from harness.planning import plan_run
+    from harness.plugins import get_registries
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    plan = plan_run(SYN, "source-only-rescsrnet,zero", "0", "smoke", get_registries(), None)
+    progress = tmp_path / "progress"
+    first: list[str] = []
+
+    def interrupt_at_the_second_cell(i, n, cell):
+        first.append(cell.method)
+        if i == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dry_run(plan, "cpu", on_cell=interrupt_at_the_second_cell, progress_dir=progress)
+    assert len(list(progress.glob("*.pickle"))) == 1
+    again, resumed = [], []
+    report = dry_run(plan, "cpu", on_cell=lambda i, n, c: again.append(c.method), progress_dir=progress,
+                     on_resume=lambda k, n: resumed.append((k, n)))
+    assert resumed == [(1, 2)] and again == first[1:] and report.resumed == 1
+    by = {c.method: c for c in report.cells}
+    assert set(by) == {"source-only-rescsrnet", "zero"} and not any(c.error for c in report.cells)
+    trained = {s.name: s for s in by["source-only-rescsrnet"].stages}
+    assert trained["train: density"].units_run == 2 and trained["train: density"].flops_per_unit > 1e8
+    assert all(c.seconds > 0 for c in report.cells) and report.seconds >= sum(c.seconds for c in report.cells)
+    assert not list(progress.glob("*.pickle"))  # ended: the next dry run measures afresh
+    with pytest.raises(KeyboardInterrupt):
+        dry_run(plan, "cpu", on_cell=interrupt_at_the_second_cell, progress_dir=progress)
+    resumed.clear()
+    dry_run(plan, "cpu", max_units=1, progress_dir=progress, on_resume=lambda k, n: resumed.append((k, n)))
+    assert resumed == []  # 1 unit per stage is not the interrupted 2-unit dry run
