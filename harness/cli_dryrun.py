@@ -28,9 +28,7 @@ def dry_run_command(plan: Any, device: str, *, gpu: str, efficiency: float, max_
     report = dry_run(plan, dev, gpu=gpu, efficiency=efficiency, max_units=max_units, isolate=True,
                      on_cell=lambda i, k, c: err_console.print(f"  [{i + 1}/{k}] {c.method} {c.pair}",
                                                                highlight=False),
-                     on_resume=lambda k, n: err_console.print(
-                         f"  going on with an interrupted dry run of the same cells and code: {k} of {n} cell(s) "
-                         "measured earlier (their figures and time are kept)", highlight=False))
+                     notify=lambda line: err_console.print(f"  {line}", highlight=False))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1, default=float))
     elif as_markdown:

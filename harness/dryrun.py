@@ -162,8 +162,8 @@ def _costs(meter: Meter, scope: str, gpu: str, precision: str, efficiency: float
 
 
 def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DEFAULT_EFFICIENCY,
-            max_units: int = 2, on_cell: Any = None, isolate: bool = False, progress_dir: Path | None = None,
-            on_resume: Any = None) -> DryRunReport:
+            max_units: int = 2, on_cell: Any = None, isolate: bool = False, progress_root: Path | None = None,
+            notify: Any = None) -> DryRunReport:
     """Run every cell of ``plan`` (first seed) under a :class:`~harness.stages.Meter` (see the module notes).
 
     Args:
@@ -178,36 +178,42 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
             is one failed cell naming its stage and the signal, and the other cells go on (in-process, the whole dry
             run would die with it). The meter's records travel to the child and back, so figures measured in one
             cell are still borrowed by the next.
-        progress_dir: where the progress of an interrupted dry run is kept (:mod:`harness.dryrun_progress`;
-            default ``<harness cache>/dry-runs``): the same dry run started again measures only the cells it had
-            not (or that failed).
-        on_resume: ``on_resume(k, n)`` when ``k`` of the ``n`` cells were measured by an earlier, interrupted run.
+        progress_root: where dry runs keep their progress and artefact cache (:mod:`harness.dryrun_progress`;
+            default ``<harness cache>/dry-runs``): the same dry run started again after an interruption measures
+            only the cells it had not (or that failed).
+        notify: ``notify(line)`` for notices (cells measured earlier, progress that could not be kept).
 
     Raises:
         ConfigError: unknown GPU or an efficiency outside (0, 1].
     """
     from .cell import cell_config, identity
+    from .conditions import default_threads
     from .io import ArtifactCache, default_cache_dir
 
     if gpu not in GPUS:
         raise ConfigError(f"unknown GPU {gpu!r}: choose one of {', '.join(GPUS)}")
     if not 0 < efficiency <= 1:
         raise ConfigError(f"--gpu-efficiency must lie in (0, 1], got {efficiency}")
+    say = notify or (lambda line: None)
     first = plan.seeds[0]
     cells = [c for c in plan.cells if c.seed == first]
-    progress = DryRunProgress(progress_dir or default_cache_dir() / "dry-runs", {
-        "cells": [identity(cell_config(plan, c, device)) for c in cells], "max_units": max_units,
-        "device": device, "isolate": isolate, "code": code_identity()})
-    done, state, earlier_s = progress.load()  # {index: (seconds, error)} of an interrupted run of this dry run
+    progress = DryRunProgress(progress_root or default_cache_dir() / "dry-runs", {
+        "cells": [identity(cell_config(plan, c, device, threads=default_threads())) for c in cells],
+        "max_units": max_units, "device": device, "code": code_identity(tuple(plan.spec.plugins or ()))})
+    keep = owned = progress.acquire()
+    if not owned:
+        say(f"another process runs this same dry run ({progress.folder}): this one keeps no progress")
+    done, state, earlier_s = progress.load() if keep else ({}, None, 0.0)  # {index: (seconds, error)}
     meter = Meter(max_units, device) if state is None else meter_from(state)
     done = {i: v for i, v in done.items() if v[1] is None}  # a failed cell is measured again
     resumed = len(done)
-    if resumed and on_resume is not None:
-        on_resume(resumed, len(cells))
-    tmp = scratch_folder()
+    if resumed:
+        say(f"going on with an interrupted dry run of the same cells and code: {resumed} of {len(cells)} cell(s) "
+            "measured earlier (their figures and time are kept)")
+    tmp, tmp_lock = scratch_folder()
     t_all = time.perf_counter()
     try:
-        cache = ArtifactCache(tmp / "cache")
+        cache = ArtifactCache(progress.cache if keep else tmp / "cache")
         for i, cell in enumerate(cells):
             if i in done:
                 continue
@@ -224,14 +230,20 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
             else:
                 error = metered_cell(plan, cell, cell_dir, device, cache, meter, scope)
             done[i] = (time.perf_counter() - t0, error)
-            progress.save(done, meter_state(meter), earlier_s + time.perf_counter() - t_all)
+            if keep and (why := progress.save(done, meter_state(meter), earlier_s + time.perf_counter() - t_all)):
+                say(f"{why}: an interruption from here on starts afresh")
+                keep = False
             shutil.rmtree(cell_dir, ignore_errors=True)
+        out = [CellCost(c.method, c.source, c.target, done[i][0],
+                        _costs(meter, f"{c.method} {c.pair}", gpu, plan.precision, efficiency),
+                        dict(meter.weights.get(f"{c.method} {c.pair}", {})), done[i][1]) for i, c in enumerate(cells)]
+        if owned:
+            progress.remove()  # ended: the next dry run measures afresh
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    progress.remove()
-    out = [CellCost(c.method, c.source, c.target, done[i][0],
-                    _costs(meter, f"{c.method} {c.pair}", gpu, plan.precision, efficiency),
-                    dict(meter.weights.get(f"{c.method} {c.pair}", {})), done[i][1]) for i, c in enumerate(cells)]
+        if tmp_lock is not None:
+            tmp_lock.release()
+        progress.release()
     return DryRunReport(plan.profile, plan.precision, device, gpu, efficiency, len(plan.seeds), max_units, out,
                         earlier_s + time.perf_counter() - t_all, resumed)
 

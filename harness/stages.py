@@ -361,7 +361,7 @@ def stage(name: str, *, units: float, unit: str = "unit", params: int | None = N
     if per_cell:
         st.limit = max(0, st.limit - (rec.units_run if rec.entries > 1 else 0))
     if rec.key is not None and any(o.key == rec.key and o.name == rec.name and o.units_run and o.scope != m.scope
-                                   for o in m.records.values()):
+                                   and not o.reused_from for o in m.records.values()):
         st.limit = 0  # measured in another cell of this dry run: its figures are borrowed (_reuse)
     base, saved = m.memory.begin()
     try:
@@ -401,7 +401,7 @@ def _reuse(meter: Meter, scope: str) -> None:
         for other in meter.records.values():
             if other.scope == scope:
                 break  # only earlier cells
-            if other.key == rec.key and other.name == rec.name and other.units_run:
+            if other.key == rec.key and other.name == rec.name and other.units_run and not other.reused_from:
                 rec.flops_per_unit, rec.seconds_per_unit = other.flops_per_unit, other.seconds_per_unit
                 rec.timed_with_counter, rec.peak_bytes = other.timed_with_counter, other.peak_bytes
                 rec.params, rec.reused_from = other.params or rec.params, other.scope

@@ -137,10 +137,14 @@ def test_killing_the_dry_run_ends_the_cell_process_it_started(tmp_path):
         assert len(left) == 1 and (left[0] / "cells").is_dir()
         from harness.dryrun_progress import scratch_folder
 
-        live = scratch / f"harness-dry-run-{os.getpid()}-x"  # a dry run still running (this process) keeps its folder
-        live.mkdir()
-        new = scratch_folder(scratch)
-        assert not left[0].exists() and live.is_dir() and new.name.startswith(f"harness-dry-run-{os.getpid()}-")
+        live, live_lock = scratch_folder(scratch)  # a dry run still running (its lock held) keeps its folder
+        assert not left[0].exists() and live.is_dir() and live.name.startswith(f"harness-dry-run-{os.getpid()}-")
+        again, again_lock = scratch_folder(scratch)
+        assert live.is_dir() and again.is_dir()
+        live_lock.release()
+        again_lock.release()
+        scratch_folder(scratch)[1].release()
+        assert not live.exists() and not again.exists()
     finally:
         hold.unlink(missing_ok=True)
         if driver.poll() is None:
@@ -204,37 +208,48 @@ def test_every_registered_method_paper_profile_dry_runs(tmp_path):
 
 def test_an_interrupted_dry_run_goes_on_after_the_cells_it_measured(tmp_path, monkeypatch):
     """The progress of a dry run is kept after every cell (harness.dryrun_progress): started again after an
-    interruption, the same dry run measures only the cells it had not, keeps the earlier cells' figures and time, and
-    removes its progress when it ends; another number of units per stage is another dry run, measured afresh."""
+    interruption — here in another process, through the CLI — the same dry run measures only the cells it had not,
+    keeps the earlier cells' figures and time, finds the fit an earlier cell cached (borrowed as in one run), and
+    removes its folder when it ends; another number of units per stage is another dry run, measured afresh."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
     from harness.dryrun import dry_run
     from harness.planning import plan_run
     from harness.plugins import get_registries
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    plan = plan_run(SYN, "source-only-rescsrnet,zero", "0", "smoke", get_registries(), None)
-    progress = tmp_path / "progress"
+    matrix = "SYN-PARK→SYN-STREET,SYN-PARK→SYN-DENSE"  # one source: the second cell finds the first's fit cached
+    plan = plan_run(matrix, "dmap-vgg", "0", "smoke", get_registries(), os.environ.get("HARNESS_DATA"))  # as the CLI
+    progress = tmp_path / "cache" / "dry-runs"
     first: list[str] = []
 
     def interrupt_at_the_second_cell(i, n, cell):
-        first.append(cell.method)
+        first.append(cell.pair)
         if i == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        dry_run(plan, "cpu", on_cell=interrupt_at_the_second_cell, progress_dir=progress)
-    assert len(list(progress.glob("*.pickle"))) == 1
-    again, resumed = [], []
-    report = dry_run(plan, "cpu", on_cell=lambda i, n, c: again.append(c.method), progress_dir=progress,
-                     on_resume=lambda k, n: resumed.append((k, n)))
-    assert resumed == [(1, 2)] and again == first[1:] and report.resumed == 1
-    by = {c.method: c for c in report.cells}
-    assert set(by) == {"source-only-rescsrnet", "zero"} and not any(c.error for c in report.cells)
-    trained = {s.name: s for s in by["source-only-rescsrnet"].stages}
-    assert trained["train: density"].units_run == 2 and trained["train: density"].flops_per_unit > 1e8
-    assert all(c.seconds > 0 for c in report.cells) and report.seconds >= sum(c.seconds for c in report.cells)
-    assert not list(progress.glob("*.pickle"))  # ended: the next dry run measures afresh
+        dry_run(plan, "cpu", on_cell=interrupt_at_the_second_cell)
+    assert len(list(progress.glob("*/progress.pickle"))) == 1 and list(progress.glob("*/cache/*"))
+    r = subprocess.run([str(Path(sys.executable).parent / "harness"), "run", "--matrix", matrix, "--methods",
+                        "dmap-vgg", "--dry-run", "--json", "--device", "cpu",
+                        "--out", str(tmp_path / "run")], env=dict(os.environ), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())  # rich wraps lines
+    assert "1 of 2 cell(s) measured earlier" in said and f"[2/2] dmap-vgg {first[1]}" in said and "[1/2]" not in said
+    report = json.loads(r.stdout)
+    assert report["cells_measured_earlier"] == 1 and not any(c["error"] for c in report["cells"])
+    one, two = ({s["name"]: s for s in c["stages"]} for c in report["cells"])
+    assert one["train: dmap map network"]["units_run"] == 2 and one["train: dmap map network"]["flops_per_unit"] > 0
+    regressor = "train: dmap count regressor"  # no cost key: borrowed only through the cached fit, as in one run
+    assert two[regressor]["reused_from"] == f"dmap-vgg {first[0]}"
+    assert two[regressor]["flops_per_unit"] == one[regressor]["flops_per_unit"]
+    assert report["dry_run_seconds"] >= sum(c["dry_run_seconds"] for c in report["cells"])
+    assert not list(progress.iterdir())  # ended: the next dry run measures afresh
     with pytest.raises(KeyboardInterrupt):
-        dry_run(plan, "cpu", on_cell=interrupt_at_the_second_cell, progress_dir=progress)
-    resumed.clear()
-    dry_run(plan, "cpu", max_units=1, progress_dir=progress, on_resume=lambda k, n: resumed.append((k, n)))
-    assert resumed == []  # 1 unit per stage is not the interrupted 2-unit dry run
+        dry_run(plan, "cpu", on_cell=interrupt_at_the_second_cell)
+    notices: list[str] = []
+    dry_run(plan, "cpu", max_units=1, notify=notices.append)
+    assert notices == []  # 1 unit per stage is not the interrupted 2-unit dry run
