@@ -41,8 +41,8 @@ def meter_from(state: dict) -> Meter:
 
 def _child(spec: Any, relpath: str, cell_dir: str, device: str, cache_root: str, state: dict, scope: str,
            result: str, trace: str, parent: int) -> None:
-    """The body of an isolated dry-run cell (:func:`harness.dryrun.dry_run` with ``isolate``): plan from the spec, run the cell
-    metered, pickle ``(meter state, error)`` to ``result``."""
+    """The body of an isolated dry-run cell (:func:`harness.dryrun.dry_run` with ``isolate``): plan from the spec,
+    run the cell metered, pickle ``(meter state, error)`` to ``result``."""
     import pickle
 
     from .io import ArtifactCache, atomic_save
