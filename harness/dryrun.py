@@ -181,7 +181,8 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
         progress_root: where dry runs keep their progress and artefact cache (:mod:`harness.dryrun_progress`;
             default ``<harness cache>/dry-runs``): the same dry run started again after an interruption measures
             only the cells it had not (or that failed).
-        notify: ``notify(line)`` for notices (cells measured earlier, progress that could not be kept).
+        notify: ``notify(line)`` for notices (cells measured earlier, progress that could not be kept) and each cell's
+            projected total when it ends.
 
     Raises:
         ConfigError: unknown GPU or an efficiency outside (0, 1].
@@ -230,6 +231,9 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
             else:
                 error = metered_cell(plan, cell, cell_dir, device, cache, meter, scope)
             done[i] = (time.perf_counter() - t0, error)
+            gpu_h = sum(c.gpu_hours for c in _costs(meter, scope, gpu, plan.precision, efficiency))
+            say(f"  {_hours(gpu_h)} on {gpu} projected, {done[i][0]:.0f} s here"
+                + (f"; failed: {error}" if error else ""))
             if keep and (why := progress.save(done, meter_state(meter), earlier_s + time.perf_counter() - t_all)):
                 say(f"{why}: an interruption from here on starts afresh")
                 keep = False

@@ -239,6 +239,7 @@ def test_an_interrupted_dry_run_goes_on_after_the_cells_it_measured(tmp_path, mo
     assert r.returncode == 0, r.stderr
     said = " ".join(r.stderr.split())  # rich wraps lines
     assert "1 of 2 cell(s) measured earlier" in said and f"[2/2] dmap-vgg {first[1]}" in said and "[1/2]" not in said
+    assert said.count("on a100 projected") == 1  # each cell's total as it ends
     report = json.loads(r.stdout)
     assert report["cells_measured_earlier"] == 1 and not any(c["error"] for c in report["cells"])
     one, two = ({s["name"]: s for s in c["stages"]} for c in report["cells"])
@@ -252,4 +253,4 @@ def test_an_interrupted_dry_run_goes_on_after_the_cells_it_measured(tmp_path, mo
         dry_run(plan, "cpu", on_cell=interrupt_at_the_second_cell)
     notices: list[str] = []
     dry_run(plan, "cpu", max_units=1, notify=notices.append)
-    assert notices == []  # 1 unit per stage is not the interrupted 2-unit dry run
+    assert not any("measured earlier" in n for n in notices)  # 1 unit per stage: not the interrupted 2-unit run
