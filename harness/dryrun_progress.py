@@ -70,8 +70,13 @@ def scratch_folder(base: Path | None = None) -> tuple[Path, Any]:
         if lock is not None:
             shutil.rmtree(old, ignore_errors=True)
             lock.release()
-    folder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
-    return folder, _lock(folder)
+    # made and locked under a name the sweep does not match, then renamed: another dry run starting at the same
+    # moment cannot take a new folder's lock before its owner does
+    starting = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_PREFIX}starting-", dir=base))
+    lock = _lock(starting)
+    folder = Path(tempfile.mktemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
+    starting.rename(folder)
+    return folder, lock
 
 
 def _git(args: list[str], here: Path) -> bytes:

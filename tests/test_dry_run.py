@@ -247,7 +247,7 @@ def test_an_interrupted_dry_run_goes_on_after_the_cells_it_measured(tmp_path, mo
     regressor = "train: dmap count regressor"  # no cost key: borrowed only through the cached fit, as in one run
     assert two[regressor]["reused_from"] == f"dmap-vgg {first[0]}"
     assert two[regressor]["flops_per_unit"] == one[regressor]["flops_per_unit"]
-    assert report["dry_run_seconds"] >= sum(c["dry_run_seconds"] for c in report["cells"])
+    assert report["dry_run_seconds"] >= sum(c["dry_run_seconds"] for c in report["cells"]) - 0.1  # rounded
     assert not list(progress.iterdir())  # ended: the next dry run measures afresh
     with pytest.raises(KeyboardInterrupt):
         dry_run(plan, "cpu", on_cell=interrupt_at_the_second_cell)
