@@ -198,6 +198,7 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
     say = notify or (lambda line: None)
     first = plan.seeds[0]
     cells = [c for c in plan.cells if c.seed == first]
+    scopes = [f"{c.method} {c.pair}" for c in cells]  # the meter's scope of each cell
     progress = DryRunProgress(progress_root or default_cache_dir() / "dry-runs", {
         "cells": [identity(cell_config(plan, c, device, threads=default_threads())) for c in cells],
         "max_units": max_units, "device": device, "code": code_identity(tuple(plan.spec.plugins or ()))})
@@ -220,7 +221,7 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
                 continue
             if on_cell is not None:
                 on_cell(i, len(cells), cell)
-            scope = f"{cell.method} {cell.pair}"
+            scope = scopes[i]
             meter.records = {k: r for k, r in meter.records.items() if k[0] != scope}  # a failed earlier attempt's
             meter.weights.pop(scope, None)
             cell_dir = tmp / "cells" / f"{i:04d}"
@@ -239,8 +240,8 @@ def dry_run(plan: Any, device: str, *, gpu: str = "a100", efficiency: float = DE
                 keep = False
             shutil.rmtree(cell_dir, ignore_errors=True)
         out = [CellCost(c.method, c.source, c.target, done[i][0],
-                        _costs(meter, f"{c.method} {c.pair}", gpu, plan.precision, efficiency),
-                        dict(meter.weights.get(f"{c.method} {c.pair}", {})), done[i][1]) for i, c in enumerate(cells)]
+                        _costs(meter, scopes[i], gpu, plan.precision, efficiency),
+                        dict(meter.weights.get(scopes[i], {})), done[i][1]) for i, c in enumerate(cells)]
         if owned:
             progress.remove()  # ended: the next dry run measures afresh
     finally:

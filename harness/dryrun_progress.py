@@ -74,8 +74,8 @@ def scratch_folder(base: Path | None = None) -> tuple[Path, Any]:
     # moment cannot take a new folder's lock before its owner does
     starting = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_PREFIX}starting-", dir=base))
     lock = _lock(starting)
-    folder = Path(tempfile.mktemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
-    starting.rename(folder)
+    folder = starting.with_name(f"{SCRATCH_PREFIX}{os.getpid()}-{starting.name.rsplit('-', 1)[1]}")
+    starting.rename(folder)  # mkdtemp's random part: unique while its own folder exists
     return folder, lock
 
 
