@@ -63,6 +63,14 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
 
+    def sync(self) -> None:
+        """Wait for the GPU's queued work (CUDA kernels run asynchronously: a clock read without waiting times
+        their launches); nothing on CPU."""
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
     def begin(self) -> tuple[int, int]:
         """Start a stage's window: ``(baseline, the enclosing window's peak so far)``."""
         base = self.now()

@@ -20,7 +20,7 @@ lookup. Inside one (a :class:`Meter` made active with :func:`metering`), the met
   a stage whose ``key`` another cell already measured, which runs none and borrows those figures);
 - counts the FLOPs of the first unit of each stage with :class:`torch.utils.flop_counter.FlopCounterMode` (forward
   and backward; that unit also warms up) and times the others without it (``seconds_per_unit``; a stage that ran
-  a single unit is timed with the counter on, ``timed_with_counter``);
+  a single unit is timed with the counter on, ``timed_with_counter``; on a GPU, clocks read after synchronising);
 - records peak memory while the stage runs: CUDA peak allocated on a GPU, resident-set growth over the stage's
   start on CPU (sampled every 5 ms from ``/proc/self/statm``; elsewhere ``ru_maxrss``);
 - attributes nested stages (a sampler's denoising steps inside the evaluation of one test image) to themselves:
@@ -275,10 +275,12 @@ class _Stage:
         m._units.append(me)
         if m.trace is not None:
             m.trace.write_text(rec.name)
+        m.memory.sync()
         t0 = time.perf_counter()
         try:
             yield
         finally:
+            m.memory.sync()
             total_s = time.perf_counter() - t0
             m._units.pop()
             if m.trace is not None and m._units:

@@ -78,6 +78,31 @@ def test_a_stage_that_ran_one_unit_says_it_was_timed_with_the_counter(lin):
     assert rec.timed_with_counter and rec.flops_per_unit == LIN_FLOPS and rec.units_declared == 3
 
 
+def test_on_a_gpu_a_unit_is_timed_until_its_queued_kernels_finish(lin, monkeypatch):
+    """CUDA runs kernels asynchronously: a unit's clock must stop after torch.cuda.synchronize(), or it times the
+    launches. Here (no GPU) the CUDA calls are stand-ins: each unit queues 50 ms of "kernels" that only a
+    synchronisation waits for; the unit's time must include them, and no queued work may leak into the next unit."""
+    import time as _time
+
+    net, x = lin
+    queued = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: [_time.sleep(queued.pop()) for _ in list(queued)])
+    for name in ("memory_allocated", "max_memory_allocated"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a: 0)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: None)
+    meter = Meter(max_units=3, device="cuda")
+    with metering(meter, "g"):
+        queued.append(0.2)  # work queued before the stage: not the units'
+        with stage("train: g", units=3) as st:
+            while not st.done:
+                with st.unit():
+                    net(x)
+                    queued.append(0.05)
+    rec = meter.records[("g", "train: g")]
+    assert rec.units_run == 3 and not rec.timed_with_counter
+    assert 0.05 <= rec.seconds_per_unit < 0.15
+
+
 def test_cached_work_borrows_the_figures_of_the_same_stage_in_another_cell(lin):
     net, x = lin
     meter = Meter(max_units=2)
