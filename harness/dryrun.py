@@ -8,12 +8,16 @@ ever marked done. Every stage (:mod:`harness.stages`) stops after ``max_units`` 
 not resolve are replaced by random weights of the same architecture, built from the configuration the harness
 ships (``harness/models/configs``), and the cell is marked "architecture only".
 
-Projection of one stage onto a GPU: ``units × FLOPs per unit / (peak FLOP/s of the GPU at the run's precision, or
-at the stage's own (``stage(…, precision=…)``: Stable Diffusion runs fp16 on CUDA) × efficiency)``. Stages without
-FLOPs (image decoding, drawing, CRF in numpy…) are counted at this machine's measured time per unit. Peak figures
+Projection of one stage onto a GPU (:func:`project_seconds`): ``units × max(FLOPs per unit / (peak FLOP/s of the
+GPU at the run's precision, or at the stage's own (``stage(…, precision=…)``: Stable Diffusion runs fp16 on CUDA) ×
+efficiency), ATen operator calls per unit × GPU_OP_SECONDS)``: arithmetic bounds large work, and the launch and
+dispatch of each operator bounds small work (a training step of a small network is a few hundred to a few thousand
+operator calls; :mod:`harness.meter_count`). Stages without FLOPs (image decoding, drawing, CRF in numpy…) are
+counted at this machine's measured time per unit. Peak figures
 are NVIDIA's dense (no sparsity) datasheet numbers; ``fp32`` uses the plain FP32 rate
-(TF32 tensor cores not assumed). The efficiency (default :data:`DEFAULT_EFFICIENCY`) is an assumption, stated in
-every output and set with ``--gpu-efficiency``.
+(TF32 tensor cores not assumed). The efficiency (default :data:`DEFAULT_EFFICIENCY`) and the time per operator call
+(:data:`GPU_OP_SECONDS`) were measured on one GPU (an H200, bf16; ``leaderboards/paper-costs.md`` § Calibration);
+both are stated in every output, and the efficiency is set with ``--gpu-efficiency``.
 """
 from __future__ import annotations
 
@@ -38,8 +42,12 @@ GPUS: dict[str, dict[str, float]] = {
     "l40s": {"fp32": 91.6e12, "fp16": 362e12, "bf16": 362e12},
     "rtx4090": {"fp32": 82.6e12, "fp16": 165.2e12, "bf16": 165.2e12},
 }
-#: assumed fraction of peak a training/inference step sustains (override with --gpu-efficiency)
-DEFAULT_EFFICIENCY = 0.3
+#: fraction of the dense peak a large stage sustains (override with --gpu-efficiency): measured on an H200 in bf16,
+#: stages over 1 TFLOP per unit ran at 0.03–0.34 of it, median ≈ 0.09 (leaderboards/paper-costs.md § Calibration)
+DEFAULT_EFFICIENCY = 0.1
+#: seconds per ATen operator call of a unit on a GPU (launch and dispatch; eager PyTorch): measured on an H200 node,
+#: the training steps that the FLOPs could not explain took 11–30 µs per call, median ≈ 20 µs
+GPU_OP_SECONDS = 20e-6
 
 
 @dataclass
@@ -60,6 +68,7 @@ class StageCost:
     timed_with_counter: bool = False
     reused_from: str | None = None
     precision: str | None = None  # the stage's own GPU precision when not the run's (projected at that peak)
+    ops_per_unit: int | None = None  # ATen operator calls of one unit (None: not counted; dry runs before 0.2.1)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -130,6 +139,7 @@ class DryRunReport:
     def to_dict(self) -> dict:
         return {"profile": self.profile, "precision": self.precision, "device": self.device, "gpu": self.gpu,
                 "gpu_peak_flops": GPUS[self.gpu][self.precision], "efficiency": self.efficiency,
+                "gpu_op_seconds": GPU_OP_SECONDS,
                 "seeds": self.seeds, "max_units": self.max_units, "dry_run_seconds": round(self.seconds, 1),
                 "cells_measured_earlier": self.resumed,
                 "gpu_hours": self.gpu_hours, "methods": self.method_totals(),
@@ -144,6 +154,16 @@ def report_from_dict(d: dict) -> DryRunReport:
                         d["max_units"], cells, d["dry_run_seconds"], d.get("cells_measured_earlier", 0))
 
 
+def project_seconds(flops: float | None, ops: int | None, flops_per_s: float,
+                    op_seconds: float = GPU_OP_SECONDS) -> float | None:
+    """Projected GPU seconds of one unit: ``max(flops / flops_per_s, ops × op_seconds)`` (the larger of its
+    arithmetic and its operator calls; ``flops_per_s`` = peak × efficiency); None for a unit without FLOPs (no GPU
+    work counted: the caller uses the measured time)."""
+    if not flops:
+        return None
+    return max(flops / flops_per_s, (ops or 0) * op_seconds)
+
+
 def _costs(meter: Meter, scope: str, gpu: str, precision: str, efficiency: float) -> list[StageCost]:
     """The stages of ``scope`` projected onto ``gpu``: at the run's ``precision``, or at the stage's own (a Stable
     Diffusion pipeline runs fp16 on CUDA whatever the run's precision)."""
@@ -153,11 +173,11 @@ def _costs(meter: Meter, scope: str, gpu: str, precision: str, efficiency: float
         per_s = rec.seconds_per_unit or 0.0
         device_s = units * per_s
         own = rec.precision if rec.precision != precision else None
-        peak = GPUS[gpu][own or precision] * efficiency
-        gpu_s = units * rec.flops_per_unit / peak if rec.flops_per_unit else device_s
+        unit_s = project_seconds(rec.flops_per_unit, rec.ops_per_unit, GPUS[gpu][own or precision] * efficiency)
+        gpu_s = units * unit_s if unit_s is not None else device_s
         out.append(StageCost(rec.name, rec.unit, rec.params, rec.peak_bytes, rec.flops_per_unit, rec.seconds_per_unit,
                              rec.units_run, units, device_s / 3600, gpu_s / 3600, rec.parent, rec.timed_with_counter,
-                             rec.reused_from, own))
+                             rec.reused_from, own, rec.ops_per_unit))
     return out
 
 
@@ -312,7 +332,8 @@ def render(report: DryRunReport) -> Any:
                  f"cell (its work was cached); [fp16]: projected at that precision's peak; stages without FLOPs are "
                  f"counted at this machine's time. GPU peak "
                  f"{_si(GPUS[report.gpu][report.precision], 'FLOP/s')} ({report.precision}, dense datasheet figure), "
-                 f"efficiency {report.efficiency} assumed (--gpu-efficiency).", style="dim")
+                 f"efficiency {report.efficiency} (--gpu-efficiency); at least {GPU_OP_SECONDS * 1e6:.0f} µs per "
+                 f"operator call of a unit (both measured on an H200).", style="dim")
     return Group(t, m, notes)
 
 
@@ -324,7 +345,8 @@ def markdown(report: DryRunReport) -> str:
     """The report as Markdown (the ``leaderboards/`` cost table): per method the projected GPU-hours and largest
     stage, then every stage of every cell."""
     gpu = f"{report.gpu.upper()} {report.precision}, {report.efficiency:.0%} of the dense peak " \
-          f"{_si(GPUS[report.gpu][report.precision], 'FLOP/s')}"
+          f"{_si(GPUS[report.gpu][report.precision], 'FLOP/s')}, at least {GPU_OP_SECONDS * 1e6:.0f} µs per " \
+          f"operator call"
     out = [f"Projected on {gpu}; measured on {report.device}, {report.max_units} unit(s) per stage, "
            f"{len(report.cells)} cell(s) in {report.seconds:.0f} s; × {report.seeds} seed(s).", "",
            f"| method | GPU time ({report.gpu.upper()}) | largest stage | its GPU time | time on {report.device} "
@@ -356,5 +378,5 @@ def markdown(report: DryRunReport) -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["dry_run", "render", "markdown", "report_from_dict", "DryRunReport", "CellCost", "StageCost", "GPUS",
-           "DEFAULT_EFFICIENCY"]
+__all__ = ["dry_run", "render", "markdown", "report_from_dict", "project_seconds", "DryRunReport", "CellCost",
+           "StageCost", "GPUS", "DEFAULT_EFFICIENCY", "GPU_OP_SECONDS"]

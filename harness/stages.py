@@ -18,7 +18,7 @@ lookup. Inside one (a :class:`Meter` made active with :func:`metering`), the met
 
 - stops every loop after ``max_units`` units (each entry runs at least one: later stages need its output, except
   a stage whose ``key`` another cell already measured, which runs none and borrows those figures);
-- counts the FLOPs of the first unit of each stage with :class:`torch.utils.flop_counter.FlopCounterMode` (forward
+- counts the FLOPs and ATen operator calls of the first unit of each stage (:mod:`harness.meter_count`; forward
   and backward; that unit also warms up) and times the others without it (``seconds_per_unit``; a stage that ran
   a single unit is timed with the counter on, ``timed_with_counter``; on a GPU, clocks read after synchronising);
 - records peak memory while the stage runs: CUDA peak allocated on a GPU, resident-set growth over the stage's
@@ -112,6 +112,7 @@ class StageRecord:
         entries: times the stage was entered; units_declared: units all entries would run in full.
         units_run: units that ran; parent_units_run: units of the parent that had run when this stage was last left.
         flops_per_unit: FLOPs of the first unit (own work, nested stages excluded); None: none measured.
+        ops_per_unit: ATen operator calls of that unit (own work; :mod:`harness.meter_count`), or None.
         seconds_per_unit: mean own wall time of the units timed without the FLOP counter (else of the counted one).
         timed_with_counter: True when only the FLOP-counted unit could be timed.
         peak_bytes: CUDA peak allocated (GPU) or resident-set growth (CPU) while the stage ran, bytes.
@@ -130,6 +131,7 @@ class StageRecord:
     units_run: int = 0
     parent_units_run: int = 0
     flops_per_unit: float | None = None
+    ops_per_unit: int | None = None
     seconds_per_unit: float | None = None
     timed_with_counter: bool = False
     peak_bytes: int = 0
@@ -155,10 +157,10 @@ class StageRecord:
 class _Unit:
     """An open unit: its start, and its nested stages' time and FLOPs (subtracted from its own)."""
 
-    __slots__ = ("child_s", "child_flops", "stage")
+    __slots__ = ("child_s", "child_flops", "child_ops", "stage")
 
     def __init__(self, stage: "_Stage"):
-        self.child_s, self.child_flops, self.stage = 0.0, 0.0, stage
+        self.child_s, self.child_flops, self.child_ops, self.stage = 0.0, 0.0, 0, stage
 
 
 class Meter:
@@ -181,12 +183,7 @@ class Meter:
         self.device = device
         self.trace: Any = None  # a pathlib.Path holding the name of the stage being run (set per isolated cell)
         self._units: list[_Unit] = []
-        self._counter: Any = None  # the FlopCounterMode in force (opened by the outermost counting unit)
-        self._offset = 0  # FLOPs that counter had counted before it was suspended for a timed nested unit
-
-    def flops_now(self) -> int:
-        """FLOPs counted so far by the counter in force (0 when none is)."""
-        return 0 if self._counter is None else self._offset + int(self._counter.get_total_flops())
+        self._counter: Any = None  # the UnitCounter in force (opened by the outermost counting unit)
 
     def record(self, name: str, unit: str) -> StageRecord:
         """The record of stage ``name`` entered now in this scope; under another parent than its first entry's it
@@ -258,20 +255,17 @@ class _Stage:
     def unit(self) -> Iterator[None]:
         m, rec = self.meter, self.rec
         me = _Unit(self)
-        suspended = m._counter is not None and rec.flops_per_unit is not None
-        if suspended:  # FLOPs known: time this unit without the enclosing unit's counter
-            m._offset += m._counter.get_total_flops()
-            saved, m._counter = m._counter, None
-            saved.__exit__(None, None, None)
+        suspended = m._counter if rec.flops_per_unit is not None else None
+        if suspended is not None:  # FLOPs known: time this unit without the enclosing unit's counter
+            m._counter = None
+            suspended.__exit__(None, None, None)
         counting_here = m._counter is None and rec.flops_per_unit is None
         if counting_here:
-            from torch.utils.flop_counter import FlopCounterMode
+            from .meter_count import UnitCounter
 
-            outer_offset = m._offset
-            m._counter, m._offset = FlopCounterMode(display=False), 0
-            m._counter.__enter__()
+            m._counter = UnitCounter().__enter__()
         counter = m._counter
-        f0 = m.flops_now()
+        c0 = counter.totals() if counter is not None else (0, 0)
         m._units.append(me)
         if m.trace is not None:
             m.trace.write_text(rec.name)
@@ -285,23 +279,24 @@ class _Stage:
             m._units.pop()
             if m.trace is not None and m._units:
                 m.trace.write_text(m._units[-1].stage.rec.name)
-            total_flops = (m.flops_now() - f0) if counter is not None else None
+            flops, ops = (a - b for a, b in zip(counter.totals(), c0)) if counter is not None else (0, 0)
             if counting_here:
                 counter.__exit__(None, None, None)
-                m._counter, m._offset = None, outer_offset
-            if suspended:
-                m._counter = saved
-                saved.__enter__()  # counts from zero again: what it had counted is in m._offset
+                m._counter = None
+            if suspended is not None:
+                m._counter = suspended.__enter__()
             own_s = max(0.0, total_s - me.child_s)
             if counter is None:
                 rec._timed.append(own_s)
             elif rec._counted_s is None:
                 rec._counted_s = own_s
-            if total_flops is not None and rec.flops_per_unit is None:
-                rec.flops_per_unit = float(max(0.0, total_flops - me.child_flops))
+            if counter is not None and rec.flops_per_unit is None:
+                rec.flops_per_unit = float(max(0.0, flops - me.child_flops))
+                rec.ops_per_unit = max(0, ops - me.child_ops)
             if m._units:
                 m._units[-1].child_s += total_s
-                m._units[-1].child_flops += float(total_flops or 0.0)
+                m._units[-1].child_flops += float(flops)
+                m._units[-1].child_ops += ops
             self.run += 1
             rec.units_run += 1
 

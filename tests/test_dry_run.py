@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.dryrun import GPUS
+from harness.dryrun import DEFAULT_EFFICIENCY, GPU_OP_SECONDS, GPUS, project_seconds
 
 SYN = "SYN-PARK→SYN-STREET"
 
@@ -33,9 +33,12 @@ def test_dry_run_reports_every_stage_and_writes_no_cell(tmp_path):
     steps = trained["train: density"]
     assert steps["units_run"] == 2 and steps["units"] > 100 and steps["flops_per_unit"] > 1e8
     assert steps["params"] > 1e5 and steps["seconds_per_unit"] > 0 and steps["gpu_hours"] > 0
-    # projection: units × FLOPs per unit / (peak × efficiency)
-    assert steps["gpu_hours"] * 3600 == pytest.approx(
-        steps["units"] * steps["flops_per_unit"] / (GPUS["h100"]["bf16"] * report["efficiency"]))
+    # projection: units × max(FLOPs per unit / (peak × efficiency), operator calls per unit × time per call); a smoke
+    # training step is small work, bounded by its operator calls
+    assert report["gpu_op_seconds"] == GPU_OP_SECONDS and steps["ops_per_unit"] > 100
+    assert steps["gpu_hours"] * 3600 == pytest.approx(steps["units"] * max(
+        steps["flops_per_unit"] / (GPUS["h100"]["bf16"] * report["efficiency"]), steps["ops_per_unit"] * GPU_OP_SECONDS))
+    assert steps["ops_per_unit"] * GPU_OP_SECONDS > steps["flops_per_unit"] / (GPUS["h100"]["bf16"] * 0.1)
     assert trained["evaluate: predict"]["units"] == 30 and trained["evaluate: predict"]["units_run"] == 2
     zero = cells["zero"]["stages"]
     assert [s["name"] for s in zero] == ["evaluate: predict"] and zero[0]["flops_per_unit"] == 0
@@ -52,7 +55,7 @@ def test_dry_run_table_names_the_gpu_and_the_assumed_efficiency(tmp_path):
     r = _invoke(["run", "--matrix", SYN, "--methods", "zero", "--dry-run", "--gpu-efficiency", "0.5",
                  "--out", str(tmp_path / "run")], HARNESS_CACHE=str(tmp_path / "cache"))
     assert r.exit_code == 0, r.output
-    assert "projected on A100 fp32 at 50% of peak" in r.stdout and "efficiency 0.5 assumed" in r.stdout
+    assert "projected on A100 fp32 at 50% of peak" in r.stdout and "efficiency 0.5 (--gpu-efficiency)" in r.stdout
     assert "evaluate: predict" in r.stdout and "cell total" in r.stdout
     bad = CliRunner().invoke(main, ["run", "--matrix", SYN, "--methods", "zero", "--dry-run", "--gpu", "k80"])
     assert bad.exit_code == 2 and "k80" in bad.output
@@ -188,8 +191,9 @@ def test_paper_profiles_dry_run_at_their_real_shapes(tmp_path):
     assert unet["units"] == 50 * stages[unet["parent"]]["units"]  # 50 denoising steps per generated image
     # the pipeline runs fp16 on CUDA whatever the run's precision (fp32 here): projected at the fp16 peak
     assert unet["precision"] == "fp16" and stages[unet["parent"]]["precision"] == "fp16"
-    assert unet["gpu_hours"] * 3600 == pytest.approx(
-        unet["units"] * unet["flops_per_unit"] / (GPUS["a100"]["fp16"] * 0.3))
+    assert unet["ops_per_unit"] > 100  # an SD U-Net call is hundreds of operator calls
+    assert unet["gpu_hours"] * 3600 == pytest.approx(unet["units"] * project_seconds(
+        unet["flops_per_unit"], unet["ops_per_unit"], GPUS["a100"]["fp16"] * DEFAULT_EFFICIENCY))
     assert stages["train: density"]["precision"] is None  # the run's
     assert stages["caption: Salesforce/blip-image-captioning-base"]["flops_per_unit"] > 1e10
     assert "WIDER FACE" in by["detnet"]["weights"]  # stand-in: the dataset is not under the data root

@@ -58,6 +58,8 @@ def test_units_stop_flops_counted_once_and_nested_stages_attributed(lin):
     outer, inner = meter.records[("m A→B", "outer")], meter.records[("m A→B", "inner")]
     assert outer.flops_per_unit == LIN_FLOPS  # its own work only: the nested stage's is excluded
     assert inner.flops_per_unit == 2 * LIN_FLOPS
+    # operator calls likewise: one Linear is the same few ATen calls each time, the inner unit makes twice as many
+    assert outer.ops_per_unit > 0 and inner.ops_per_unit == 2 * outer.ops_per_unit
     assert inner.parent == "outer" and outer.parent is None
     assert outer.params == 123 and outer.units_run == 2 and inner.entries == 2 and inner.units_run == 4
     assert meter.full_units(outer) == 10
@@ -239,3 +241,24 @@ def test_a_stage_entered_under_another_parent_is_counted_apart(lin):
     nested = recs["generate (in pairs)"]
     assert nested.parent == "pairs" and meter.full_units(nested) == 4 * 30
     assert meter.full_units(recs["step (in generate (in pairs))"]) == 50 * 4 * 30
+
+
+def test_a_unit_projects_onto_a_gpu_at_the_larger_of_its_arithmetic_and_its_operator_calls(lin):
+    """Small work is bounded by its operator calls (launch and dispatch), large work by arithmetic
+    (harness.dryrun.project_seconds): a loop of many tiny element-wise ops counts every call."""
+    from harness.dryrun import GPU_OP_SECONDS, project_seconds
+
+    net, x = lin
+    meter = Meter(max_units=1)
+    with metering(meter, "s"):
+        with stage("tiny", units=1) as st:
+            with st.unit():
+                y = net(x[:1, :])
+                for _ in range(200):
+                    y = y * 1.0001
+    rec = meter.records[("s", "tiny")]
+    assert rec.ops_per_unit >= 200 and rec.flops_per_unit == 2 * 128 * 128
+    fast = 1e12
+    assert project_seconds(rec.flops_per_unit, rec.ops_per_unit, fast) == rec.ops_per_unit * GPU_OP_SECONDS
+    assert project_seconds(1e15, rec.ops_per_unit, fast) == 1e3  # arithmetic-bound
+    assert project_seconds(None, 10, fast) is None and project_seconds(0.0, 10, fast) is None  # no GPU work

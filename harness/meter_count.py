@@ -1,0 +1,56 @@
+"""FLOPs and operator calls of a dry-run unit (:mod:`harness.stages`).
+
+:class:`UnitCounter` opens :class:`torch.utils.flop_counter.FlopCounterMode` (FLOPs of matrix products,
+convolutions and attention, forward and backward) and, above it, a dispatch mode that counts the ATen operator calls
+the work makes after autograd (forward, backward and optimiser alike) — each one, on a GPU, a kernel launch or at
+least a trip through the dispatcher. Small work is bounded by those calls, not by arithmetic: measured on an H200
+(``leaderboards/paper-costs.md`` § Calibration), a training step of 1.45e10 FLOPs took 14 ms, 1 000 × its FLOP time.
+The dry run's projection (:func:`harness.dryrun.project_seconds`) takes the larger of the two bounds.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["UnitCounter"]
+
+
+def _op_count_mode() -> Any:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _OpCount(TorchDispatchMode):
+        """Counts the ATen operator calls dispatched while it is open (after autograd, before decomposition)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    return _OpCount()
+
+
+class UnitCounter:
+    """FLOPs and operator calls of the work run while it is open; it can be closed (a nested unit timed without it)
+    and opened again, and :meth:`totals` adds up every opening."""
+
+    def __init__(self) -> None:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self._flops, self._ops = FlopCounterMode(display=False), _op_count_mode()
+        self._flops_before = 0  # the FLOP mode counts from zero at each opening
+
+    def __enter__(self) -> "UnitCounter":
+        self._flops.__enter__()
+        self._ops.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ops.__exit__(*exc)
+        self._flops_before += int(self._flops.get_total_flops())
+        self._flops.__exit__(*exc)
+
+    def totals(self) -> tuple[int, int]:
+        """``(FLOPs, operator calls)`` counted so far, every opening included."""
+        return self._flops_before + int(self._flops.get_total_flops()), self._ops.n
