@@ -400,6 +400,7 @@ def _reuse(meter: Meter, scope: str) -> None:
                 break  # only earlier cells
             if other.key == rec.key and other.name == rec.name and other.units_run and not other.reused_from:
                 rec.flops_per_unit, rec.seconds_per_unit = other.flops_per_unit, other.seconds_per_unit
+                rec.ops_per_unit = other.ops_per_unit
                 rec.timed_with_counter, rec.peak_bytes = other.timed_with_counter, other.peak_bytes
                 rec.params, rec.reused_from = other.params or rec.params, other.scope
                 _borrow_nested(meter, scope, other)

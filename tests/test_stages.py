@@ -117,6 +117,7 @@ def test_cached_work_borrows_the_figures_of_the_same_stage_in_another_cell(lin):
                             net(x)
     b = meter.records[("b", "generate: g")]
     assert b.units_run == 0 and b.reused_from == "a" and b.flops_per_unit == LIN_FLOPS
+    assert b.ops_per_unit == meter.records[("a", "generate: g")].ops_per_unit > 0  # the operator calls too
 
 
 class Task:
