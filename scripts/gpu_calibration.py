@@ -48,8 +48,9 @@ def main() -> int:
             print(f"error: {f} was measured on {r['device']}, not on a GPU", file=sys.stderr)
             return 2
         for c in r["cells"]:
-            cells.setdefault(c["method"], c)  # the first measurement of a method
-            peak_of[c["method"]] = (r["gpu"], r["precision"])
+            if c["method"] not in cells or cells[c["method"]]["error"]:  # the first complete measurement of a method
+                cells[c["method"]] = c
+                peak_of[c["method"]] = (r["gpu"], r["precision"])
     rows, fractions, per_call = [], [], []
     for m, c in cells.items():
         gpu, precision = peak_of[m]
