@@ -9,12 +9,14 @@ The dry run's projection (:func:`harness.dryrun.project_seconds`) takes the larg
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 __all__ = ["UnitCounter"]
 
 
-def _op_count_mode() -> Any:
+@functools.lru_cache(maxsize=None)
+def _op_count_class() -> type:
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class _OpCount(TorchDispatchMode):
@@ -28,7 +30,7 @@ def _op_count_mode() -> Any:
             self.n += 1
             return func(*args, **(kwargs or {}))
 
-    return _OpCount()
+    return _OpCount
 
 
 class UnitCounter:
@@ -38,7 +40,7 @@ class UnitCounter:
     def __init__(self) -> None:
         from torch.utils.flop_counter import FlopCounterMode
 
-        self._flops, self._ops = FlopCounterMode(display=False), _op_count_mode()
+        self._flops, self._ops = FlopCounterMode(display=False), _op_count_class()()
         self._flops_before = 0  # the FLOP mode counts from zero at each opening
 
     def __enter__(self) -> "UnitCounter":
