@@ -42,11 +42,13 @@ GPUS: dict[str, dict[str, float]] = {
     "l40s": {"fp32": 91.6e12, "fp16": 362e12, "bf16": 362e12},
     "rtx4090": {"fp32": 82.6e12, "fp16": 165.2e12, "bf16": 165.2e12},
 }
-#: fraction of the dense peak a large stage sustains (override with --gpu-efficiency): measured on an H200 in bf16,
-#: stages over 1 TFLOP per unit ran at 0.03–0.34 of it, median ≈ 0.09 (leaderboards/paper-costs.md § Calibration)
+#: fraction of the dense peak a large stage sustains (override with --gpu-efficiency). Measured on an H200 in bf16
+#: (leaderboards/paper-costs.md § Calibration on a GPU): stages over 1 TFLOP per unit ran at 0.010–0.344 of it, median
+#: 0.075; with GPU_OP_SECONDS, 0.1 puts the 10 measured methods with over a minute of GPU work within a factor of 2
+#: (measured / projected 0.60–1.97)
 DEFAULT_EFFICIENCY = 0.1
-#: seconds per ATen operator call of a unit on a GPU (launch and dispatch; eager PyTorch): measured on an H200 node,
-#: the training steps that the FLOPs could not explain took 11–30 µs per call, median ≈ 20 µs
+#: seconds per ATen operator call of a unit on a GPU (launch and dispatch, eager PyTorch). Measured there: the training
+#: steps under 1 % of the peak took 10.6–57.4 µs per call, median 17
 GPU_OP_SECONDS = 20e-6
 
 
