@@ -15,7 +15,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .context import CellContext  # noqa: E402
-from .errors import ConfigError, DataError, HarnessError, PluginError, WeightsError
+from .errors import ConfigError, DataError, HarnessError, PluginError, WeightsError, WeightsUnavailable
 from .hookspecs import hookimpl
 from .options import component, component_refs, parse_or_raise
 from .options import to_dict as options_to_dict
@@ -96,6 +96,7 @@ def __dir__():
 
 
 __all__ = ["hookimpl", "CellContext", "ConfigError", "DataError", "HarnessError", "PluginError", "WeightsError",
+           "WeightsUnavailable",
            "component", "component_refs", "parse_or_raise", "options_to_dict",
            "AnnotatorSpec", "CommandSpec", "CounterSpec", "DatasetSpec", "GeneratorSpec", "MethodSpec",
            "SegmenterSpec", "StrategySpec", "TinyModelSpec", "Annotator", "Counter", "Dataset", "GenerationRequest", "Generator",

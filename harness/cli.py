@@ -144,7 +144,8 @@ def _check_filesystem_encoding() -> None:
 @click.option("--gpu", type=click.Choice(sorted(GPUS)), default="a100", show_default=True,
               help="Dry run: the GPU the hours are projected on.")
 @click.option("--gpu-efficiency", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_EFFICIENCY,
-              show_default=True, help="Dry run: sustained fraction of the GPU's peak FLOP/s (an assumption).")
+              show_default=True, help="Dry run: sustained fraction of the GPU's peak FLOP/s (measured on an H200; "
+                                      "each unit is also bounded by its operator calls × 20 µs).")
 @click.option("--dry-run-units", type=click.IntRange(1, 100), default=2, show_default=True,
               help="Dry run: units (steps, images) each stage runs.")
 @click.option("--json", "as_json", is_flag=True, help="Dry run: JSON instead of the table.")

@@ -44,8 +44,8 @@ GPUS: dict[str, dict[str, float]] = {
 }
 #: fraction of the dense peak a large stage sustains (override with --gpu-efficiency). Measured on an H200 in bf16
 #: (leaderboards/paper-costs.md § Calibration on a GPU): stages over 1 TFLOP per unit ran at 0.010–0.344 of it, median
-#: 0.075; with GPU_OP_SECONDS, 0.1 puts the 10 measured methods with over a minute of GPU work within a factor of 2
-#: (measured / projected 0.60–1.97)
+#: 0.075; with GPU_OP_SECONDS, 0.1 puts the measured methods within a factor of 2 (measured / projected 0.60–1.97,
+#: all but the two smallest cells; fitted on those same measurements)
 DEFAULT_EFFICIENCY = 0.1
 #: seconds per ATen operator call of a unit on a GPU (launch and dispatch, eager PyTorch). Measured there: the training
 #: steps under 1 % of the peak took 10.6–57.4 µs per call, median 17
@@ -70,7 +70,7 @@ class StageCost:
     timed_with_counter: bool = False
     reused_from: str | None = None
     precision: str | None = None  # the stage's own GPU precision when not the run's (projected at that peak)
-    ops_per_unit: int | None = None  # ATen operator calls of one unit (None: not counted; dry runs before 0.2.1)
+    ops_per_unit: int | None = None  # ATen operator calls of one unit (None: not counted, as in older dry runs)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -121,6 +121,7 @@ class DryRunReport:
     cells: list[CellCost]
     seconds: float
     resumed: int = 0  # cells measured by an earlier run of this dry run that was interrupted (their time included)
+    op_seconds: float | None = GPU_OP_SECONDS  # per operator call of a unit; None: FLOPs only (older dry runs)
 
     def method_totals(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -141,7 +142,7 @@ class DryRunReport:
     def to_dict(self) -> dict:
         return {"profile": self.profile, "precision": self.precision, "device": self.device, "gpu": self.gpu,
                 "gpu_peak_flops": GPUS[self.gpu][self.precision], "efficiency": self.efficiency,
-                "gpu_op_seconds": GPU_OP_SECONDS,
+                "gpu_op_seconds": self.op_seconds,
                 "seeds": self.seeds, "max_units": self.max_units, "dry_run_seconds": round(self.seconds, 1),
                 "cells_measured_earlier": self.resumed,
                 "gpu_hours": self.gpu_hours, "methods": self.method_totals(),
@@ -153,7 +154,8 @@ def report_from_dict(d: dict) -> DryRunReport:
     cells = [CellCost(c["method"], c["source"], c["target"], c["dry_run_seconds"],
                       [StageCost(**s) for s in c["stages"]], dict(c["weights"]), c["error"]) for c in d["cells"]]
     return DryRunReport(d["profile"], d["precision"], d["device"], d["gpu"], d["efficiency"], d["seeds"],
-                        d["max_units"], cells, d["dry_run_seconds"], d.get("cells_measured_earlier", 0))
+                        d["max_units"], cells, d["dry_run_seconds"], d.get("cells_measured_earlier", 0),
+                        d.get("gpu_op_seconds"))
 
 
 def project_seconds(flops: float | None, ops: int | None, flops_per_s: float,
@@ -305,7 +307,8 @@ def render(report: DryRunReport) -> Any:
     t = Table(title=f"dry run: profile {report.profile}, measured on {report.device}, projected on {gpu_name}",
               title_justify="left", show_lines=False)
     for col, just in (("cell", "left"), ("stage", "left"), ("unit", "left"), ("params", "right"),
-                      ("peak mem", "right"), ("FLOPs/unit", "right"), (f"s/unit ({report.device})", "right"),
+                      ("peak mem", "right"), ("FLOPs/unit", "right"), ("calls/unit", "right"),
+                      (f"s/unit ({report.device})", "right"),
                       ("units", "right"), ("GPU time", "right")):
         t.add_column(col, justify=just)
     for c in report.cells:
@@ -313,14 +316,14 @@ def render(report: DryRunReport) -> Any:
         first = True
         for s in c.stages:
             t.add_row(label if first else "", ("  " if s.parent else "") + s.name + _own(s), s.unit, _si(s.params),
-                      _si(s.peak_bytes, "B"), _si(s.flops_per_unit),
+                      _si(s.peak_bytes, "B"), _si(s.flops_per_unit), _si(s.ops_per_unit),
                       "—" if s.seconds_per_unit is None else f"{s.seconds_per_unit:.3g}"
                       + ("*" if s.timed_with_counter else "") + ("†" if s.reused_from else ""),
                       f"{s.units:,.0f}", _hours(s.gpu_hours))
             first = False
         if c.error:
-            t.add_row(label if first else "", Text(f"FAILED: {c.error}", style="red"), "", "", "", "", "", "", "")
-        t.add_row("", Text("cell total", style="bold"), "", "", "", "", "", "", Text(_hours(c.gpu_hours), style="bold"),
+            t.add_row(label if first else "", Text(f"FAILED: {c.error}", style="red"), *[""] * 8)
+        t.add_row("", Text("cell total", style="bold"), *[""] * 7, Text(_hours(c.gpu_hours), style="bold"),
                   end_section=True)
     m = Table(title=f"per method (× {report.seeds} seed(s)), projected on {gpu_name}", title_justify="left")
     for col in ("method", "GPU time", "largest stage", "its GPU time", f"time on {report.device}"):
@@ -334,9 +337,14 @@ def render(report: DryRunReport) -> Any:
                  f"cell (its work was cached); [fp16]: projected at that precision's peak; stages without FLOPs are "
                  f"counted at this machine's time. GPU peak "
                  f"{_si(GPUS[report.gpu][report.precision], 'FLOP/s')} ({report.precision}, dense datasheet figure), "
-                 f"efficiency {report.efficiency} (--gpu-efficiency); at least {GPU_OP_SECONDS * 1e6:.0f} µs per "
-                 f"operator call of a unit (both measured on an H200).", style="dim")
+                 f"efficiency {report.efficiency} (--gpu-efficiency); {_per_call(report)}.", style="dim")
     return Group(t, m, notes)
+
+
+def _per_call(report: DryRunReport) -> str:
+    if report.op_seconds is None:
+        return "FLOPs only (a dry run made before operator calls were counted)"
+    return f"at least {report.op_seconds * 1e6:.0f} µs per operator call of a unit (calls/unit; measured on an H200)"
 
 
 def _own(s: StageCost) -> str:
@@ -347,8 +355,7 @@ def markdown(report: DryRunReport) -> str:
     """The report as Markdown (the ``leaderboards/`` cost table): per method the projected GPU-hours and largest
     stage, then every stage of every cell."""
     gpu = f"{report.gpu.upper()} {report.precision}, {report.efficiency:.0%} of the dense peak " \
-          f"{_si(GPUS[report.gpu][report.precision], 'FLOP/s')}, at least {GPU_OP_SECONDS * 1e6:.0f} µs per " \
-          f"operator call"
+          f"{_si(GPUS[report.gpu][report.precision], 'FLOP/s')}; {_per_call(report)}"
     out = [f"Projected on {gpu}; measured on {report.device}, {report.max_units} unit(s) per stage, "
            f"{len(report.cells)} cell(s) in {report.seconds:.0f} s; × {report.seeds} seed(s).", "",
            f"| method | GPU time ({report.gpu.upper()}) | largest stage | its GPU time | time on {report.device} "
@@ -359,21 +366,22 @@ def markdown(report: DryRunReport) -> str:
                    f"{_hours(tot['largest_gpu_hours'])} | {_hours(tot['device_hours'])} | "
                    f"{'architecture only' if name in arch else 'released / none needed'} |")
     out += [f"| **matrix** | **{_hours(report.gpu_hours)}** | | | | |", "",
-            "| cell | stage | unit | params | peak mem | FLOPs/unit | s/unit | units | GPU time |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+            "| cell | stage | unit | params | peak mem | FLOPs/unit | calls/unit | s/unit | units | GPU time |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in report.cells:
         label = f"{c.method} {c.source}→{c.target}"
         for s in c.stages:
             sec = "—" if s.seconds_per_unit is None else f"{s.seconds_per_unit:.3g}" + (
                 "*" if s.timed_with_counter else "") + ("†" if s.reused_from else "")
             out.append(f"| {label} | {'↳ ' if s.parent else ''}{s.name}{_own(s)} | {s.unit} | {_si(s.params)} | "
-                       f"{_si(s.peak_bytes, 'B')} | {_si(s.flops_per_unit)} | {sec} | {s.units:,.0f} | "
+                       f"{_si(s.peak_bytes, 'B')} | {_si(s.flops_per_unit)} | {_si(s.ops_per_unit)} | {sec} | "
+                       f"{s.units:,.0f} | "
                        f"{_hours(s.gpu_hours)} |")
         if c.error:
-            out.append(f"| {label} | FAILED: {c.error} | | | | | | | |")
+            out.append(f"| {label} | FAILED: {c.error} | | | | | | | | |")
         if c.weights:
             out.append(f"| {label} | weights: " + "; ".join(f"{k}: {v}" for k, v in c.weights.items())
-                       + " | | | | | | | |")
+                       + " | | | | | | | | |")
     out += ["", "\\* timed with the FLOP counter on (one unit ran); † figures borrowed from the same stage in "
             "another cell (same cost key, or its work cached there); ↳ nested in the stage above; [fp16]: "
             "projected at that precision's peak (the component runs so on a GPU whatever the run's)."]

