@@ -6,6 +6,11 @@ the work makes after autograd (forward, backward and optimiser alike) — each o
 least a trip through the dispatcher. Small work is bounded by those calls, not by arithmetic: measured on an H200
 (``leaderboards/paper-costs.md`` § Calibration), a training step of 1.45e10 FLOPs took 14 ms, 1 000 × its FLOP time.
 The dry run's projection (:func:`harness.dryrun.project_seconds`) takes the larger of the two bounds.
+
+The count depends on the device for optimiser steps: torch's optimisers run multi-tensor kernels on CUDA and a
+per-tensor loop on a CPU (a ResCSRNet step: 835 calls on a CPU, 499 on the H200). The time per call
+(:data:`harness.dryrun.GPU_OP_SECONDS`) was fitted on CPU counts against GPU times: it is meant for a dry run on a
+CPU projected onto a GPU; a dry run on the GPU itself reports its measured time.
 """
 from __future__ import annotations
 

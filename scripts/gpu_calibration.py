@@ -11,7 +11,7 @@ seconds per unit (CUDA-synchronised) and the FLOPs and ATen operator calls per u
 - per method: the measured time of its cells against the projection (``project_seconds``) at the given figures.
 
 Dry runs made before operator calls were counted can take them from a dry run of the same cells elsewhere
-(``--ops-from cpu.json``: same stages, same shapes; the calls do not depend on the device).
+(``--ops-from cpu.json``: same stages, same shapes). A CPU count is what the projection is used with; it is higher than a GPU's for optimiser steps (per-tensor loops on a CPU, multi-tensor kernels on CUDA).
 
     .venv/bin/python scripts/gpu_calibration.py gpu-1.json gpu-2.json --ops-from cpu.json [--efficiency 0.1]
 """
