@@ -279,3 +279,41 @@ def test_a_report_says_how_it_was_projected_and_an_older_one_says_flops_only():
     text = markdown(new)
     assert "at least 20 µs per operator call" in text and "| calls/unit |" in text and "| 835 |" in text
     assert report_from_dict(new.to_dict()).op_seconds == GPU_OP_SECONDS
+
+
+def test_gpu_calibration_script_refits_the_projection_from_a_dry_run_on_a_gpu(tmp_path):
+    """scripts/gpu_calibration.py: per stage the fraction of peak and the µs per operator call a GPU dry run measured,
+    the two figures refitted, and measured / projected per method; operator calls may come from a CPU dry run; a
+    report not measured on a GPU is refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def st(name, flops, secs, ops=None, counter=False):
+        return {"name": name, "unit": "step", "params": 1, "peak_bytes": 0, "flops_per_unit": flops,
+                "seconds_per_unit": secs, "units_run": 3, "units": 1000, "device_hours": 0, "gpu_hours": 0,
+                "parent": None, "timed_with_counter": counter, "reused_from": None, "precision": None,
+                "ops_per_unit": ops}
+
+    peak = GPUS["h200"]["bf16"]
+    gpu = {"profile": "paper", "precision": "bf16", "device": "cuda", "gpu": "h200", "efficiency": 0.1, "seeds": 1,
+           "max_units": 3, "dry_run_seconds": 1.0, "cells": [
+               {"method": "big", "source": "A", "target": "B", "dry_run_seconds": 1, "weights": {}, "error": None,
+                "stages": [st("train: big", 2e13, 2e13 / (0.2 * peak), ops=100)]},
+               {"method": "small", "source": "A", "target": "B", "dry_run_seconds": 1, "weights": {}, "error": None,
+                "stages": [st("train: small", 1e10, 0.015)]}]}
+    cpu = {**gpu, "device": "cpu", "cells": [{**gpu["cells"][1], "stages": [st("train: small", 1e10, 9.0, ops=1000)]}]}
+    (tmp_path / "gpu.json").write_text(json.dumps(gpu))
+    (tmp_path / "cpu.json").write_text(json.dumps(cpu))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_calibration.py"
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "gpu.json"), "--ops-from", str(tmp_path / "cpu.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "| big | train: big | 2e+13 | 100 |" in r.stdout and "| 0.200 |" in r.stdout
+    assert "| small | train: small | 1e+10 | 1000 | 0.0150 | 0.001 | 15.0 |" in r.stdout
+    assert "fraction of peak 0.200–0.200, median 0.200 (1 stages)" in r.stdout
+    assert "15.0–15.0 µs per operator call, median 15.0 (1 stages)" in r.stdout
+    # small: 1000 units × max(1e10 / (peak × 0.1), 1000 × 20 µs) = 20 s projected against 15 s measured
+    assert "| small | 0.004 | 0.006 | 0.75 |" in r.stdout and "| big | 0.028 | 0.056 | 0.50 |" in r.stdout
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "cpu.json")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not on a GPU" in bad.stderr
