@@ -43,9 +43,9 @@ GPUS: dict[str, dict[str, float]] = {
     "rtx4090": {"fp32": 82.6e12, "fp16": 165.2e12, "bf16": 165.2e12},
 }
 #: fraction of the dense peak a large stage sustains (override with --gpu-efficiency). Measured on an H200 in bf16
-#: (leaderboards/paper-costs.md § Calibration on a GPU): stages over 1 TFLOP per unit ran at 0.010–0.344 of it, median
-#: 0.075; with GPU_OP_SECONDS, 0.1 puts the measured methods within a factor of 2 (measured / projected 0.60–1.97,
-#: all but the two smallest cells; fitted on those same measurements)
+#: (leaderboards/paper-costs.md § Calibration on a GPU): stages over 1 TFLOP per unit ran at 0.010–0.344 of it,
+#: median 0.075; with GPU_OP_SECONDS, 0.1 puts the measured methods within a factor of 2 (measured / projected
+#: 0.60–1.97, all but the two smallest cells; fitted on those same measurements)
 DEFAULT_EFFICIENCY = 0.1
 #: seconds per ATen operator call of a unit on a GPU (launch and dispatch, eager PyTorch). Measured there: the training
 #: steps under 1 % of the peak took 10.6–57.4 µs per call, median 17

