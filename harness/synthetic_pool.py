@@ -23,6 +23,7 @@ labels count as labels the counter saw.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,10 @@ def choose_annotators(ctx: Any, opts: PoolOptions) -> tuple[list[str], str]:
     if kept not in names:
         raise ConfigError(f"keep: {opts.keep!r} is not among this cell's annotators ({', '.join(names)})")
     return names, kept
+
+
+def _read_sample(rec: SyntheticRecord) -> tuple[np.ndarray, np.ndarray]:
+    return _read_png(rec.path), np.load(rec.points_path)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -308,9 +313,9 @@ def pool_extras(ctx: Any, pool: SyntheticPool, r_mix: float, n_real: int) -> Epo
     m = min(m, len(usable))
     ctx.provenance_notes["synthetic_per_epoch"] = m
 
-    def draw(epoch: int, rng: np.random.Generator):
+    def draw(epoch: int, rng: np.random.Generator):  # read when their batch comes (EpochExtras.draw)
         chosen = rng.choice(len(usable), size=m, replace=False)
-        return [(_read_png(usable[i].path), np.load(usable[i].points_path)) for i in sorted(chosen)]
+        return [functools.partial(_read_sample, usable[i]) for i in sorted(chosen)]
 
     return EpochExtras(per_epoch=m, draw=draw)
 

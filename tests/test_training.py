@@ -2,6 +2,8 @@
 val-MAE model selection, per-epoch extra samples, scaling, one-line option errors."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from harness.data.synthetic import SyntheticCrowds
 from harness.data.transforms import resize_sample, scale_factor
 from harness.models.base import TorchDensityCounter
 from harness.training import ScaledCounter
+from harness.training.density import DensityTask, density_item
 
 
 def tiny_counter(seed: int = 0) -> TorchDensityCounter:
@@ -119,6 +122,38 @@ def test_extra_samples_mixed_in_each_epoch(refs):
     assert calls == [1, 2] and res.epochs_completed == 2
     base = train_density_counter(tiny_counter(), train, val, opts(2))
     assert any(not np.array_equal(x, y) for x, y in zip(weights(res.counter), weights(base.counter)))
+
+
+def test_extra_samples_given_as_callables_are_read_one_batch_at_a_time(refs):
+    """A drawn sample given as a callable is read when its batch is drawn, once per epoch (so an epoch of thousands
+    of synthetic images is never held in memory at once), and trains exactly as the same samples given as pairs."""
+    train, val = refs
+    extra = [s.load() for s in SyntheticCrowds("SYN-DENSE").samples("train")[:4]]
+    reads = []
+
+    def read(epoch, k):
+        reads.append((epoch, k))
+        return extra[k].image, extra[k].points
+
+    def lazy(epoch, rng):
+        return [functools.partial(read, epoch, k) for k in range(len(extra))]
+
+    def eager(epoch, rng):
+        return [(e.image, e.points) for e in extra]
+
+    o = opts(2, batch_size=2)
+    a = train_density_counter(tiny_counter(), train, val, o, extras=EpochExtras(4, eager))
+    b = train_density_counter(tiny_counter(), train, val, o, extras=EpochExtras(4, lazy))
+    assert all(np.array_equal(x, y) for x, y in zip(weights(a.counter), weights(b.counter)))
+    assert sorted(reads) == [(e, k) for e in (1, 2) for k in range(4)]
+
+    reads.clear()
+    task = DensityTask(tiny_counter(), [], [], o, seed=0, device="cpu", extras=EpochExtras(4, lazy), fingerprint={},
+                       make_item=lambda image, points: density_item(image, points, o, 2))
+    first = task.batch(0, np.random.default_rng(0))
+    assert len(first) == 2 and len(reads) == 2  # the epoch's other two samples are not read yet
+    task.batch(1, np.random.default_rng(0))
+    assert sorted(reads) == [(1, k) for k in range(4)]
 
 
 def test_bf16_precision_trains_on_cpu(refs):

@@ -114,8 +114,11 @@ class EpochExtras:
 
     Attributes:
         per_epoch: how many samples every epoch adds (fixed, so the epoch length is known in advance).
-        draw: ``draw(epoch, rng) -> [(image (H, W, 3) uint8, points (N, 2) float), ...]`` with ``per_epoch``
-            items; ``epoch`` is 1-based, ``rng`` the epoch's seeded generator.
+        draw: ``draw(epoch, rng) -> [sample, ...]`` with ``per_epoch`` items; ``epoch`` is 1-based, ``rng`` the
+            epoch's seeded generator. A sample is ``(image (H, W, 3) uint8, points (N, 2) float, (x, y) pixels)``
+            or a zero-argument callable returning that pair, called when the sample's batch is drawn — so an
+            epoch of thousands of synthetic images is read one batch at a time, never held in memory at once
+            (:func:`harness.pool_extras` draws callables).
 
     The labels behind the samples (e.g. the pseudo-labelling annotators') are recorded by the components the
     strategy built (:meth:`harness.CellContext.build`), not here.
@@ -196,10 +199,9 @@ class DensityTask:
     def _epoch_items(self, epoch: int):
         if self._epoch != epoch:
             items = list(self.train_items)
-            if self.extras is not None:
+            if self.extras is not None:  # callables stay unread until their batch (EpochExtras.draw)
                 drawn = self.extras.draw(epoch + 1, _epoch_rng(self.seed, epoch, 1))
-                items += [self.make_item(np.asarray(im, np.uint8), np.asarray(p, np.float64).reshape(-1, 2))
-                          for im, p in drawn]
+                items += [d if callable(d) else self._make(*d) for d in drawn]
             self._epoch, self._items = epoch, items
             self._order = _epoch_rng(self.seed, epoch, 0).permutation(len(items))
         return self._items, self._order
@@ -208,7 +210,11 @@ class DensityTask:
         epoch, i = divmod(step, self.steps_per_epoch)
         items, order = self._epoch_items(epoch)
         idx = order[i * self.opts.batch_size:(i + 1) * self.opts.batch_size]
-        return [_crop_flip(items[j], self.crop, self.stride, rng) for j in idx]
+        return [_crop_flip(self._make(*items[j]()) if callable(items[j]) else items[j], self.crop, self.stride, rng)
+                for j in idx]
+
+    def _make(self, image, points) -> tuple[np.ndarray, np.ndarray]:
+        return self.make_item(np.asarray(image, np.uint8), np.asarray(points, np.float64).reshape(-1, 2))
 
     def loss(self, batch, step: int):
         """Mean over the batch of each image's pixel MSE. Crops of one size go through the network as one
