@@ -416,6 +416,30 @@ def test_split_train_val_deterministic_and_seeded(tmp_path):
         split_train_val(refs, 1.0)
 
 
+def test_held_out_val_refs_load_the_images_they_were_drawn_from(tmp_path):
+    """A train image held out as validation (relabelled ``split="val"``, e.g. the Table IV protocol's 20 %) loads the
+    same image, points and labels as before: the built-in synthetic crowds draw it from its id, not from ``val``
+    (which has only 10 images: index 11 used to fail), and JHU-Crowd++ reads its labels from its own split folder."""
+    from harness.data.synthetic import SyntheticCrowds
+
+    refs = SyntheticCrowds("SYN-PARK").samples("train")
+    _, held = split_train_val(refs, 0.5, seed=0)
+    assert any(int(r.id.rsplit("_", 1)[1]) >= 10 for r in held)
+    for r in held:
+        orig = next(o for o in refs if o.id == r.id).load()
+        got = r.load()
+        np.testing.assert_array_equal(got.image, orig.image)
+        np.testing.assert_array_equal(got.points, orig.points)
+        assert got.meta["seed"] == orig.meta["seed"]
+        np.testing.assert_array_equal(r.load_image(), orig.image)
+    make_jhu(tmp_path, {"train": 4, "val": 2, "test": 1})
+    jrefs = JHUCrowd(tmp_path).samples("train")
+    _, jheld = split_train_val(jrefs, 0.5, seed=0)
+    for r in jheld:
+        orig = next(o for o in jrefs if o.id == r.id).load()
+        assert r.load().meta["weather"] == orig.meta["weather"] and "scene" in r.load().meta
+
+
 def test_natural_key():
     names = ["IMG_10", "IMG_2", "IMG_1", "img_0003", "IMG_100"]
     assert sorted(names, key=natural_key) == ["IMG_1", "IMG_2", "img_0003", "IMG_10", "IMG_100"]
