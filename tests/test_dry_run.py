@@ -208,12 +208,24 @@ def test_paper_profiles_dry_run_at_their_real_shapes(tmp_path):
 
 
 def _needs_target_annotator() -> list[str]:
-    """The methods whose paper profile pseudo-labels with the annotator trained on the target (``pool.keep: target``:
-    the PromptMix report's choice and its Table IV), which only a target with such an annotator (SHA, SHB) allows."""
+    """The methods whose paper profile pseudo-labels synthetic images (``r_mix > 0``) with the annotator trained on the
+    target (``pool.keep: target``: the PromptMix report's choice and its Table IV), which only a target with such an
+    annotator (SHA, SHB) allows; ``promptmix-table4-r0`` generates nothing and runs anywhere."""
     from harness.plugins import get_registries
 
     methods = get_registries().methods
-    return [n for n in methods.names() if methods.get(n).profiles["paper"].get("pool", {}).get("keep") == "target"]
+    pools = {n: methods.get(n).profiles["paper"].get("pool", {}) for n in methods.names()}
+    return [n for n, p in pools.items() if p.get("keep") == "target" and p.get("r_mix", 1.0) > 0]
+
+
+def test_an_impossible_pool_is_refused_before_any_captioning(tmp_path):
+    """``keep: target`` on a target no annotator was trained on is refused in one line before the method captions or
+    builds a generator (found by the every-method dry run: the refusal came after BLIP had captioned the source)."""
+    r = _invoke(["run", "--matrix", SYN, "--methods", "promptmix-table4-r100", "--profile", "smoke", "--dry-run",
+                 "--json", "--out", str(tmp_path / "run")], HARNESS_CACHE=str(tmp_path / "cache"))
+    (cell,) = json.loads(r.stdout)["cells"]
+    assert r.exit_code == 1 and cell["error"].startswith("keep: target but no annotator was trained on SYN-STREET")
+    assert cell["stages"] == []
 
 
 @pytest.mark.slow
@@ -225,7 +237,7 @@ def test_every_registered_method_paper_profile_dry_runs(tmp_path):
     from harness.plugins import get_registries
 
     refused = _needs_target_annotator()
-    assert "promptmix-report-r100" in refused and "spade-table4" in refused
+    assert "promptmix-report-r100" in refused and "spade-table4" in refused and "promptmix-table4-r0" not in refused
     by = _paper_dry_run(tmp_path, get_registries().methods.names(), SYN, refused=refused)
     assert any("stable-diffusion-2-1" in k for k in by["syrac"]["weights"])
 

@@ -130,8 +130,12 @@ def fit_with_synthetic(ctx: "CellContext", method: str, counter: str, counter_op
 
     Returns:
         the trained counter (provenance ``trained-in-run``); ``ctx.provenance_notes["r_mix"]`` is recorded.
+
+    Raises:
+        ConfigError: the pool's annotators cannot serve the cell (:func:`harness.synthetic_pool.choose_annotators`),
+            raised before ``synthesise()`` captions or builds anything.
     """
-    from ..synthetic_pool import build_pool, pool_extras, pool_val_images, split_pool
+    from ..synthetic_pool import build_pool, choose_annotators, pool_extras, pool_val_images, split_pool
 
     ctx.provenance_notes["r_mix"] = pool.r_mix
     extras, val_extras = None, []
@@ -139,6 +143,7 @@ def fit_with_synthetic(ctx: "CellContext", method: str, counter: str, counter_op
     if pool.r_mix == 0:
         ctx.log.info("%s: r_mix = 0, no synthetic images (the baseline)", method)
     else:
+        choose_annotators(ctx, pool)  # an impossible pool (e.g. keep: target, none trained on it) before any captioning
         generator, requests, about = synthesise()
         built = build_pool(ctx, generator, requests, pool, about={"method": method, **about})
         n_train, n_val = len(splits[0]), len(splits[1])
