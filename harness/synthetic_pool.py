@@ -221,7 +221,7 @@ def generate_cached(ctx: Any, generator: Any, requests: Sequence[GenerationReque
 
 
 def build_pool(ctx: Any, generator: Any, requests: Sequence[GenerationRequest], opts: PoolOptions, *,
-               about: dict | None = None) -> SyntheticPool:
+               about: dict | None = None, chosen: tuple[list[str], str] | None = None) -> SyntheticPool:
     """Stages 1–4 for the cell (see the module notes); writes ``synthetic.json`` in the cell folder.
 
     Args:
@@ -230,12 +230,14 @@ def build_pool(ctx: Any, generator: Any, requests: Sequence[GenerationRequest], 
         requests: what to generate (each with its own seed).
         opts: :class:`PoolOptions`.
         about: extra facts for ``synthetic.json`` (e.g. the captioner).
+        chosen: ``(annotator names, the pseudo-labelling one)`` when the caller already ran
+            :func:`choose_annotators` for this cell (so it is decided, and logged, once); chosen here otherwise.
 
     Raises:
         ConfigError: no usable annotator, or a pseudo-labelling annotator without density maps.
     """
     t0 = time.perf_counter()
-    names, kept_name = choose_annotators(ctx, opts)
+    names, kept_name = chosen if chosen is not None else choose_annotators(ctx, opts)
     records, n_new = generate_cached(ctx, generator, requests, opts.max_synthetic)
     ctx.log.info("synthetic pool: %d images (%d generated now, %d cached) in %.1f s", len(records), n_new,
                  len(records) - n_new, time.perf_counter() - t0)
@@ -344,6 +346,6 @@ def pool_val_images(held: list[SyntheticRecord], r_mix: float, n_val_real: int,
     return [(_read_png(held[i].path), float(len(np.load(held[i].points_path)))) for i in chosen]
 
 
-__all__ = ["CounterAnnotator", "split_pool", "pool_val_images", "quality_score", "density_to_points", "q_stats", "PoolOptions", "SyntheticRecord",
-           "SyntheticPool", "choose_annotators", "generate_cached", "build_pool", "pool_extras", "DISTANCES",
-           "SYNTHETIC_FILE", "DEFAULT_ANNOTATORS"]
+__all__ = ["CounterAnnotator", "split_pool", "pool_val_images", "quality_score", "density_to_points", "q_stats",
+           "PoolOptions", "SyntheticRecord", "SyntheticPool", "choose_annotators", "generate_cached", "build_pool",
+           "pool_extras", "DISTANCES", "SYNTHETIC_FILE", "DEFAULT_ANNOTATORS"]

@@ -246,8 +246,8 @@ def test_every_registered_method_paper_profile_dry_runs(tmp_path):
 @pytest.mark.skipif(os.environ.get("HARNESS_SLOW") != "1" or not os.environ.get("HARNESS_DATA"),
                     reason="~20 min on 2 cores, on ShanghaiTech: HARNESS_SLOW=1 and HARNESS_DATA")
 def test_methods_needing_a_target_trained_annotator_dry_run_on_sha_shb(tmp_path):
-    """The paper profiles that pseudo-label with the annotator trained on the target (SASNet-SHB or MCNN-SHB for SHB) dry-run on
-    SHA→SHB, a cell where that annotator exists (HARNESS_SLOW=1, HARNESS_DATA)."""
+    """The paper profiles that pseudo-label with the annotator trained on the target (SASNet-SHB or MCNN-SHB for
+    SHB) dry-run on SHA→SHB, a cell where that annotator exists (HARNESS_SLOW=1, HARNESS_DATA)."""
     methods = _needs_target_annotator()
     by = _paper_dry_run(tmp_path, methods, "SHA→SHB")
     assert any("sasnet" in s["name"] for s in by["promptmix-table4-r100"]["stages"])

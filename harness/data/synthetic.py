@@ -249,8 +249,9 @@ class SyntheticCrowds:
         return split, int(index)
 
     def _load(self, ref: SampleRef) -> Sample:
-        img, pts, radii = _cached(self.name, *self._address(ref))
-        meta = {"variant": self.name, "seed": scene_seed(self.name, *self._address(ref)),
+        address = self._address(ref)
+        img, pts, radii = _cached(self.name, *address)
+        meta = {"variant": self.name, "seed": scene_seed(self.name, *address),
                 "head_radii": radii.copy(), "original_size": (img.shape[1], img.shape[0]),
                 "original_mode": "RGB", "n_points_dropped": 0}
         return Sample(id=ref.id, image=img.copy(), points=pts.copy(), meta=meta)

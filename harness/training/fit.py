@@ -143,9 +143,9 @@ def fit_with_synthetic(ctx: "CellContext", method: str, counter: str, counter_op
     if pool.r_mix == 0:
         ctx.log.info("%s: r_mix = 0, no synthetic images (the baseline)", method)
     else:
-        choose_annotators(ctx, pool)  # an impossible pool (e.g. keep: target, none trained on it) before any captioning
+        chosen = choose_annotators(ctx, pool)  # an impossible pool (keep: target, none trained on it) before captioning
         generator, requests, about = synthesise()
-        built = build_pool(ctx, generator, requests, pool, about={"method": method, **about})
+        built = build_pool(ctx, generator, requests, pool, about={"method": method, **about}, chosen=chosen)
         n_train, n_val = len(splits[0]), len(splits[1])
         if train.max_train_images is not None:
             n_train = min(n_train, train.max_train_images)
