@@ -156,7 +156,7 @@ def test_killing_the_dry_run_ends_the_cell_process_it_started(tmp_path):
 
 
 #: one method per strategy (the cheapest at paper shapes) for CI: the dry run of every registered method at paper shapes
-#: takes 32 min of this 2-core CPU (LDM's VQ step alone is ~15 TFLOP), so it is the slow test below
+#: takes 24-32 min of a 2-core CPU (LDM's VQ step alone is ~15 TFLOP), so it is the slow test below
 CI_METHODS = ("promptmix-r100", "spade-r100", "detnet", "dmap-vgg", "source-only-mcnn-sha", "zero")
 
 
@@ -229,7 +229,7 @@ def test_an_impossible_pool_is_refused_before_any_captioning(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("HARNESS_SLOW") != "1", reason="~32 min on 2 cores: HARNESS_SLOW=1")
+@pytest.mark.skipif(os.environ.get("HARNESS_SLOW") != "1", reason="~24-32 min on 2 cores: HARNESS_SLOW=1")
 def test_every_registered_method_paper_profile_dry_runs(tmp_path):
     """Every registered method's paper profile dry-runs on the built-in pair (HARNESS_SLOW=1; the LDM's VQ step in
     fp32 takes ~22 GB of a CPU's memory). The methods that need an annotator trained on the target are refused
@@ -244,7 +244,7 @@ def test_every_registered_method_paper_profile_dry_runs(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("HARNESS_SLOW") != "1" or not os.environ.get("HARNESS_DATA"),
-                    reason="~20 min on 2 cores, on ShanghaiTech: HARNESS_SLOW=1 and HARNESS_DATA")
+                    reason="~16 min on 2 cores, on ShanghaiTech: HARNESS_SLOW=1 and HARNESS_DATA")
 def test_methods_needing_a_target_trained_annotator_dry_run_on_sha_shb(tmp_path):
     """The paper profiles that pseudo-label with the annotator trained on the target (SASNet-SHB or MCNN-SHB for
     SHB) dry-run on SHA→SHB, a cell where that annotator exists (HARNESS_SLOW=1, HARNESS_DATA)."""
