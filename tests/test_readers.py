@@ -418,8 +418,8 @@ def test_split_train_val_deterministic_and_seeded(tmp_path):
 
 def test_held_out_val_refs_load_the_images_they_were_drawn_from(tmp_path):
     """A train image held out as validation (relabelled ``split="val"``, e.g. the Table IV protocol's 20 %) loads the
-    same image, points and labels as before: the built-in synthetic crowds draw it from its id, not from ``val``
-    (which has only 10 images: index 11 used to fail), and JHU-Crowd++ reads its labels from its own split folder."""
+    same image, points and labels as before, through the ref it was drawn as: the built-in synthetic crowds draw by
+    split and index (``val`` has only 10 images: index 11 used to fail), JHU-Crowd++ reads labels by split."""
     from harness.data.synthetic import SyntheticCrowds
 
     refs = SyntheticCrowds("SYN-PARK").samples("train")
@@ -436,8 +436,8 @@ def test_held_out_val_refs_load_the_images_they_were_drawn_from(tmp_path):
     jrefs = JHUCrowd(tmp_path).samples("train")
     _, jheld = split_train_val(jrefs, 0.5, seed=0)
     for r in jheld:
-        orig = next(o for o in jrefs if o.id == r.id).load()
-        assert r.load().meta["weather"] == orig.meta["weather"] and "scene" in r.load().meta
+        orig, got = next(o for o in jrefs if o.id == r.id).load(), r.load()
+        assert got.meta["weather"] == orig.meta["weather"] and "scene" in got.meta
 
 
 def test_natural_key():

@@ -93,8 +93,7 @@ class JHUCrowd(_FolderDataset):
                                 f"re-download JHU-Crowd++")
             rows.append((vals + [np.nan] * 6)[:6])
         a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
-        # the split folder the file is in (<split>/gt/nnnn.txt), not ref.split: a held-out validation relabels it
-        meta = dict(self._image_labels(path.parent.parent.name).get(ref.id, {}))
+        meta = dict(self._image_labels(ref.split).get(ref.id, {}))
         per_head = {"boxes": a[:, :4].copy(),
                     "occlusion": np.nan_to_num(a[:, 4], nan=-1).astype(np.int64),
                     "blur": np.nan_to_num(a[:, 5], nan=-1).astype(np.int64)}

@@ -40,7 +40,8 @@ def split_train_val(refs: Sequence[SampleRef], fraction: float = 0.1,
 
     Returns:
         ``(train_refs, val_refs)``, both in the input order; the held-out refs are copies with
-        ``split="val"``, the others are returned unchanged (``split="train"``).
+        ``split="val"`` that load through the ref they were drawn as (:class:`_AsDrawn`: a reader may address its
+        files by ``ref.split``), the others are returned unchanged (``split="train"``).
 
     Raises:
         ValueError: ``fraction`` outside ``[0, 1)``.
@@ -52,8 +53,22 @@ def split_train_val(refs: Sequence[SampleRef], fraction: float = 0.1,
     perm = np.random.default_rng(seed).permutation(len(refs))
     held = set(int(i) for i in perm[:n_val])
     train = [r for i, r in enumerate(refs) if i not in held]
-    val = [dataclasses.replace(r, split="val") for i, r in enumerate(refs) if i in held]
+    val = [dataclasses.replace(r, split="val", loader=_AsDrawn(r), image_loader=_AsDrawn(r, image=True))
+           for i, r in enumerate(refs) if i in held]
     return train, val
+
+
+@dataclasses.dataclass(frozen=True)
+class _AsDrawn:
+    """The loader of a held-out ref: reads the train ref it was drawn as (the same image, points and labels),
+    whatever the reader makes of ``split`` (the built-in synthetic crowds draw by split and index, JHU-Crowd++ and
+    WIDER FACE read labels from the split's files)."""
+
+    ref: SampleRef
+    image: bool = False
+
+    def __call__(self, _held_out: SampleRef):
+        return self.ref.load_image() if self.image else self.ref.load()
 
 
 class HeldOutVal:

@@ -242,19 +242,16 @@ class SyntheticCrowds:
                 for i in range(self.variant.split_size(split))]
 
     @staticmethod
-    def _address(ref: SampleRef) -> tuple[str, int]:
-        """``(split, index)`` the image was drawn as, from its id (``"<split>_<index>"``): not ``ref.split``, which
-        a held-out validation (:func:`harness.data.splits.split_train_val`) relabels ``"val"`` on train images."""
-        split, index = ref.id.rsplit("_", 1)
-        return split, int(index)
+    def _index(ref: SampleRef) -> int:
+        return int(ref.id.rsplit("_", 1)[1])
 
     def _load(self, ref: SampleRef) -> Sample:
-        address = self._address(ref)
-        img, pts, radii = _cached(self.name, *address)
-        meta = {"variant": self.name, "seed": scene_seed(self.name, *address),
+        index = self._index(ref)
+        img, pts, radii = _cached(self.name, ref.split, index)
+        meta = {"variant": self.name, "seed": scene_seed(self.name, ref.split, index),
                 "head_radii": radii.copy(), "original_size": (img.shape[1], img.shape[0]),
                 "original_mode": "RGB", "n_points_dropped": 0}
         return Sample(id=ref.id, image=img.copy(), points=pts.copy(), meta=meta)
 
     def _load_image(self, ref: SampleRef) -> np.ndarray:
-        return _cached(self.name, *self._address(ref))[0].copy()
+        return _cached(self.name, ref.split, self._index(ref))[0].copy()
