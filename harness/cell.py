@@ -74,7 +74,7 @@ def cell_config(plan: Plan, cell: Cell, device: str, commit: str | None = None, 
         "limit_test": cell.limit_test, "device": device, "precision": plan.precision,
         "harness_version": __version__, "git_commit": commit,
         "data_root": str(plan.data_root) if plan.data_root else None, "python": platform.python_version(),
-        "packages": package_versions(),
+        "packages": package_versions(plan.registries.plugins),
         "data_content": plan_fingerprints(plan, cell), "command": plan.command, **conditions(device, threads),
     }
 

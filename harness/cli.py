@@ -26,7 +26,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .cli_common import err_console
+from .cli_common import err_console, loading_libraries
 from .dryrun import DEFAULT_EFFICIENCY, GPUS
 from .cli_common import quiet_registries as _quiet_registries
 from .cli_common import registries as _registries
@@ -159,21 +159,24 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
     Finished cells are never recomputed; failed cells are retried on the next run. Exits 1 when any cell
     failed (listed at the end).
     """
-    from . import runner
-    from .io import check_writable_dir, default_cache_dir
-
-    if plugins:
-        from .plugins import build_registries, plugin_modules
-
-        regs = build_registries(plugin_modules(plugins))
-    else:
-        regs = _registries()
     if matrix is None:
         matrix = REAL_MATRIX if data_root else SYNTHETIC_MATRIX
     if methods is None:
         methods = SYNTHETIC_METHODS
     out_dir = out_dir or Path("runs") / profile
-    planned = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test, precision)
+    with loading_libraries():  # the plugins, the readers and torch (every cell and the device check need it)
+        import torch  # noqa: F401
+
+        from . import runner
+        from .io import check_writable_dir, default_cache_dir
+
+        if plugins:
+            from .plugins import build_registries, plugin_modules
+
+            regs = build_registries(plugin_modules(plugins))
+        else:
+            regs = _registries()
+        planned = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test, precision)
     canonical = planned.spec
     command = shlex.join(["harness", "run", "--matrix", ",".join(f"{a}→{b}" for a, b in canonical.matrix),
                           "--methods", ",".join(canonical.methods), "--seeds", ",".join(map(str, canonical.seeds)),

@@ -14,6 +14,7 @@ has: the local executor uses ``--threads`` (default :func:`default_threads`), Ra
 from __future__ import annotations
 
 import os
+from typing import Any, Iterable
 
 from .errors import ConfigError
 
@@ -112,10 +113,14 @@ RECORDED_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow", "opencv
                      "diffusers", "transformers", "timm", "open_clip_torch", "pandas")
 
 
-def package_versions() -> dict:
-    """``{distribution: version}`` of :data:`RECORDED_PACKAGES` and every installed ``harness`` plugin distribution
-    (None where not installed): recorded in each cell's ``config.json``, so a number that changes with a library
-    release can be traced (not part of the identity: a cell is not refused for another library version)."""
+def package_versions(plugins: Iterable[Any] | None = None) -> dict:
+    """``{distribution: version}`` of :data:`RECORDED_PACKAGES` and the ``harness`` plugin distributions (None where
+    not installed): recorded in each cell's ``config.json``, so a number that changes with a library release can be
+    traced (not part of the identity: a cell is not refused for another library version).
+
+    ``plugins``: the :class:`harness.plugins.PluginInfo` s of the loaded registries (a run's ``plan.registries.plugins``:
+    the distributions that made the result, without listing the entry points a second time, ~70 ms); None: every
+    installed entry point of the ``harness`` group."""
     import importlib.metadata as md
 
     out: dict = {}
@@ -124,10 +129,11 @@ def package_versions() -> dict:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             out[name] = None
-    for ep in md.entry_points(group="harness"):
-        dist = getattr(ep, "dist", None)
-        if dist is not None:
-            out[dist.name] = dist.version
+    if plugins is None:
+        dists = [getattr(ep, "dist", None) for ep in md.entry_points(group="harness")]
+        out.update({d.name: d.version for d in dists if d is not None})
+    else:
+        out.update({p.distribution: p.version for p in plugins if p.distribution and not p.builtin})
     return dict(sorted(out.items()))
 
 

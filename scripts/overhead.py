@@ -72,6 +72,8 @@ def main() -> None:
     print(f"bare torch loop: {b:.2f} s (median of {', '.join(f'{x:.2f}' for x in bare)})")
     print(f"harness run:     {r:.2f} s (median of {', '.join(f'{x:.2f}' for x in run)})")
     print(f"ratio {r / b:.3f}; fixed cost {r - b:.2f} s over {args.images} images")
+    pairs = sorted(y / x for x, y in zip(bare, run))  # each harness run against the bare loop just before it
+    print(f"paired ratios: median {statistics.median(pairs):.3f} (range {pairs[0]:.3f}-{pairs[-1]:.3f})")
     bc, rc = statistics.median(bare_cpu), statistics.median(run_cpu)
     print(f"CPU time (user + system): bare {bc:.2f} s, harness {rc:.2f} s (medians): ratio {rc / bc:.3f}")
 

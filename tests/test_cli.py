@@ -261,3 +261,51 @@ def test_the_default_run_is_the_demo_pair_and_ends_with_the_next_commands(tmp_pa
     assert "SYN-PARK→SYN-STREET" in r.output and "SYN-STREET→SYN-PARK" in r.output
     assert f"harness compare {tmp_path / 'demo'} zero source-mean" in r.output
     assert "harness report" in r.output and "harness new-plugin" in r.output
+
+
+def test_loading_libraries_pauses_the_collector_and_restores_its_state():
+    import gc
+
+    from harness.cli_common import loading_libraries
+
+    assert gc.isenabled()
+    with loading_libraries():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError):
+        with loading_libraries():
+            1 / 0
+    assert gc.isenabled()  # restored after an error too
+    gc.disable()
+    try:
+        with loading_libraries():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
+
+
+def test_the_console_script_is_harness_main_and_exits_with_the_objects_frozen(tmp_path):
+    """``harness`` and ``python -m harness`` run harness.__main__.main, which freezes the live objects when the
+    command ends (the interpreter's exit then skips its full collection; README, "Fixed costs"); exit codes and
+    output are click's."""
+    import importlib.metadata as md
+    import subprocess
+    import sys
+
+    scripts = {ep.name: ep.value for ep in md.entry_points(group="console_scripts") if ep.name == "harness"}
+    assert scripts == {"harness": "harness.__main__:main"}
+    probe = ("import atexit, gc, sys\n"
+             "from harness.__main__ import main\n"
+             "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, 'enabled', gc.isenabled()))\n"
+             "sys.argv = ['harness'] + sys.argv[1:]\n"
+             "main()\n")
+    r = subprocess.run([sys.executable, "-c", probe, "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "harness, version" in r.stdout and "frozen True enabled True" in r.stdout
+    r = subprocess.run([sys.executable, "-c", probe, "run", "--methods", "nope", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("Error:") and "Traceback" not in r.stderr
+    assert "frozen True" in r.stdout  # a failing command ends the same way
+    r = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "crowd-harness" in r.stdout

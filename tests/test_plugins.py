@@ -136,6 +136,23 @@ def test_harness_load_plugins_selects_entry_points(fake_dists, monkeypatch):
     assert not [p for p in regs.plugins if not p.builtin] and "good-counter" not in regs.counters
 
 
+def test_a_cell_records_the_plugin_distributions_it_loaded(fake_dists, monkeypatch):
+    """config.json's packages list the loaded plugins' distributions from the registries (no second entry-point scan),
+    the same as listing every installed entry point when all load; a plugin left out by HARNESS_LOAD_PLUGINS is not
+    one the result was made with."""
+    from harness.conditions import package_versions
+
+    with pytest.warns(UserWarning):
+        regs = build_registries()
+    recorded = package_versions(regs.plugins)
+    assert recorded == package_versions()
+    assert recorded["harness-good"] == "0.1" and recorded["harness-broken"] == "0.1"
+    assert recorded["torch"] and "crowd-harness" not in recorded  # the harness's own version is harness_version
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "good")
+    recorded = package_versions(build_registries().plugins)
+    assert recorded["harness-good"] == "0.1" and "harness-broken" not in recorded
+
+
 class Clash:
     @hookimpl
     def harness_register_counters(self, register):
