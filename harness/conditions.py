@@ -118,9 +118,9 @@ def package_versions(plugins: Iterable[Any] | None = None) -> dict:
     not installed): recorded in each cell's ``config.json``, so a number that changes with a library release can be
     traced (not part of the identity: a cell is not refused for another library version).
 
-    ``plugins``: the :class:`harness.plugins.PluginInfo` s of the loaded registries (a run's ``plan.registries.plugins``:
-    the distributions that made the result, without listing the entry points a second time, ~70 ms); None: every
-    installed entry point of the ``harness`` group."""
+    ``plugins``: the :class:`harness.plugins.PluginInfo` s of the loaded registries (a run's
+    ``plan.registries.plugins``: the distributions that made the result, without listing the entry points a second
+    time, ~70 ms); None: every installed entry point of the ``harness`` group."""
     import importlib.metadata as md
 
     out: dict = {}
@@ -137,5 +137,5 @@ def package_versions(plugins: Iterable[Any] | None = None) -> dict:
     return dict(sorted(out.items()))
 
 
-__all__ = ["CONDITION_KEYS", "RECORDED_PACKAGES", "package_versions", "default_threads", "resolve_device", "device_type", "device_kind", "same_device_kind", "conditions",
-           "fit_conditions"]
+__all__ = ["CONDITION_KEYS", "RECORDED_PACKAGES", "package_versions", "default_threads", "resolve_device", "device_type",
+           "device_kind", "same_device_kind", "conditions", "fit_conditions"]

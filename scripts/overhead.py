@@ -4,8 +4,10 @@ The harness run: ``harness run --matrix SHA→SHB --methods source-only-mcnn-sha
 (planning, data fingerprints, config, per-image seeding and validation, the progress file, ground truth, metrics
 and mAP, overlays, the leaderboard). The bare loop: a new Python process that loads the same MCNN-SHA weights, reads
 the same N ShanghaiTech B test images with Pillow and sums the model's density maps. Runs alternate, ``--repeat``
-times each; the medians and their ratio are printed (wall seconds; the machine should be otherwise idle), and the
-same for CPU time (user + system), which a shared virtual machine's neighbours disturb less.
+times each, in ABBA order (bare first in even rounds, the harness first in odd ones, so that a drift of a shared
+machine's speed cancels out); the medians and their ratio are printed, and the median and range of the rounds' own
+ratios (wall seconds; the machine should be otherwise idle), and the same for CPU time (user + system), which a
+shared virtual machine's neighbours disturb less.
 
     HARNESS_DATA=... HARNESS_WEIGHTS=... .venv/bin/python scripts/overhead.py [--images 25] [--repeat 3]
 """
@@ -62,17 +64,19 @@ def main() -> None:
         script = Path(tmp) / "bare.py"
         script.write_text(BARE)
         for i in range(args.repeat):
-            bare.append(timed([sys.executable, str(script), str(args.images)], bare_cpu))
             out = Path(tmp) / f"run-{i}"
-            run.append(timed([harness, "run", "--matrix", "SHA→SHB", "--methods", "source-only-mcnn-sha",
-                              "--limit-test", str(args.images), "--out", str(out),
-                              "--data-root", os.environ["HARNESS_DATA"]], run_cpu))
+            command = [harness, "run", "--matrix", "SHA→SHB", "--methods", "source-only-mcnn-sha", "--limit-test",
+                       str(args.images), "--out", str(out), "--data-root", os.environ["HARNESS_DATA"]]
+            steps = [lambda: bare.append(timed([sys.executable, str(script), str(args.images)], bare_cpu)),
+                     lambda: run.append(timed(command, run_cpu))]
+            for step in steps if i % 2 == 0 else steps[::-1]:  # ABBA: a drift of the machine's speed cancels out
+                step()
             shutil.rmtree(out, ignore_errors=True)
     b, r = statistics.median(bare), statistics.median(run)
     print(f"bare torch loop: {b:.2f} s (median of {', '.join(f'{x:.2f}' for x in bare)})")
     print(f"harness run:     {r:.2f} s (median of {', '.join(f'{x:.2f}' for x in run)})")
     print(f"ratio {r / b:.3f}; fixed cost {r - b:.2f} s over {args.images} images")
-    pairs = sorted(y / x for x, y in zip(bare, run))  # each harness run against the bare loop just before it
+    pairs = sorted(y / x for x, y in zip(bare, run))  # each harness run against the bare loop of its round
     print(f"paired ratios: median {statistics.median(pairs):.3f} (range {pairs[0]:.3f}-{pairs[-1]:.3f})")
     bc, rc = statistics.median(bare_cpu), statistics.median(run_cpu)
     print(f"CPU time (user + system): bare {bc:.2f} s, harness {rc:.2f} s (medians): ratio {rc / bc:.3f}")

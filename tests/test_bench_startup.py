@@ -38,8 +38,9 @@ def test_bench_harness_run_process(benchmark, tmp_path):
 
     def one_run() -> Path:
         out = next(runs)
-        r = subprocess.run([HARNESS, "run", "--matrix", "SYN-PARK→SYN-STREET", "--methods", "zero", "--limit-test", "2",
-                            "--device", "cpu", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+        r = subprocess.run([HARNESS, "run", "--matrix", "SYN-PARK→SYN-STREET", "--methods", "zero", "--limit-test",
+                            "2", "--device", "cpu", "--out", str(out)], capture_output=True, text=True, env=env,
+                           timeout=300)
         assert r.returncode == 0, r.stderr
         return out
 
