@@ -127,17 +127,19 @@ def _image_tp(pred: np.ndarray, gt: np.ndarray, deltas: np.ndarray) -> np.ndarra
 
     ``deltas`` must be sorted ascending. Greedy in the given order: a prediction takes the NEAREST
     unmatched ground-truth point within δ (distance ties -> lower ground-truth index); one walk over the
-    predictions serves all δ at once.
+    predictions serves all δ at once: the δ at which a point is taken are the bits of a Python int (bit t:
+    δ_t), a prediction's candidates, nearest first, each take the δ that reach them and are still free on both
+    sides, and since the candidates come in distance order, the walk stops at the first one that no free δ of
+    the prediction reaches.
     """
     n_d, m = len(deltas), len(pred)
-    tp = np.zeros((m, n_d), dtype=bool)
     if m == 0 or len(gt) == 0:
-        return tp.T
+        return np.zeros((n_d, m), dtype=bool)
     d_max = float(deltas[-1])
     # All pairs within the largest δ, once (slightly widened radius, then exact distances decide).
     pairs = cKDTree(pred).sparse_distance_matrix(cKDTree(gt), d_max * (1 + 1e-9) + 1e-9, output_type="ndarray")
     if len(pairs) == 0:
-        return tp.T
+        return np.zeros((n_d, m), dtype=bool)
     pi = pairs["i"].astype(np.int64)
     gi = pairs["j"].astype(np.int64)
     dist = np.hypot(pred[pi, 0] - gt[gi, 0], pred[pi, 1] - gt[gi, 1])
@@ -148,25 +150,23 @@ def _image_tp(pred: np.ndarray, gt: np.ndarray, deltas: np.ndarray) -> np.ndarra
     first_delta = np.searchsorted(deltas, dist, side="left")  # the pair is within δ_t for t >= first_delta
     bounds = np.searchsorted(pi, np.arange(m + 1)).tolist()
     gi_l, fd_l = gi.tolist(), first_delta.tolist()
-    t_index = np.arange(n_d)
-    matched = np.zeros((len(gt), n_d), dtype=bool)  # matched[g, t]: ground truth g taken at δ_t
+    full = (1 << n_d) - 1
+    taken = [0] * len(gt)  # bit t of taken[g]: ground truth g matched at δ_t
+    rows = [0] * m  # bit t of rows[j]: prediction j a true positive at δ_t
     for j in range(m):
-        a, b = bounds[j], bounds[j + 1]
-        if a == b:
-            continue  # nothing within the largest δ: a false positive at every δ
-        g0, t0 = gi_l[a], fd_l[a]
-        if not matched[g0].any():
-            # Fast path: the nearest candidate is free at every δ, so every δ that reaches it takes it.
-            matched[g0, t0:] = True
-            tp[j, t0:] = True
-            continue
-        cand = gi[a:b]
-        avail = (first_delta[a:b][:, None] <= t_index[None, :]) & ~matched[cand]  # (k, D)
-        cols = np.flatnonzero(avail.any(axis=0))
-        if len(cols):
-            matched[cand[avail[:, cols].argmax(axis=0)], cols] = True
-            tp[j, cols] = True
-    return tp.T
+        free = full  # the δ at which prediction j is still unmatched
+        for c in range(bounds[j], bounds[j + 1]):
+            fd, g = fd_l[c], gi_l[c]
+            take = (free >> fd << fd) & ~taken[g]
+            if take:
+                taken[g] |= take
+                free &= ~take
+            if not free >> fd:
+                break
+        rows[j] = full & ~free
+    width = (n_d + 7) // 8
+    packed = np.frombuffer(b"".join(r.to_bytes(width, "little") for r in rows), dtype=np.uint8).reshape(m, width)
+    return np.unpackbits(packed, axis=1, count=n_d, bitorder="little").astype(bool).T
 
 
 def localisation_map(items: Iterable, deltas: Sequence[float] = range(1, 101)) -> dict:
@@ -299,9 +299,17 @@ def points_from_density(
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return empty
-    index = np.arange(1, n + 1)
-    centres = np.asarray(ndimage.center_of_mass(mask, labels, index), dtype=np.float64).reshape(n, 2)
-    scores = np.asarray(ndimage.maximum(dens, labels, index), dtype=np.float64)
-    pts = np.stack([(centres[:, 1] + 0.5) * stride, (centres[:, 0] + 0.5) * stride], axis=1)
+    # A plateau's pixels are each the maximum of the other's neighbourhood, so they hold one value: its score.
+    # Its centre is the mean of its pixels' (row, col) (what ndimage.center_of_mass gives for a 0/1 mask; integer
+    # sums, so the same float), per label with np.bincount.
+    rows, cols = np.nonzero(mask)
+    lab = labels[rows, cols]
+    size = np.bincount(lab, minlength=n + 1)[1:]
+    centre_row = np.bincount(lab, weights=rows, minlength=n + 1)[1:] / size
+    centre_col = np.bincount(lab, weights=cols, minlength=n + 1)[1:] / size
+    scores = np.zeros(n + 1)
+    scores[lab] = dens[rows, cols]
+    scores = scores[1:]
+    pts = np.stack([(centre_col + 0.5) * stride, (centre_row + 0.5) * stride], axis=1)
     order = np.argsort(-scores, kind="stable")
     return pts[order], scores[order]

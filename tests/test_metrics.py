@@ -196,6 +196,23 @@ def test_map_matches_naive_reference_on_random_grid_points():
         assert ours["ap"][delta] == pytest.approx(ref, abs=1e-12)
 
 
+def test_map_matches_naive_reference_with_more_deltas_than_a_machine_word():
+    """The matching keeps the δ a point is taken at as the bits of a Python int: 150 thresholds (0.5 px apart, so
+    many pairs reach a point at some δ but not at others) agree with the per-δ walk of the reference."""
+    rng = np.random.default_rng(11)
+    items = []
+    for _ in range(3):
+        g = rng.uniform(0, 60, size=(rng.integers(10, 40), 2))
+        p = np.concatenate([g[: len(g) // 2] + rng.normal(0, 6, size=(len(g) // 2, 2)),
+                            rng.uniform(0, 60, size=(rng.integers(5, 30), 2))])
+        items.append((p, rng.uniform(0, 1, size=len(p)), g))
+    deltas = [0.5 * k for k in range(1, 151)]
+    ours = localisation_map(items, deltas)
+    ref = _reference_map(items, deltas)
+    assert [ours["ap"][d] for d in deltas] == pytest.approx(ref, abs=1e-12)
+    assert len(set(np.round(ref, 9))) > 20  # the thresholds do make a difference
+
+
 # ------------------------------------------------------------------------------------------ NWPU
 
 
@@ -295,6 +312,32 @@ def test_points_from_density_hand_case():
     e[5, 2], e[5, 5] = 1.0, 0.8
     assert len(points_from_density(e)[0]) == 2
     assert points_from_density(e, min_distance=3)[0].tolist() == [[2.5, 5.5]]
+
+
+def test_points_from_density_equals_scipy_label_statistics_on_plateaus():
+    """Each peak's centre and score are the per-label mean position and maximum that scipy.ndimage's
+    center_of_mass / maximum give, exactly, on maps with many plateaus (quantised values, blown-up blocks)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    maps = [np.round(rng.uniform(0, 1, size=(rng.integers(1, 30), rng.integers(1, 30))) * 3) / 3 for _ in range(30)]
+    maps += [np.kron(rng.uniform(0, 1, size=(rng.integers(1, 12), rng.integers(1, 12))), np.ones((3, 2)))
+             for _ in range(30)]
+    for d in maps:
+        for md in (1, 2):
+            pts, scores = points_from_density(d, stride=2, threshold=0.0, min_distance=md)
+            peak = ndimage.maximum_filter(d, size=2 * md + 1, mode="constant", cval=-np.inf)
+            mask = (d == peak) & (d > 0.0)
+            labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+            assert len(pts) == n
+            if n == 0:
+                continue
+            idx = np.arange(1, n + 1)
+            com = np.asarray(ndimage.center_of_mass(mask, labels, idx)).reshape(n, 2)
+            ref_scores = np.asarray(ndimage.maximum(d, labels, idx))
+            order = np.argsort(-ref_scores, kind="stable")
+            ref_pts = np.stack([(com[:, 1] + 0.5) * 2, (com[:, 0] + 0.5) * 2], axis=1)[order]
+            assert pts.tolist() == ref_pts.tolist() and scores.tolist() == ref_scores[order].tolist()
 
 
 def test_points_from_density_round_trip_and_ap():
