@@ -177,6 +177,8 @@ def run(matrix, methods, seeds, profile, device, out_dir, data_root, limit_test,
         else:
             regs = _registries()
         planned = runner.plan_run(matrix, methods, seeds, profile, regs, data_root, limit_test, precision)
+        if not dry_run:  # and what every cell and the leaderboard will load: scipy's ndimage and spatial, pandas
+            from . import executors, jobs, leaderboard, metrics, stats, visualize  # noqa: F401
     canonical = planned.spec
     command = shlex.join(["harness", "run", "--matrix", ",".join(f"{a}→{b}" for a, b in canonical.matrix),
                           "--methods", ",".join(canonical.methods), "--seeds", ",".join(map(str, canonical.seeds)),

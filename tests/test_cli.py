@@ -283,6 +283,27 @@ def test_loading_libraries_pauses_the_collector_and_restores_its_state():
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+    assert gc.get_freeze_count() == 0  # a library caller's objects stay collectable
+
+
+def test_loading_libraries_freezes_what_it_loaded_only_in_the_console_scripts_process():
+    """In the process the ``harness`` console script owns, what a command loaded is frozen when the loading ends, so
+    the collections of the run never walk it again; elsewhere (tests, library callers) nothing is frozen."""
+    import subprocess
+    import sys
+
+    probe = ("import gc\n"
+             "from harness.cli_common import OWNS_PROCESS, loading_libraries\n"
+             "with loading_libraries():\n"
+             "    import harness.cli\n"
+             "print('library', gc.get_freeze_count(), gc.isenabled())\n"
+             "OWNS_PROCESS['value'] = True\n"
+             "with loading_libraries():\n"
+             "    import harness.runner\n"
+             "print('console', gc.get_freeze_count() > 1000, gc.isenabled())\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["library 0 True", "console True True"]
 
 
 def test_the_console_script_is_harness_main_and_exits_with_the_objects_frozen(tmp_path):
