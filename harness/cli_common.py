@@ -50,7 +50,7 @@ def loading_libraries():
 
     In the console script's own process (:data:`OWNS_PROCESS`) the loaded objects are also frozen (:func:`gc.freeze`)
     when the loading ends: they live until the process exits, and unfrozen, the first collections of the run walk
-    them all again (measured: 0.13 s less of a 25-image ``harness run``, README "Fixed costs"). A library caller's
+    them all again (measured: about 0.14 s less of a 25-image ``harness run``, README "Fixed costs"). A library caller's
     objects are never frozen (they stay collectable)."""
     enabled = gc.isenabled()
     gc.disable()
