@@ -17,9 +17,10 @@ import gc
 
 def main() -> None:
     """Run the ``harness`` command line (exit codes: :mod:`harness.cli`)."""
-    from .cli_common import OWNS_PROCESS, loading_libraries
+    from . import cli_common
+    from .cli_common import loading_libraries
 
-    OWNS_PROCESS["value"] = True
+    cli_common.OWNS_PROCESS = True
     with loading_libraries():
         from .cli import main as cli
     try:

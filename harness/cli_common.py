@@ -33,9 +33,9 @@ def quiet_registries():
         return get_registries()
 
 
-#: ``{"value": True}`` in the process of the ``harness`` console script (:mod:`harness.__main__`), which ends with
-#: its command: there, what a command loads is frozen when the loading ends (see :func:`loading_libraries`)
-OWNS_PROCESS = {"value": False}
+#: True in the process of the ``harness`` console script (:mod:`harness.__main__` sets it), which ends with its
+#: command: there, what a command loads is frozen when the loading ends (see :func:`loading_libraries`)
+OWNS_PROCESS = False
 
 
 @contextlib.contextmanager
@@ -57,7 +57,7 @@ def loading_libraries():
     try:
         yield
     finally:
-        if OWNS_PROCESS["value"]:
+        if OWNS_PROCESS:
             gc.freeze()  # the loaded modules live as long as the process: no collection need walk them again
         if enabled:
             gc.enable()

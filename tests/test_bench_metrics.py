@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from harness.metrics import localisation_map, points_from_density
+from harness.metrics import DEFAULT_PEAK_THRESHOLD, localisation_map, points_from_density
+from test_metrics import _reference_map  # the per-δ walk of the metric's definition (tests/ is on sys.path)
 
 N_IMAGES = 25
 
@@ -46,26 +47,9 @@ def test_bench_points_from_density(benchmark, maps):
     found = benchmark(lambda: [points_from_density(d, stride=4) for d in maps])
     d = maps[0]
     peak = ndimage.maximum_filter(d, size=3, mode="constant", cval=-np.inf)
-    labels, n = ndimage.label((d == peak) & (d > 1e-4 * 16), structure=np.ones((3, 3), dtype=bool))
+    labels, n = ndimage.label((d == peak) & (d > DEFAULT_PEAK_THRESHOLD * 16), structure=np.ones((3, 3), dtype=bool))
     assert 100 < n == len(found[0][0])
     assert sorted(found[0][1].tolist()) == sorted(ndimage.maximum(d, labels, np.arange(1, n + 1)).tolist())
-
-
-def _ap_by_walk(items, delta: float) -> float:
-    """AP at one δ by the definition, walking the pooled predictions in score order (no shared work)."""
-    pooled = sorted(((s, i, j) for i, (_, sc, _) in enumerate(items) for j, s in enumerate(sc)), key=lambda t: -t[0])
-    used = [np.zeros(len(g), bool) for _, _, g in items]
-    flags = []
-    for _, i, j in pooled:
-        p, _, g = items[i]
-        dist = np.hypot(*(g - p[j]).T)
-        dist[used[i] | (dist > delta)] = np.inf
-        k = int(np.argmin(dist))
-        flags.append(bool(np.isfinite(dist[k])))
-        used[i][k] |= flags[-1]
-    tp = np.asarray(flags)
-    precision = np.cumsum(tp) / np.arange(1, len(tp) + 1)
-    return float((np.maximum.accumulate(precision[::-1])[::-1] * tp).sum() / sum(len(g) for _, _, g in items))
 
 
 @pytest.mark.benchmark(group="localisation")
@@ -73,4 +57,4 @@ def test_bench_localisation_map(benchmark, items):
     result = benchmark(localisation_map, items)
     assert sum(len(p) for p, _, _ in items) > 100 * N_IMAGES
     for delta in (4, 30):
-        assert result["ap"][delta] == pytest.approx(_ap_by_walk(items, delta), abs=1e-12)
+        assert result["ap"][delta] == pytest.approx(_reference_map(items, [delta])[0], abs=1e-12)

@@ -293,11 +293,12 @@ def test_loading_libraries_freezes_what_it_loaded_only_in_the_console_scripts_pr
     import sys
 
     probe = ("import gc\n"
-             "from harness.cli_common import OWNS_PROCESS, loading_libraries\n"
+             "from harness import cli_common\n"
+             "from harness.cli_common import loading_libraries\n"
              "with loading_libraries():\n"
              "    import harness.cli\n"
              "print('library', gc.get_freeze_count(), gc.isenabled())\n"
-             "OWNS_PROCESS['value'] = True\n"
+             "cli_common.OWNS_PROCESS = True\n"
              "with loading_libraries():\n"
              "    import harness.runner\n"
              "print('console', gc.get_freeze_count() > 1000, gc.isenabled())\n")
